@@ -1,0 +1,182 @@
+"""Pure functions: exact GP log marginal likelihood on a complete grid.
+
+Everything is computed in the Kronecker eigenbasis of the factor Gram matrices:
+with :math:`K_d = U_d W_d U_d^T`, :math:`U = \\bigotimes_d U_d` and
+:math:`\\lambda = \\bigotimes_d w_d`, the rotated data :math:`\\tilde y = U^T y`
+gives :math:`(K + sI)^{-1} y = U \\tilde a`, :math:`\\tilde a = \\tilde y /
+(\\lambda + s)`.
+
+References
+----------
+.. [1] Saatci, Y. (2011). Scalable Inference for Structured Gaussian Process
+   Models. PhD thesis, University of Cambridge, sec. 5.2.
+.. [2] Rasmussen, C. E. and Williams, C. K. I. (2006). Gaussian Processes for
+   Machine Learning. MIT Press, eq. 5.8-5.9.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kronecker_gp._typing import FloatArray
+from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass(frozen=True)
+class GridPosterior:
+    """Factor eigenpairs, noise and the rotated weights of a grid GP.
+
+    Attributes
+    ----------
+    eigvals : list of ndarray of shape (n_d,)
+        Per-factor eigenvalues (clipped at zero).
+    eigvecs : list of ndarray of shape (n_d, n_d)
+        Per-factor eigenvectors.
+    noise : float
+        The noise variance ``s``.
+    inv_lam : ndarray of shape (N,)
+        ``1 / (kron(eigvals) + s)``, the inverse spectrum of ``K + sI``.
+    alpha_rot : ndarray of shape (N,)
+        ``U^T (K + sI)^{-1} y``, the weights in the eigenbasis.
+    """
+
+    eigvals: list[FloatArray]
+    eigvecs: list[FloatArray]
+    noise: float
+    inv_lam: FloatArray
+    alpha_rot: FloatArray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The grid shape."""
+        return tuple(int(w.size) for w in self.eigvals)
+
+    def alpha(self) -> FloatArray:
+        """Return ``(K + sI)^{-1} y`` in the original basis (flat, C order)."""
+        return kron_matvec(self.eigvecs, self.alpha_rot)
+
+    def solve(self, b: FloatArray) -> FloatArray:
+        """Return ``(K + sI)^{-1} b`` for a flat grid vector or columns."""
+        rot = kron_matvec([u.T for u in self.eigvecs], b)
+        rot = rot * (self.inv_lam if rot.ndim == 1 else self.inv_lam[:, None])
+        return kron_matvec(self.eigvecs, rot)
+
+
+def factorize(grams: Sequence[FloatArray], noise: float, y: FloatArray) -> tuple[
+    GridPosterior, float
+]:
+    """Eigendecompose the factors and return the posterior weights and the LML.
+
+    Parameters
+    ----------
+    grams : sequence of ndarray of shape (n_d, n_d)
+        Factor Gram matrices.
+    noise : float
+        Noise variance ``s > 0``.
+    y : ndarray of shape (N,)
+        Targets, flat in C order.
+
+    Returns
+    -------
+    post : GridPosterior
+        The factorisation.
+    lml : float
+        :math:`-\\tfrac12 y^T (K+sI)^{-1} y - \\tfrac12 \\log|K+sI|
+        - \\tfrac N2 \\log 2\\pi`.
+
+    Notes
+    -----
+    Cost :math:`O(\\sum_d n_d^3 + N \\sum_d n_d)`.
+    """
+    ws, us = kron_eigh(grams)
+    lam = kron_outer(ws) + noise
+    y_rot = kron_matvec([u.T for u in us], y)
+    inv_lam = 1.0 / lam
+    alpha_rot = y_rot * inv_lam
+    lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * float(np.sum(np.log(lam)))
+    lml -= 0.5 * y.size * _LOG_2PI
+    return GridPosterior(ws, us, float(noise), inv_lam, alpha_rot), lml
+
+
+def _weights_except(eigvals: Sequence[FloatArray], d: int) -> FloatArray:
+    """Outer product of all factors' eigenvalues but ``d`` (ones on axis d)."""
+    shape = [w.size for w in eigvals]
+    out = np.ones([1 if e == d else n for e, n in enumerate(shape)])
+    for e, w in enumerate(eigvals):
+        if e != d:
+            out = out * w.reshape([-1 if k == e else 1 for k in range(len(shape))])
+    return out
+
+
+def factor_gradient_matrix(post: GridPosterior, d: int) -> FloatArray:
+    """Return ``M_d`` with ``dLML/dtheta = sum(dK_d * M_d)`` for factor ``d``.
+
+    Notes
+    -----
+    With :math:`A = \\tilde a` and :math:`G = 1/(\\lambda + s)` as grids and
+    :math:`W_{-d}` the outer product of the other factors' eigenvalues,
+
+    .. math::
+        \\frac{\\partial L}{\\partial \\theta} = \\tfrac12 \\alpha^T \\partial K
+        \\alpha - \\tfrac12 \\operatorname{tr}((K+sI)^{-1} \\partial K)
+        = \\sum_{ij} (\\partial K_d)_{ij} (M_d)_{ij},
+
+    :math:`M_d = \\tfrac12 U_d (C_d - \\operatorname{diag}(h_d)) U_d^T`,
+    :math:`C_d = A_{(d)} \\operatorname{diag}(W_{-d}) A_{(d)}^T` (the mode-d
+    weighted Gram of :math:`A`) and :math:`h_d = \\sum_{-d} G W_{-d}`.
+    Cost: one GEMM of size :math:`N n_d` plus two of :math:`n_d^3`; each
+    hyperparameter of the factor then costs :math:`O(n_d^2)`.
+    """
+    shape = post.shape
+    a = post.alpha_rot.reshape(shape)
+    w_rest = _weights_except(post.eigvals, d)
+    others = tuple(e for e in range(len(shape)) if e != d)
+    a_d = np.moveaxis(a, d, 0).reshape(shape[d], -1)
+    b_d = np.moveaxis(a * w_rest, d, 0).reshape(shape[d], -1)
+    c = a_d @ b_d.T
+    h = np.sum(post.inv_lam.reshape(shape) * w_rest, axis=others)
+    u = post.eigvecs[d]
+    inner = c - np.diag(h)
+    return 0.5 * (u @ inner @ u.T)
+
+
+def lml_gradient(
+    post: GridPosterior, grad_grams: Sequence[FloatArray], *, noise_free: bool = True
+) -> FloatArray:
+    """Return the LML gradient w.r.t. every factor's log-hyperparameters and noise.
+
+    Parameters
+    ----------
+    post : GridPosterior
+        From :func:`factorize`.
+    grad_grams : sequence of ndarray of shape (n_d, n_d, n_theta_d)
+        Gradients of the factor Grams w.r.t. their log-hyperparameters.
+    noise_free : bool, default=True
+        Append the derivative w.r.t. ``log(noise)``.
+
+    Returns
+    -------
+    ndarray of shape (sum(n_theta_d) + noise_free,)
+        The gradient, factors in order, then log-noise.
+
+    Notes
+    -----
+    For the noise, :math:`\\partial K / \\partial \\log s = sI`, so the entry is
+    :math:`\\tfrac s2 (\\|\\alpha\\|^2 - \\sum_i 1/(\\lambda_i + s))`.
+    """
+    parts = []
+    for d, dk in enumerate(grad_grams):
+        if dk.shape[2] == 0:
+            continue
+        m = factor_gradient_matrix(post, d)
+        parts.append(np.einsum("ijp,ij->p", dk, m))
+    if noise_free:
+        s = post.noise
+        a2 = float(post.alpha_rot @ post.alpha_rot)
+        parts.append(np.array([0.5 * s * (a2 - float(np.sum(post.inv_lam)))]))
+    return np.concatenate(parts) if parts else np.zeros(0)
