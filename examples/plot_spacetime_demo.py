@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     ax[0].set(title="posterior mean (sites by x)", xlabel="day", ylabel="site")
     fig.colorbar(im, ax=ax[0])
     s0 = order[0]
-    ax[1].fill_between(days, mean[s0] - 2 * std[s0], mean[s0] + 2 * std[s0],
-                       alpha=0.3, label="+-2 sd")
+    ax[1].fill_between(
+        days, mean[s0] - 2 * std[s0], mean[s0] + 2 * std[s0], alpha=0.3, label="+-2 sd"
+    )
     ax[1].plot(days, mean[s0], label="posterior mean")
     ax[1].plot(days, Y[s0], ".", ms=2, color="k", label="observed")
     ax[1].set(title=f"site {s0}", xlabel="day")

@@ -158,7 +158,9 @@ def grid_from_rows(
     return grid, cell
 
 
-def rows_to_grid_values(y: ArrayLike, cell: IntArray, shape: tuple[int, ...]) -> FloatArray:
+def rows_to_grid_values(
+    y: ArrayLike, cell: IntArray, shape: tuple[int, ...]
+) -> FloatArray:
     """Scatter row values ``y`` into a C-order grid array of ``shape``."""
     out = np.full(int(np.prod(shape)), np.nan)
     out[cell] = np.asarray(y, dtype=np.float64)

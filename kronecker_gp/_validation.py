@@ -14,7 +14,10 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 
 
 def as_float_array(
-    a: ArrayLike, name: str, *, ndim: int | tuple[int, ...] | None = None,
+    a: ArrayLike,
+    name: str,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
     allow_nan: bool = False,
 ) -> FloatArray:
     """Convert ``a`` to a float64 array and check its rank and finiteness.
@@ -91,9 +94,7 @@ def check_symmetric(a: ArrayLike, name: str, *, rtol: float = 1e-8) -> FloatArra
 def check_positive(value: object, name: str, *, strict: bool = True) -> float:
     """Return ``value`` as a float after checking it is a positive real number."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a real number; got {type(value).__name__}."
-        )
+        raise TypeError(f"{name} must be a real number; got {type(value).__name__}.")
     v = float(value)
     if not np.isfinite(v) or v < 0 or (strict and v == 0):
         cond = "positive" if strict else "non-negative"

@@ -413,7 +413,6 @@ def load_jura(*, as_frame: bool = False) -> Bunch:
 
     Examples
     --------
-    >>> import numpy as np
     >>> from kronecker_gp.datasets import load_jura
     >>> b = load_jura()
     >>> b.data.shape, b.locations.shape, b.train_index.shape, b.test_index.shape

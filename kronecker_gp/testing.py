@@ -47,7 +47,9 @@ def assert_allclose(
     AssertionError
         If the arrays differ by more than the tolerances.
     """
-    np.testing.assert_allclose(actual, desired, rtol=rtol, atol=atol, err_msg=err_msg)
+    np.testing.assert_allclose(
+        np.asarray(actual), np.asarray(desired), rtol=rtol, atol=atol, err_msg=err_msg
+    )
 
 
 def random_spd(

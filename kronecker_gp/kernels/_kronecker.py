@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import numbers
 import re
 from collections.abc import Sequence
@@ -38,14 +39,10 @@ def _check_kernels(kernels: object) -> list[Any]:
 
 def _as_column(value: object, axes: object) -> int:
     """Return one column index of ``axes`` as an int or raise ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(
-            f"axes must hold integer column indices; got {value!r} in axes={axes!r}."
-        )
-    if value < 0:
-        raise ValueError(
-            f"axes must hold non-negative column indices; got {value} in "
-            f"axes={axes!r}. Use positive indices such as X.shape[1] - 1."
+            "axes must hold non-negative integer column indices; got "
+            f"{value!r} in axes={axes!r}."
         )
     return int(value)
 
@@ -54,12 +51,14 @@ def _check_axes(axes: object, n_kernels: int) -> list[list[int]]:
     """Return ``axes`` as ``n_kernels`` disjoint lists of column indices or raise."""
     if axes is None:
         return [[d] for d in range(n_kernels)]
-    if isinstance(axes, str) or not isinstance(axes, (Sequence, np.ndarray)):
-        raise ValueError(f"axes must be a list of column lists; got {axes!r}.")
-    if len(axes) != n_kernels:
+    if (
+        isinstance(axes, str)
+        or not isinstance(axes, (Sequence, np.ndarray))
+        or len(axes) != n_kernels
+    ):
         raise ValueError(
-            f"axes must have one entry per kernel ({n_kernels}); got {len(axes)} "
-            f"in axes={axes!r}."
+            f"axes must be a list of {n_kernels} column lists, one per kernel; "
+            f"got axes={axes!r}."
         )
     groups = [
         [_as_column(c, axes) for c in g]
@@ -81,17 +80,14 @@ def _check_axes(axes: object, n_kernels: int) -> list[list[int]]:
 
 def _leave_one_out_products(mats: list[FloatArray]) -> list[FloatArray]:
     """Return ``[prod_{e != d} mats[e] for d]`` without dividing (zeros are safe)."""
-    before = [np.ones_like(mats[0])]
-    for m in mats[:-1]:
-        before.append(before[-1] * m)
-    after = [np.ones_like(mats[0])]
-    for m in mats[:0:-1]:
-        after.append(after[-1] * m)
-    return [b * a for b, a in zip(before, after[::-1])]
+    ones = np.ones_like(mats[0])
+    before = list(itertools.accumulate(mats[:-1], np.multiply, initial=ones))
+    after = list(itertools.accumulate(mats[:0:-1], np.multiply, initial=ones))
+    return [b * a for b, a in zip(before, after[::-1], strict=True)]
 
 
 class KroneckerKernel(Kernel):
-    """Product of scikit-learn kernels, each acting on its own group of columns.
+    r"""Product of scikit-learn kernels, each acting on its own group of columns.
 
     Parameters
     ----------
@@ -108,14 +104,14 @@ class KroneckerKernel(Kernel):
     The kernel and, on a grid in C order (last axis fastest), its Gram matrix:
 
     .. math::
-        k(x, x') = \\prod_d k_d(x_{A_d}, x'_{A_d}), \\qquad
-        K = K_1 \\otimes \\cdots \\otimes K_D.
+        k(x, x') = \prod_d k_d(x_{A_d}, x'_{A_d}), \qquad
+        K = K_1 \otimes \cdots \otimes K_D.
 
     ``__call__`` forms the dense ``N x N`` product, cost :math:`O(N^2 D)`, so
     that ``GaussianProcessRegressor`` can use the kernel and serve as the
     reference. ``factor_grams`` and ``as_operator`` cost
-    :math:`O(\\sum_d n_d^2)` kernel evaluations. The gradient for factor
-    ``d`` is :math:`\\partial K_d \\odot \\prod_{e \\ne d} K_e`. A
+    :math:`O(\sum_d n_d^2)` kernel evaluations. The gradient for factor
+    ``d`` is :math:`\partial K_d \odot \prod_{e \ne d} K_e`. A
     ``WhiteKernel`` factor keys on row identity, not on equal coordinates, so
     the dense and Kronecker paths then disagree; model noise outside the
     product.
@@ -142,6 +138,8 @@ class KroneckerKernel(Kernel):
     >>> bool(np.allclose(kernel(X), np.kron(K_space, K_time)))
     True
     """
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def __init__(
         self,
@@ -185,7 +183,7 @@ class KroneckerKernel(Kernel):
                 f"one per kernel; got {seen}."
             )
         out = []
-        for d, (c, cols) in enumerate(zip(coords, axes)):
+        for d, (c, cols) in enumerate(zip(coords, axes, strict=True)):
             arr = as_float_array(c, f"{name}[{d}]", ndim=(1, 2))
             arr = arr[:, None] if arr.ndim == 1 else arr
             if arr.shape[0] == 0 or arr.shape[1] != len(cols):
@@ -229,18 +227,20 @@ class KroneckerKernel(Kernel):
         xs = self._split_columns(X, "X")
         if not eval_gradient:
             ys = [None] * len(xs) if Y is None else self._split_columns(Y, "Y")
-            grams = [k(x, y) for k, x, y in zip(kernels, xs, ys)]
+            grams = [k(x, y) for k, x, y in zip(kernels, xs, ys, strict=True)]
             return np.asarray(np.prod(grams, axis=0))
-        pairs = [k(x, eval_gradient=True) for k, x in zip(kernels, xs)]
+        pairs = [k(x, eval_gradient=True) for k, x in zip(kernels, xs, strict=True)]
         grams = [K for K, _ in pairs]
         others = _leave_one_out_products(grams)
-        grads = [dK * o[:, :, None] for (_, dK), o in zip(pairs, others)]
+        grads = [dK * o[:, :, None] for (_, dK), o in zip(pairs, others, strict=True)]
         return others[0] * grams[0], np.concatenate(grads, axis=2)
 
     def diag(self, X: ArrayLike) -> FloatArray:
         """Return ``np.diag(self(X))`` as the product of the factors' diagonals."""
         kernels = self._factors()[0]
-        diags = [k.diag(x) for k, x in zip(kernels, self._split_columns(X, "X"))]
+        diags = [
+            k.diag(x) for k, x in zip(kernels, self._split_columns(X, "X"), strict=True)
+        ]
         return np.asarray(np.prod(diags, axis=0))
 
     def is_stationary(self) -> bool:
@@ -265,18 +265,17 @@ class KroneckerKernel(Kernel):
 
     def set_params(self, **params: Any) -> KroneckerKernel:
         """Set parameters; ``k{d}=kernel`` replaces factor ``d``."""
-        swaps = {key: params.pop(key) for key in list(params) if _FACTOR_KEY.fullmatch(key)}
+        swaps = {k: params.pop(k) for k in list(params) if _FACTOR_KEY.fullmatch(k)}
         if swaps:
             kernels = _check_kernels(self.kernels)
             for key, value in swaps.items():
-                d = int(key[1:])
-                if d >= len(kernels):
+                if int(key[1:]) >= len(kernels):
                     raise ValueError(
                         f"Invalid parameter {key} for {self!r}: the factors are "
                         f"k0..k{len(kernels) - 1}."
                     )
-                kernels[d] = value
-            self.kernels = type(self.kernels)(kernels)
+                kernels[int(key[1:])] = value
+            self.kernels = kernels
         super().set_params(**params)
         return self
 
@@ -284,7 +283,9 @@ class KroneckerKernel(Kernel):
     def hyperparameters(self) -> list[Hyperparameter]:
         """The factors' hyperparameters, names prefixed with ``k{d}__``."""
         return [
-            Hyperparameter(f"k{d}__{h.name}", h.value_type, h.bounds, h.n_elements, h.fixed)
+            Hyperparameter(
+                f"k{d}__{h.name}", h.value_type, h.bounds, h.n_elements, h.fixed
+            )
             for d, k in enumerate(self._factors()[0])
             for h in k.hyperparameters
         ]
@@ -296,7 +297,7 @@ class KroneckerKernel(Kernel):
 
     @theta.setter
     def theta(self, theta: ArrayLike) -> None:
-        for k, piece in zip(self._factors()[0], self.split_theta(theta)):
+        for k, piece in zip(self._factors()[0], self.split_theta(theta), strict=True):
             k.theta = piece
 
     @property
@@ -384,8 +385,8 @@ class KroneckerKernel(Kernel):
         pts = self._check_coords(coords, "coords")
         kernels = self._factors()[0]
         if eval_gradient:
-            return [k(x, eval_gradient=True) for k, x in zip(kernels, pts)]
-        return [k(x) for k, x in zip(kernels, pts)]
+            return [k(x, eval_gradient=True) for k, x in zip(kernels, pts, strict=True)]
+        return [k(x) for k, x in zip(kernels, pts, strict=True)]
 
     def factor_cross(
         self, coords_a: Sequence[ArrayLike], coords_b: Sequence[ArrayLike]
@@ -401,15 +402,10 @@ class KroneckerKernel(Kernel):
         -------
         list of ndarray of shape (n_a_d, n_b_d)
             One cross-covariance per factor.
-
-        Raises
-        ------
-        ValueError
-            If either argument is malformed (see :meth:`factor_grams`).
         """
         a = self._check_coords(coords_a, "coords_a")
         b = self._check_coords(coords_b, "coords_b")
-        return [k(x, y) for k, x, y in zip(self._factors()[0], a, b)]
+        return [k(x, y) for k, x, y in zip(self._factors()[0], a, b, strict=True)]
 
     def as_operator(self, coords: Sequence[ArrayLike]) -> StructuredOperator:
         """Return the grid covariance as a ``KroneckerProduct`` of factor Grams.
@@ -439,13 +435,17 @@ class KroneckerKernel(Kernel):
     # -- comparison and display --------------------------------------------------
     def __eq__(self, other: object) -> bool:
         """Return whether ``other`` has equal factors on the same columns."""
-        if type(self) is not type(other):
+        if not isinstance(other, KroneckerKernel) or type(self) is not type(other):
             return False
         try:
-            (ka, aa), (kb, ab) = self._factors(), other._factors()  # type: ignore[attr-defined]
+            (ka, aa), (kb, ab) = self._factors(), other._factors()
         except (TypeError, ValueError):
             return self is other
-        return aa == ab and len(ka) == len(kb) and all(a == b for a, b in zip(ka, kb))
+        return (
+            aa == ab
+            and len(ka) == len(kb)
+            and all(a == b for a, b in zip(ka, kb, strict=True))
+        )
 
     def __repr__(self) -> str:
         """Return ``KroneckerKernel(k_0 @ axes_0, k_1 @ axes_1, ...)``."""
@@ -453,5 +453,7 @@ class KroneckerKernel(Kernel):
             kernels, axes = self._factors()
         except (TypeError, ValueError):
             return f"KroneckerKernel(kernels={self.kernels!r}, axes={self.axes!r})"
-        parts = ", ".join(f"{k!r} @ {cols}" for k, cols in zip(kernels, axes))
+        parts = ", ".join(
+            f"{k!r} @ {cols}" for k, cols in zip(kernels, axes, strict=True)
+        )
         return f"KroneckerKernel({parts})"

@@ -42,7 +42,8 @@ class StructuredOperator(LinearOperator):  # type: ignore[misc]
         """
         self._require_square("eigh")
         w, v = scipy.linalg.eigh(self.to_dense())
-        from kronecker_gp.linalg._dense import DenseOperator
+        # local import: _dense subclasses this module's class
+        from kronecker_gp.linalg._dense import DenseOperator  # noqa: PLC0415
 
         return w, DenseOperator(v)
 

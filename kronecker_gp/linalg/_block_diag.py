@@ -12,7 +12,9 @@ from kronecker_gp.linalg._base import StructuredOperator
 from kronecker_gp.linalg._dense import DenseOperator
 
 
-def _as_operator(block: ArrayLike | StructuredOperator, name: str) -> StructuredOperator:
+def _as_operator(
+    block: ArrayLike | StructuredOperator, name: str
+) -> StructuredOperator:
     if isinstance(block, StructuredOperator):
         return block
     return DenseOperator(np.atleast_2d(np.asarray(block, dtype=float)))
@@ -85,13 +87,17 @@ class BlockDiagonal(StructuredOperator):
     def _require_square_blocks(self, what: str) -> None:
         for i, b in enumerate(self.blocks):
             if b.shape[0] != b.shape[1]:
-                raise ValueError(f"{what} needs square blocks; blocks[{i}] is {b.shape}.")
+                raise ValueError(
+                    f"{what} needs square blocks; blocks[{i}] is {b.shape}."
+                )
 
     def eigh(self) -> tuple[FloatArray, StructuredOperator]:
         """Return the blocks' eigenvalues, concatenated, and a block-diagonal basis."""
         self._require_square_blocks("eigh")
         pairs = [b.eigh() for b in self.blocks]
-        return np.concatenate([w for w, _ in pairs]), BlockDiagonal([v for _, v in pairs])
+        return np.concatenate([w for w, _ in pairs]), BlockDiagonal(
+            [v for _, v in pairs]
+        )
 
     def solve(self, b: ArrayLike, shift: float = 0.0) -> FloatArray:
         """Return ``(diag(B_k) + shift * I)^{-1} b``, block by block."""

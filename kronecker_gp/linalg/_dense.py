@@ -104,4 +104,3 @@ class DiagonalOperator(StructuredOperator):
                 "logdet: the diagonal (plus shift) is not positive; increase the shift."
             )
         return float(np.sum(np.log(d)))
-

@@ -42,7 +42,7 @@ def _apply_mode(a: FloatArray, x: FloatArray, pre: int, post: int) -> FloatArray
 
 
 def kron_matvec(factors: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
-    """Multiply ``kron(A_1, ..., A_D)`` by a vector or matrix without forming it.
+    r"""Multiply ``kron(A_1, ..., A_D)`` by a vector or matrix without forming it.
 
     Parameters
     ----------
@@ -59,8 +59,8 @@ def kron_matvec(factors: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
     Notes
     -----
     Mode products: with ``x`` reshaped to the grid ``(n_1, ..., n_D)``, factor
-    ``d`` multiplies axis ``d``. Cost :math:`O(N \\sum_d m_d)` for square
-    factors, :math:`N = \\prod_d n_d`, and no :math:`N \\times N` array.
+    ``d`` multiplies axis ``d``. Cost :math:`O(N \sum_d m_d)` for square
+    factors, :math:`N = \prod_d n_d`, and no :math:`N \times N` array.
 
     Examples
     --------
@@ -124,6 +124,23 @@ def kron_outer(vectors: Sequence[FloatArray], op: np.ufunc = np.multiply) -> Flo
     return np.asarray(reduce(op.outer, [np.asarray(v, float) for v in vectors])).ravel()
 
 
+def _robust_eigh(a: FloatArray, name: str) -> tuple[FloatArray, FloatArray]:
+    """Divide-and-conquer ``syevd`` (as numpy's eigh), falling back to ``syev``.
+
+    ``syevd``/``syevr`` can fail to converge on nearly diagonal matrices with
+    entries spanning hundreds of orders of magnitude; the QR-based ``syev`` is
+    slower but succeeds there.
+    """
+    for driver in ("evd", "ev"):
+        try:
+            return scipy.linalg.eigh(a, driver=driver, check_finite=False)  # type: ignore[no-any-return]
+        except (np.linalg.LinAlgError, ValueError) as exc:
+            last = exc
+    raise np.linalg.LinAlgError(
+        f"eigh of {name} failed ({last}); check the kernel hyperparameters."
+    )
+
+
 def factor_eigh(a: ArrayLike, name: str = "factor") -> tuple[FloatArray, FloatArray]:
     """Eigendecompose one symmetric positive semi-definite factor.
 
@@ -162,12 +179,7 @@ def factor_eigh(a: ArrayLike, name: str = "factor") -> tuple[FloatArray, FloatAr
     array([1., 3.])
     """
     a = check_symmetric(a, name)
-    try:
-        w, u = scipy.linalg.eigh(a, check_finite=False)
-    except (np.linalg.LinAlgError, ValueError) as exc:  # pragma: no cover - LAPACK
-        raise np.linalg.LinAlgError(
-            f"eigh of {name} failed ({exc}); check the kernel hyperparameters."
-        ) from None
+    w, u = _robust_eigh(a, name)
     top = max(float(w[-1]) if w.size else 0.0, 0.0)
     low = float(w[0]) if w.size else 0.0
     if low < -NEG_EIG_ERROR * max(top, np.finfo(float).tiny):
@@ -188,13 +200,13 @@ def factor_eigh(a: ArrayLike, name: str = "factor") -> tuple[FloatArray, FloatAr
 def kron_eigh(
     factors: Sequence[ArrayLike],
 ) -> tuple[list[FloatArray], list[FloatArray]]:
-    """Eigendecompose every factor of a Kronecker product.
+    r"""Eigendecompose every factor of a Kronecker product.
 
     Notes
     -----
-    If :math:`A_d = U_d \\Lambda_d U_d^T` then
-    :math:`\\bigotimes_d A_d = (\\bigotimes_d U_d)(\\bigotimes_d \\Lambda_d)
-    (\\bigotimes_d U_d)^T`. Cost :math:`O(\\sum_d n_d^3)`.
+    If :math:`A_d = U_d \Lambda_d U_d^T` then
+    :math:`\bigotimes_d A_d = (\bigotimes_d U_d)(\bigotimes_d \Lambda_d)
+    (\bigotimes_d U_d)^T`. Cost :math:`O(\sum_d n_d^3)`.
 
     Returns
     -------
@@ -221,7 +233,7 @@ def kron_solve_shifted(
     shift: float,
     b: ArrayLike,
 ) -> FloatArray:
-    """Solve ``(kron(A_1, ..., A_D) + shift * I) x = b`` from factor eigenpairs.
+    r"""Solve ``(kron(A_1, ..., A_D) + shift * I) x = b`` from factor eigenpairs.
 
     Parameters
     ----------
@@ -241,8 +253,8 @@ def kron_solve_shifted(
 
     Notes
     -----
-    :math:`(K + sI)^{-1} b = U (\\Lambda + sI)^{-1} U^T b` with
-    :math:`U = \\bigotimes_d U_d`; cost :math:`O(N \\sum_d n_d)`.
+    :math:`(K + sI)^{-1} b = U (\Lambda + sI)^{-1} U^T b` with
+    :math:`U = \bigotimes_d U_d`; cost :math:`O(N \sum_d n_d)`.
 
     Examples
     --------
@@ -265,13 +277,13 @@ def kron_solve_shifted(
 
 
 def kron_logdet(eigvals: Sequence[FloatArray], shift: float = 0.0) -> float:
-    """Return ``log det(kron(A_1, ..., A_D) + shift * I)`` from factor eigenvalues.
+    r"""Return ``log det(kron(A_1, ..., A_D) + shift * I)`` from factor eigenvalues.
 
     Notes
     -----
-    With no shift, :math:`\\log|A \\otimes B| = n_B \\log|A| + n_A \\log|B|`
-    (cost :math:`O(\\sum_d n_d)`); with a shift, the sum of
-    :math:`\\log(\\lambda_i + s)` over all :math:`N` eigenvalues.
+    With no shift, :math:`\log|A \otimes B| = n_B \log|A| + n_A \log|B|`
+    (cost :math:`O(\sum_d n_d)`); with a shift, the sum of
+    :math:`\log(\lambda_i + s)` over all :math:`N` eigenvalues.
 
     Examples
     --------
@@ -298,11 +310,11 @@ def kron_logdet(eigvals: Sequence[FloatArray], shift: float = 0.0) -> float:
 def kron_quad_form(
     eigvals: FloatArray, eigvecs: Sequence[FloatArray], shift: float, y: ArrayLike
 ) -> float:
-    """Return ``y^T (kron(A_1, ..., A_D) + shift * I)^{-1} y``.
+    r"""Return ``y^T (kron(A_1, ..., A_D) + shift * I)^{-1} y``.
 
     Notes
     -----
-    :math:`\\|(\\Lambda + sI)^{-1/2} U^T y\\|^2`, cost :math:`O(N \\sum_d n_d)`.
+    :math:`\|(\Lambda + sI)^{-1/2} U^T y\|^2`, cost :math:`O(N \sum_d n_d)`.
 
     Examples
     --------
@@ -325,7 +337,7 @@ _CHUNK_ENTRIES = 2**24
 
 
 def face_split_matvec(mats: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
-    """Multiply the face-splitting product of ``mats`` by a grid vector.
+    r"""Multiply the face-splitting product of ``mats`` by a grid vector.
 
     Row ``i`` of the face-splitting (row-wise Kronecker) product is
     ``kron(A_1[i], ..., A_D[i])``; this returns that matrix times ``x`` without

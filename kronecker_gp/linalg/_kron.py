@@ -20,10 +20,10 @@ from kronecker_gp.linalg._identities import (
 
 
 class KroneckerProduct(StructuredOperator):
-    """The Kronecker product ``A_1 (x) A_2 (x) ... (x) A_D`` of D >= 2 factors.
+    r"""The Kronecker product ``A_1 (x) A_2 (x) ... (x) A_D`` of D >= 2 factors.
 
-    Only the factors are stored: memory is :math:`O(\\sum_d n_d^2)` where the
-    dense matrix needs :math:`O(N^2)`, :math:`N = \\prod_d n_d`.
+    Only the factors are stored: memory is :math:`O(\sum_d n_d^2)` where the
+    dense matrix needs :math:`O(N^2)`, :math:`N = \prod_d n_d`.
 
     Parameters
     ----------
@@ -40,9 +40,9 @@ class KroneckerProduct(StructuredOperator):
     Notes
     -----
     ``A (x) B @ vec(X) = vec(A X B^T)`` (row-major ``vec``), applied one mode at
-    a time: cost :math:`O(N \\sum_d n_d)`. The eigendecomposition, solve and
+    a time: cost :math:`O(N \sum_d n_d)`. The eigendecomposition, solve and
     log-determinant come from the factors' eigendecompositions,
-    :math:`O(\\sum_d n_d^3)`.
+    :math:`O(\sum_d n_d^3)`.
 
     Examples
     --------
@@ -88,7 +88,7 @@ class KroneckerProduct(StructuredOperator):
 
     def to_dense(self) -> FloatArray:
         """Return ``np.kron(A_1, np.kron(A_2, ...))`` (tests and small sizes only)."""
-        return np.asarray(reduce(np.kron, self.factors))
+        return np.asarray(reduce(np.kron, self.factors))  # type: ignore[arg-type]
 
     def diagonal(self) -> FloatArray:
         """Return the diagonal, ``diag(A_1) (x) ... (x) diag(A_D)``."""

@@ -15,7 +15,7 @@ from kronecker_gp.linalg._kron import KroneckerProduct
 
 
 class KroneckerSum(StructuredOperator):
-    """The Kronecker sum ``A_1 (+) ... (+) A_D`` of D >= 2 square factors.
+    r"""The Kronecker sum ``A_1 (+) ... (+) A_D`` of D >= 2 square factors.
 
     ``A (+) B = A (x) I_m + I_n (x) B``. The Laplacian of a Cartesian product
     of graphs is the Kronecker sum of the factors' Laplacians.
@@ -28,10 +28,10 @@ class KroneckerSum(StructuredOperator):
     Notes
     -----
     The matvec applies each factor along its own mode and adds, cost
-    :math:`O(N \\sum_d n_d)`. For symmetric factors
+    :math:`O(N \sum_d n_d)`. For symmetric factors
     :math:`A_d = U_d W_d U_d^T`, the sum has eigenvectors
-    :math:`\\bigotimes_d U_d` and eigenvalues :math:`w_1 \\oplus \\dots
-    \\oplus w_D` (all sums :math:`w_{1,i} + w_{2,j} + \\dots`).
+    :math:`\bigotimes_d U_d` and eigenvalues :math:`w_1 \oplus \dots
+    \oplus w_D` (all sums :math:`w_{1,i} + w_{2,j} + \dots`).
 
     Examples
     --------
@@ -48,7 +48,9 @@ class KroneckerSum(StructuredOperator):
 
     def __init__(self, *factors: ArrayLike) -> None:
         if len(factors) < 2:
-            raise ValueError(f"KroneckerSum needs at least 2 factors; got {len(factors)}.")
+            raise ValueError(
+                f"KroneckerSum needs at least 2 factors; got {len(factors)}."
+            )
         mats = []
         for d, f in enumerate(factors):
             a = check_square(f, f"factor {d}").copy()
@@ -59,9 +61,7 @@ class KroneckerSum(StructuredOperator):
         super().__init__((n, n))
 
     def _identities_but(self, d: int) -> list[FloatArray]:
-        return [
-            a if e == d else np.eye(a.shape[0]) for e, a in enumerate(self.factors)
-        ]
+        return [a if e == d else np.eye(a.shape[0]) for e, a in enumerate(self.factors)]
 
     def _matmat(self, x: FloatArray) -> FloatArray:
         # (A (+) B) x = (A (x) I) x + (I (x) B) x; identity modes cost a copy only
@@ -75,9 +75,10 @@ class KroneckerSum(StructuredOperator):
 
     def to_dense(self) -> FloatArray:
         """Return the explicit sum of Kronecker products (tests and small sizes)."""
-        return np.asarray(
-            sum(reduce(np.kron, self._identities_but(d)) for d in range(len(self.factors)))
-        )
+        out = np.zeros(self.shape)
+        for d in range(len(self.factors)):
+            out += reduce(np.kron, self._identities_but(d))  # type: ignore[arg-type]
+        return out
 
     def diagonal(self) -> FloatArray:
         """Return the diagonal, the outer sum of the factors' diagonals."""
@@ -118,7 +119,9 @@ class KroneckerSum(StructuredOperator):
         return float(np.sum(np.log(lam)))
 
 
-def _sym_eigh(factors: tuple[FloatArray, ...]) -> tuple[list[FloatArray], list[FloatArray]]:
+def _sym_eigh(
+    factors: tuple[FloatArray, ...],
+) -> tuple[list[FloatArray], list[FloatArray]]:
     """Eigendecompose symmetric factors without clipping (Laplacians, generators)."""
     ws, us = [], []
     for d, a in enumerate(factors):

@@ -44,7 +44,7 @@ def _check_noise_bounds(bounds: object) -> FloatArray | None:
 
 
 class KroneckerGP(RegressorMixin, BaseEstimator):
-    """Exact Gaussian-process regression on a grid with a product kernel.
+    r"""Exact Gaussian-process regression on a grid with a product kernel.
 
     The covariance of the targets on a grid of ``D`` axes is
     ``K_1 (x) ... (x) K_D + noise * I`` where ``K_d`` is the Gram matrix of the
@@ -111,8 +111,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
     Notes
     -----
-    Fitting costs :math:`O(\\sum_d n_d^3 + N \\sum_d n_d)` time and
-    :math:`O(N + \\sum_d n_d^2)` memory for :math:`N = \\prod_d n_d` cells.
+    Fitting costs :math:`O(\sum_d n_d^3 + N \sum_d n_d)` time and
+    :math:`O(N + \sum_d n_d^2)` memory for :math:`N = \prod_d n_d` cells.
 
     References
     ----------
@@ -180,6 +180,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             If ``X`` is not a complete grid, has duplicates or non-finite values.
         """
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
         axes = self._resolve_axes(X.shape[1])
         grid, cell = grid_from_rows(X, axes)
         y_grid = np.empty(grid.size)
@@ -238,22 +239,21 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         grams = self.kernel_.factor_grams(grid.coords)
         self._post, self.log_marginal_likelihood_value_ = self._factorize(grams)
         self.theta_ = self._theta()
+        self.kernels_ = list(self.kernel_.kernels)
         self.alpha_ = self._post.alpha()
         self.fit_time_ = time.perf_counter() - t0
         return self
 
     def _resolve_axes(self, n_features: int) -> list[list[int]]:
         if self.axes is not None:
-            return [[a] if isinstance(a, numbers.Integral) else list(a) for a in self.axes]
+            return [
+                [a] if isinstance(a, numbers.Integral) else list(a) for a in self.axes
+            ]
         if self.kernels is None:
             return [list(range(n_features))]
-        if isinstance(self.kernels, KroneckerKernel) and self.kernels.axes is not None:
-            return [
-                [a] if isinstance(a, numbers.Integral) else list(a)
-                for a in self.kernels.axes
-            ]
-        n_k = len(self.kernels.kernels if isinstance(self.kernels, KroneckerKernel)
-                  else self.kernels)
+        if isinstance(self.kernels, KroneckerKernel):
+            return self.kernels.resolved_axes
+        n_k = len(self.kernels)
         if n_k == 1:
             return [list(range(n_features))]
         if n_k != n_features:
@@ -282,8 +282,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "axes; give one kernel per axis."
             )
         noise = self.noise
-        if isinstance(noise, bool) or not isinstance(noise, numbers.Real) or not (
-            np.isfinite(noise) and noise > 0
+        if (
+            isinstance(noise, bool)
+            or not isinstance(noise, numbers.Real)
+            or not (np.isfinite(noise) and noise > 0)
         ):
             raise ValueError(f"noise must be a positive finite number; got {noise!r}.")
         if not isinstance(self.n_restarts_optimizer, numbers.Integral) or (
@@ -293,8 +295,11 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "n_restarts_optimizer must be a non-negative integer; got "
                 f"{self.n_restarts_optimizer!r}."
             )
-        if not (self.optimizer is None or callable(self.optimizer)
-                or self.optimizer == "fmin_l_bfgs_b"):
+        if not (
+            self.optimizer is None
+            or callable(self.optimizer)
+            or self.optimizer == "fmin_l_bfgs_b"
+        ):
             raise ValueError(
                 'optimizer must be "fmin_l_bfgs_b", a callable or None; got '
                 f"{self.optimizer!r}."
@@ -334,7 +339,9 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "noise or its lower bound."
             ) from None
 
-    def _lml_at(self, theta: FloatArray, eval_gradient: bool) -> tuple[float, FloatArray]:
+    def _lml_at(
+        self, theta: FloatArray, eval_gradient: bool
+    ) -> tuple[float, FloatArray]:
         self._set_theta(theta)
         if not eval_gradient:
             grams = self.kernel_.factor_grams(self.grid_.coords)
@@ -395,7 +402,9 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         return np.asarray(res.x, dtype=float), float(res.fun)
 
     def log_marginal_likelihood(
-        self, theta: ArrayLike | None = None, eval_gradient: bool = False,
+        self,
+        theta: ArrayLike | None = None,
+        eval_gradient: bool = False,
         clone_kernel: bool = True,
     ) -> float | tuple[float, FloatArray]:
         """Return the exact log marginal likelihood of ``theta`` on the training grid.
@@ -431,9 +440,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         theta = as_float_array(theta, "theta", ndim=1)
         saved = self._theta()
         if theta.shape[0] != saved.shape[0]:
+            free = [h.name for h in self.kernel_.hyperparameters if not h.fixed]
             raise ValueError(
-                f"theta must have {saved.shape[0]} entries (the free log-hyperparameters "
-                f"{[h.name for h in self.kernel_.hyperparameters if not h.fixed]}"
+                f"theta must have {saved.shape[0]} entries (the free "
+                f"log-hyperparameters {free}"
                 f"{' + log(noise)' if self._noise_log_bounds is not None else ''}); "
                 f"got {theta.shape[0]}."
             )
@@ -447,16 +457,16 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     def _check_X(self, X: ArrayLike) -> FloatArray:
         return np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
 
-    def _scale(self, mean: FloatArray, var: FloatArray | None) -> tuple[
-        FloatArray, FloatArray | None
-    ]:
+    def _scale(
+        self, mean: FloatArray, var: FloatArray | None
+    ) -> tuple[FloatArray, FloatArray | None]:
         mean = mean * self.y_train_std_ + self.y_train_mean_
         return mean, None if var is None else var * self.y_train_std_**2
 
     def predict(
         self, X: ArrayLike, return_std: bool = False, return_cov: bool = False
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
-        """Predict the latent function at arbitrary points (on or off the grid).
+        r"""Predict the latent function at arbitrary points (on or off the grid).
 
         Parameters
         ----------
@@ -477,7 +487,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Notes
         -----
         Cost :math:`O(M N)` for ``M`` points (:math:`O(M^2 N)` with the
-        covariance); no :math:`N \\times N` array is formed.
+        covariance); no :math:`N \times N` array is formed.
         """
         if return_std and return_cov:
             raise RuntimeError(
@@ -491,7 +501,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ]
         prior: FloatArray | None = None
         if return_cov:
-            prior = self.kernel_(X)
+            prior = np.asarray(self.kernel_(X))
         elif return_std:
             prior = self.kernel_.diag(X)
         mean, second = point_moments(self._post, cross, prior, full_cov=return_cov)
@@ -503,7 +513,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     def predict_grid(
         self, coords: Sequence[ArrayLike], return_std: bool = False
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
-        """Predict the latent function on a grid, returning grid-shaped arrays.
+        r"""Predict the latent function on a grid, returning grid-shaped arrays.
 
         Parameters
         ----------
@@ -520,16 +530,19 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
         Notes
         -----
-        Mode products only: :math:`O(\\sum_d m_d n_d^2 + M \\sum_d n_d)`.
+        Mode products only: :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
         """
         check_is_fitted(self)
         test = self._check_test_coords(coords)
-        cross = [k(t, c) for k, t, c in zip(self.kernel_.kernels, test.coords,
-                                            self.grid_.coords)]
+        cross = [
+            k(t, c)
+            for k, t, c in zip(self.kernel_.kernels, test.coords, self.grid_.coords)
+        ]
         prior = None
         if return_std:
-            prior = kron_outer([k.diag(t) for k, t in zip(self.kernel_.kernels,
-                                                           test.coords)])
+            prior = kron_outer(
+                [k.diag(t) for k, t in zip(self.kernel_.kernels, test.coords)]
+            )
         mean, var = self._scale(*grid_moments(self._post, cross, prior))
         if var is None:
             return mean.reshape(test.shape)
@@ -575,10 +588,12 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         return rng.multivariate_normal(mean, cov, n_samples).T
 
     def sample_grid(
-        self, coords: Sequence[ArrayLike], n_samples: int = 1,
+        self,
+        coords: Sequence[ArrayLike],
+        n_samples: int = 1,
         random_state: int | np.random.Generator | None = None,
     ) -> FloatArray:
-        """Draw exact posterior (after fit) or prior samples on a grid.
+        r"""Draw exact posterior (after fit) or prior samples on a grid.
 
         Parameters
         ----------
@@ -596,15 +611,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
         Notes
         -----
-        Prior samples are :math:`(\\bigotimes_d L_d) z` with factor square roots
+        Prior samples are :math:`(\bigotimes_d L_d) z` with factor square roots
         :math:`L_d L_d^T = K_d`. Posterior samples use Matheron's rule,
-        :math:`f_* + K_{*x} (K + sI)^{-1} (y - f_x - \\varepsilon)`, with
+        :math:`f_* + K_{*x} (K + sI)^{-1} (y - f_x - \varepsilon)`, with
         :math:`(f_*, f_x)` a joint prior sample on the union of the test and
         training axes: exact, at the cost of a fit on that union grid.
         """
         rng = np.random.default_rng(random_state)
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
+            raise ValueError(
+                f"n_samples must be a positive integer; got {n_samples!r}."
+            )
         if not hasattr(self, "kernel_"):
             grid = Grid(check_coords(coords))
             kernel = self._build_kernel(grid.block_axes())
@@ -622,7 +639,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             inv = inv.reshape(-1)
             union.append(both)
             idx_train.append(inv[: tr.shape[0]])
-            idx_test.append(inv[tr.shape[0]:])
+            idx_test.append(inv[tr.shape[0] :])
         shape = tuple(u.shape[0] for u in union)
         f = prior_grid_samples(self.kernel_.factor_grams(union), n_samples, rng)
         f = f.reshape(*shape, n_samples)
@@ -630,8 +647,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         f_test = f[np.ix_(*idx_test, np.arange(n_samples))].reshape(-1, n_samples)
         eps = np.sqrt(self.noise_) * rng.standard_normal(f_train.shape)
         resid = self._y[:, None] - f_train - eps
-        cross = [k(t, c) for k, t, c in zip(self.kernel_.kernels, test.coords,
-                                            self.grid_.coords)]
+        cross = [
+            k(t, c)
+            for k, t, c in zip(self.kernel_.kernels, test.coords, self.grid_.coords)
+        ]
         sample = f_test + kron_matvec(cross, self._post.solve(resid))
         sample = sample * self.y_train_std_ + self.y_train_mean_
         return sample.reshape(*test.shape, n_samples)

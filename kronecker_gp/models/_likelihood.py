@@ -1,10 +1,10 @@
-"""Pure functions: exact GP log marginal likelihood on a complete grid.
+r"""Pure functions: exact GP log marginal likelihood on a complete grid.
 
 Everything is computed in the Kronecker eigenbasis of the factor Gram matrices:
-with :math:`K_d = U_d W_d U_d^T`, :math:`U = \\bigotimes_d U_d` and
-:math:`\\lambda = \\bigotimes_d w_d`, the rotated data :math:`\\tilde y = U^T y`
-gives :math:`(K + sI)^{-1} y = U \\tilde a`, :math:`\\tilde a = \\tilde y /
-(\\lambda + s)`.
+with :math:`K_d = U_d W_d U_d^T`, :math:`U = \bigotimes_d U_d` and
+:math:`\lambda = \bigotimes_d w_d`, the rotated data :math:`\tilde y = U^T y`
+gives :math:`(K + sI)^{-1} y = U \tilde a`, :math:`\tilde a = \tilde y /
+(\lambda + s)`.
 
 References
 ----------
@@ -67,10 +67,10 @@ class GridPosterior:
         return kron_matvec(self.eigvecs, rot)
 
 
-def factorize(grams: Sequence[FloatArray], noise: float, y: FloatArray) -> tuple[
-    GridPosterior, float
-]:
-    """Eigendecompose the factors and return the posterior weights and the LML.
+def factorize(
+    grams: Sequence[FloatArray], noise: float, y: FloatArray
+) -> tuple[GridPosterior, float]:
+    r"""Eigendecompose the factors and return the posterior weights and the LML.
 
     Parameters
     ----------
@@ -86,12 +86,12 @@ def factorize(grams: Sequence[FloatArray], noise: float, y: FloatArray) -> tuple
     post : GridPosterior
         The factorisation.
     lml : float
-        :math:`-\\tfrac12 y^T (K+sI)^{-1} y - \\tfrac12 \\log|K+sI|
-        - \\tfrac N2 \\log 2\\pi`.
+        :math:`-\tfrac12 y^T (K+sI)^{-1} y - \tfrac12 \log|K+sI|
+        - \tfrac N2 \log 2\pi`.
 
     Notes
     -----
-    Cost :math:`O(\\sum_d n_d^3 + N \\sum_d n_d)`.
+    Cost :math:`O(\sum_d n_d^3 + N \sum_d n_d)`.
     """
     ws, us = kron_eigh(grams)
     lam = kron_outer(ws) + noise
@@ -114,21 +114,21 @@ def _weights_except(eigvals: Sequence[FloatArray], d: int) -> FloatArray:
 
 
 def factor_gradient_matrix(post: GridPosterior, d: int) -> FloatArray:
-    """Return ``M_d`` with ``dLML/dtheta = sum(dK_d * M_d)`` for factor ``d``.
+    r"""Return ``M_d`` with ``dLML/dtheta = sum(dK_d * M_d)`` for factor ``d``.
 
     Notes
     -----
-    With :math:`A = \\tilde a` and :math:`G = 1/(\\lambda + s)` as grids and
+    With :math:`A = \tilde a` and :math:`G = 1/(\lambda + s)` as grids and
     :math:`W_{-d}` the outer product of the other factors' eigenvalues,
 
     .. math::
-        \\frac{\\partial L}{\\partial \\theta} = \\tfrac12 \\alpha^T \\partial K
-        \\alpha - \\tfrac12 \\operatorname{tr}((K+sI)^{-1} \\partial K)
-        = \\sum_{ij} (\\partial K_d)_{ij} (M_d)_{ij},
+        \frac{\partial L}{\partial \theta} = \tfrac12 \alpha^T \partial K
+        \alpha - \tfrac12 \operatorname{tr}((K+sI)^{-1} \partial K)
+        = \sum_{ij} (\partial K_d)_{ij} (M_d)_{ij},
 
-    :math:`M_d = \\tfrac12 U_d (C_d - \\operatorname{diag}(h_d)) U_d^T`,
-    :math:`C_d = A_{(d)} \\operatorname{diag}(W_{-d}) A_{(d)}^T` (the mode-d
-    weighted Gram of :math:`A`) and :math:`h_d = \\sum_{-d} G W_{-d}`.
+    :math:`M_d = \tfrac12 U_d (C_d - \operatorname{diag}(h_d)) U_d^T`,
+    :math:`C_d = A_{(d)} \operatorname{diag}(W_{-d}) A_{(d)}^T` (the mode-d
+    weighted Gram of :math:`A`) and :math:`h_d = \sum_{-d} G W_{-d}`.
     Cost: one GEMM of size :math:`N n_d` plus two of :math:`n_d^3`; each
     hyperparameter of the factor then costs :math:`O(n_d^2)`.
     """
@@ -148,7 +148,7 @@ def factor_gradient_matrix(post: GridPosterior, d: int) -> FloatArray:
 def lml_gradient(
     post: GridPosterior, grad_grams: Sequence[FloatArray], *, noise_free: bool = True
 ) -> FloatArray:
-    """Return the LML gradient w.r.t. every factor's log-hyperparameters and noise.
+    r"""Return the LML gradient w.r.t. every factor's log-hyperparameters and noise.
 
     Parameters
     ----------
@@ -166,8 +166,8 @@ def lml_gradient(
 
     Notes
     -----
-    For the noise, :math:`\\partial K / \\partial \\log s = sI`, so the entry is
-    :math:`\\tfrac s2 (\\|\\alpha\\|^2 - \\sum_i 1/(\\lambda_i + s))`.
+    For the noise, :math:`\partial K / \partial \log s = sI`, so the entry is
+    :math:`\tfrac s2 (\|\alpha\|^2 - \sum_i 1/(\lambda_i + s))`.
     """
     parts = []
     for d, dk in enumerate(grad_grams):

@@ -11,6 +11,7 @@ from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import (
     face_split_gram,
     face_split_matvec,
+    factor_eigh,
     kron_matvec,
 )
 from kronecker_gp.models._likelihood import GridPosterior
@@ -33,7 +34,7 @@ def grid_moments(
     cross: Sequence[FloatArray],
     prior_diag: FloatArray | None,
 ) -> tuple[FloatArray, FloatArray | None]:
-    """Posterior mean and variance on a test grid, by mode products.
+    r"""Posterior mean and variance on a test grid, by mode products.
 
     Parameters
     ----------
@@ -51,9 +52,9 @@ def grid_moments(
 
     Notes
     -----
-    With :math:`V_d = K_{*d} U_d`, the mean is :math:`(\\bigotimes V_d)
-    \\tilde a` and the variance reduction is :math:`(\\bigotimes V_d \\circ V_d)
-    (\\lambda + s)^{-1}`: cost :math:`O(\\sum_d m_d n_d^2 + M \\sum_d n_d)`.
+    With :math:`V_d = K_{*d} U_d`, the mean is :math:`(\bigotimes V_d)
+    \tilde a` and the variance reduction is :math:`(\bigotimes V_d \circ V_d)
+    (\lambda + s)^{-1}`: cost :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
     """
     v = [c @ u for c, u in zip(cross, post.eigvecs)]
     mean = kron_matvec(v, post.alpha_rot)
@@ -70,7 +71,7 @@ def point_moments(
     *,
     full_cov: bool,
 ) -> tuple[FloatArray, FloatArray | None]:
-    """Posterior mean and variance (or covariance) at scattered points.
+    r"""Posterior mean and variance (or covariance) at scattered points.
 
     Parameters
     ----------
@@ -92,7 +93,7 @@ def point_moments(
     Notes
     -----
     Cost :math:`O(M N)` for mean and variance, :math:`O(M^2 N)` for the
-    covariance; never an :math:`N \\times N` array.
+    covariance; never an :math:`N \times N` array.
     """
     v = [c @ u for c, u in zip(cross, post.eigvecs)]
     mean = face_split_matvec(v, post.alpha_rot)
@@ -102,13 +103,13 @@ def point_moments(
         cov = prior - face_split_gram(v, post.inv_lam)
         cov = 0.5 * (cov + cov.T)
         return mean, cov
-    return mean, _clip_variance(prior - face_split_matvec([x * x for x in v], post.inv_lam))
+    return mean, _clip_variance(
+        prior - face_split_matvec([x * x for x in v], post.inv_lam)
+    )
 
 
 def factor_sqrt(gram: FloatArray) -> FloatArray:
     """Return ``L`` with ``L L^T = gram`` from the clipped eigendecomposition."""
-    from kronecker_gp.linalg import factor_eigh
-
     w, u = factor_eigh(gram, "prior factor")
     return u * np.sqrt(w)
 
@@ -116,12 +117,12 @@ def factor_sqrt(gram: FloatArray) -> FloatArray:
 def prior_grid_samples(
     grams: Sequence[FloatArray], n_samples: int, rng: np.random.Generator
 ) -> FloatArray:
-    """Draw prior samples ``(x)_d L_d z`` on a grid; returns shape (N, n_samples).
+    r"""Draw prior samples ``(x)_d L_d z`` on a grid; returns shape (N, n_samples).
 
     Notes
     -----
-    :math:`\\operatorname{Cov}((\\bigotimes_d L_d) z) = \\bigotimes_d L_d L_d^T`;
-    cost :math:`O(\\sum_d n_d^3 + N \\sum_d n_d)` per batch of samples.
+    :math:`\operatorname{Cov}((\bigotimes_d L_d) z) = \bigotimes_d L_d L_d^T`;
+    cost :math:`O(\sum_d n_d^3 + N \sum_d n_d)` per batch of samples.
     """
     roots = [factor_sqrt(g) for g in grams]
     z = rng.standard_normal((int(np.prod([r.shape[1] for r in roots])), n_samples))

@@ -1,0 +1,407 @@
+import csv
+import hashlib
+import re
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.utils import Bunch
+
+from kronecker_gp import datasets
+from kronecker_gp.datasets import load_jura, load_ozone2, load_us_employment, load_wind
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+LOADERS = [load_ozone2, load_wind, load_us_employment, load_jura]
+GRID_LOADERS = [load_ozone2, load_wind]
+GRID_KEYS = {
+    "data",
+    "sites",
+    "site_feature_names",
+    "site_ids",
+    "site_names",
+    "dates",
+    "times",
+    "coords",
+    "axis_names",
+    "feature_names",
+    "target_name",
+    "units",
+    "DESCR",
+}
+# Which loader reads each checksummed file.
+FILE_LOADER = {
+    "ozone2/stations.csv": load_ozone2,
+    "ozone2/values.csv": load_ozone2,
+    "wind/stations.csv": load_wind,
+    "wind/values.csv": load_wind,
+    "us-employment/values.csv": load_us_employment,
+    "jura/values.csv": load_jura,
+}
+
+
+def read_rows(relpath):
+    with open(DATA / relpath, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def ozone2():
+    return load_ozone2()
+
+
+@pytest.fixture(scope="module")
+def wind():
+    return load_wind()
+
+
+@pytest.fixture(scope="module")
+def employment():
+    return load_us_employment()
+
+
+@pytest.fixture(scope="module")
+def jura():
+    return load_jura()
+
+
+# ----------------------------------------------------------------------- shared
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_returns_bunch_with_folder_readme(loader):
+    bunch = loader()
+    assert isinstance(bunch, Bunch)
+    assert "frame" not in bunch
+    folder = {
+        load_ozone2: "ozone2",
+        load_wind: "wind",
+        load_us_employment: "us-employment",
+        load_jura: "jura",
+    }[loader]
+    assert bunch.DESCR == (DATA / folder / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("loader", GRID_LOADERS)
+def test_grid_schema(loader):
+    b = loader()
+    assert set(b) == GRID_KEYS | ({"mean_wind"} if loader is load_wind else set())
+    n_sites, n_times = b.data.shape
+    assert b.data.dtype == np.float64
+    assert b.sites.shape == (n_sites, 2) and b.sites.dtype == np.float64
+    assert b.site_feature_names == ("lon", "lat")
+    assert b.site_ids.shape == b.site_names.shape == (n_sites,)
+    assert b.site_ids.dtype.kind == "U" and len(set(b.site_ids)) == n_sites
+    assert b.dates.dtype == np.dtype("datetime64[D]") and b.dates.shape == (n_times,)
+    assert b.times.dtype == np.float64 and b.times.shape == (n_times,)
+    assert b.times[0] == 0 and np.all(np.diff(b.times) > 0)
+    np.testing.assert_array_equal(b.times, (b.dates - b.dates[0]).astype(float))
+    assert len(b.coords) == 2
+    assert b.coords[0] is b.sites and b.coords[1] is b.times
+    assert (len(b.coords[0]), len(b.coords[1])) == b.data.shape
+    assert b.axis_names == ("site", "time")
+    assert b.feature_names == ["lon", "lat", "day"]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_loading_is_deterministic(loader):
+    first, second = loader(), loader()
+    np.testing.assert_array_equal(first.data, second.data)
+
+
+# ----------------------------------------------------------------------- ozone2
+
+
+def test_ozone2_shapes_and_gap(ozone2):
+    assert ozone2.data.shape == (153, 89)
+    assert ozone2.dates[0] == np.datetime64("1987-06-03")
+    assert ozone2.dates[-1] == np.datetime64("1987-08-31")
+    assert np.datetime64("1987-08-29") not in ozone2.dates
+    # 89 dates over 90 calendar days: exactly one step of 2 days.
+    steps = np.diff(ozone2.times)
+    assert steps.tolist().count(2.0) == 1 and steps.tolist().count(1.0) == 87
+    assert ozone2.times[-1] == 89
+    assert ozone2.target_name == "ozone" and ozone2.units == "ppb"
+
+
+def test_ozone2_missing_share_matches_readme(ozone2):
+    readme = (DATA / "ozone2" / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"Missing: \*\*(\d+) cells = ([\d.]+) %", readme)
+    n_missing, share = int(match.group(1)), float(match.group(2))
+    missing = np.isnan(ozone2.data)
+    assert missing.sum() == n_missing == 495
+    assert round(100 * missing.mean(), 2) == share
+    assert (~missing.any(axis=1)).sum() == 67  # complete stations, per README
+
+
+def test_ozone2_site_order_matches_stations_csv(ozone2):
+    stations = read_rows("ozone2/stations.csv")
+    assert ozone2.site_ids.tolist() == [row["station_id"] for row in stations]
+    np.testing.assert_array_equal(ozone2.site_names, ozone2.site_ids)
+    assert all(len(sid) == 9 for sid in ozone2.site_ids)  # leading digits kept
+    np.testing.assert_array_equal(
+        ozone2.sites, [[float(r["lon"]), float(r["lat"])] for r in stations]
+    )
+
+
+def test_ozone2_values_spot_check(ozone2):
+    rows = read_rows("ozone2/values.csv")
+    site = {sid: i for i, sid in enumerate(ozone2.site_ids)}
+    day = {str(d): j for j, d in enumerate(ozone2.dates)}
+    missing = [r for r in rows if r["ozone"] == ""]
+    for r in [rows[0], rows[1], rows[-1], rows[7000], missing[0], missing[-1]]:
+        value = ozone2.data[site[r["station_id"]], day[r["date"]]]
+        if r["ozone"] == "":
+            assert np.isnan(value)
+        else:
+            assert value == float(r["ozone"])
+    assert len(rows) == ozone2.data.size
+
+
+def test_ozone2_exact_zeros_as_documented(ozone2):
+    assert int((ozone2.data == 0).sum()) == 74
+
+
+# ------------------------------------------------------------------------- wind
+
+
+def test_wind_shapes_complete_and_daily(wind):
+    assert wind.data.shape == (12, 6574)
+    assert not np.isnan(wind.data).any()
+    assert wind.dates[0] == np.datetime64("1961-01-01")
+    assert wind.dates[-1] == np.datetime64("1978-12-31")
+    np.testing.assert_array_equal(wind.times, np.arange(6574.0))
+    assert wind.data.min() == 0.0 and wind.data.max() == 42.54
+    assert int((wind.data == 0).sum()) == 16
+    assert wind.target_name == "wind_speed" and wind.units == "knots"
+
+
+def test_wind_sites_and_mean_wind(wind):
+    stations = read_rows("wind/stations.csv")
+    with open(DATA / "wind" / "values.csv", newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert wind.site_ids.tolist() == [r["code"] for r in stations] == header[1:]
+    assert wind.site_names.tolist() == [r["name"] for r in stations]
+    # stations.csv stores lat before lon; the loader returns (lon, lat).
+    np.testing.assert_array_equal(
+        wind.sites, [[float(r["lon"]), float(r["lat"])] for r in stations]
+    )
+    assert np.all(wind.sites[:, 0] < -6) and np.all(wind.sites[:, 1] > 51)
+    assert wind.mean_wind.shape == (12,)
+    # m/s, close to the data mean in knots x 0.514444 except CLA (README).
+    diff = np.abs(wind.data.mean(axis=1) * 0.514444 - wind.mean_wind)
+    assert wind.site_ids[diff > 0.015].tolist() == ["CLA"]
+
+
+def test_wind_values_spot_check(wind):
+    rows = read_rows("wind/values.csv")
+    for i, code in [(0, "RPT"), (1, "MAL"), (3000, "ROS"), (6573, "CLA")]:
+        j = wind.site_ids.tolist().index(code)
+        assert wind.data[j, i] == float(rows[i][code])
+        assert str(wind.dates[i]) == rows[i]["date"]
+
+
+# ---------------------------------------------------------------- us-employment
+
+
+def test_us_employment(employment):
+    b = employment
+    assert set(b) == {
+        "data",
+        "series_names",
+        "dates",
+        "times",
+        "coords",
+        "axis_names",
+        "feature_names",
+        "target_name",
+        "units",
+        "DESCR",
+    }
+    assert b.data.shape == (15, 120) and b.data.dtype == np.float64
+    assert not np.isnan(b.data).any()
+    assert b.series_names.shape == (15,) and b.series_names[0] == "mining_and_logging"
+    assert b.dates.dtype == np.dtype("datetime64[D]")
+    assert b.dates[0] == np.datetime64("2006-01-01")
+    assert b.dates[-1] == np.datetime64("2015-12-01")
+    np.testing.assert_array_equal(b.dates, b.dates.astype("datetime64[M]"))
+    np.testing.assert_array_equal(b.times, np.arange(120.0))
+    np.testing.assert_array_equal(b.coords[0], np.arange(15))
+    assert b.coords[1] is b.times
+    assert (len(b.coords[0]), len(b.coords[1])) == b.data.shape
+    assert b.axis_names == ("series", "time")
+    assert np.linalg.matrix_rank(b.data) == 15
+
+
+def test_us_employment_spot_check(employment):
+    rows = read_rows("us-employment/values.csv")
+    names = employment.series_names.tolist()
+    assert names == list(rows[0])[1:]
+    for i, name in [(0, "utilities"), (59, "government"), (119, "construction")]:
+        assert employment.data[names.index(name), i] == float(rows[i][name])
+
+
+# ------------------------------------------------------------------------- jura
+
+
+def test_jura(jura):
+    assert jura.data.shape == (359, 7) and jura.data.dtype == np.float64
+    assert not np.isnan(jura.data).any()
+    assert jura.target_names.tolist() == ["Cd", "Co", "Cr", "Cu", "Ni", "Pb", "Zn"]
+    assert jura.locations.shape == jura.lonlat.shape == (359, 2)
+    assert jura.feature_names == ["Xloc", "Yloc"]
+    assert (jura.split == "pred").sum() == 259 and (jura.split == "val").sum() == 100
+    np.testing.assert_array_equal(jura.train_index, np.arange(259))
+    np.testing.assert_array_equal(jura.test_index, np.arange(259, 359))
+    assert set(jura.landuse) == {"Forest", "Pasture", "Meadow", "Tillage"}
+    assert set(jura.rock) == {
+        "Argovian",
+        "Kimmeridgian",
+        "Sequanian",
+        "Portlandian",
+        "Quaternary",
+    }
+    assert jura.source_row[jura.test_index].tolist() == list(range(1, 101))
+    assert len({tuple(p) for p in jura.locations}) == 359  # no duplicate sites
+
+
+def test_jura_spot_check(jura):
+    rows = read_rows("jura/values.csv")
+    for i in [0, 258, 259, 358]:
+        r = rows[i]
+        assert jura.data[i].tolist() == [float(r[m]) for m in jura.target_names]
+        assert jura.locations[i].tolist() == [float(r["Xloc"]), float(r["Yloc"])]
+        assert jura.lonlat[i].tolist() == [float(r["long"]), float(r["lat"])]
+        assert (jura.split[i], jura.landuse[i], jura.rock[i]) == (
+            r["split"],
+            r["Landuse"],
+            r["Rock"],
+        )
+
+
+# --------------------------------------------------------------------- as_frame
+
+
+@pytest.mark.parametrize(
+    ("loader", "columns"),
+    [
+        (load_ozone2, ["station_id", "lon", "lat", "date", "ozone"]),
+        (load_wind, ["code", "lon", "lat", "date", "wind_speed"]),
+        (load_us_employment, ["series", "date", "employment"]),
+    ],
+)
+def test_as_frame_one_row_per_observed_cell(loader, columns):
+    pytest.importorskip("pandas")
+    b = loader(as_frame=True)
+    assert list(b.frame.columns) == columns
+    assert len(b.frame) == np.count_nonzero(~np.isnan(b.data))
+    assert not b.frame.isna().any().any()
+    assert b.frame.iloc[:, -1].sum() == pytest.approx(np.nansum(b.data))
+
+
+def test_as_frame_ozone2_row_count():
+    pytest.importorskip("pandas")
+    assert len(load_ozone2(as_frame=True).frame) == 13_617 - 495
+
+
+def test_as_frame_jura_is_the_table():
+    pytest.importorskip("pandas")
+    frame = load_jura(as_frame=True).frame
+    rows = read_rows("jura/values.csv")
+    assert list(frame.columns) == list(rows[0])
+    assert frame.shape == (359, 15)
+    assert frame["source_row"].dtype == np.int64
+    assert frame.loc[100, "Zn"] == float(rows[100]["Zn"])
+
+
+def test_as_frame_without_pandas_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match=r'pip install "kronecker-gp\[notebooks\]"'):
+        load_jura(as_frame=True)
+
+
+# ----------------------------------------------------- data location, checksums
+
+
+@pytest.fixture
+def data_copy(tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(DATA, copy)
+    for path in copy.rglob("*"):
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    return copy
+
+
+@pytest.mark.parametrize("relpath", sorted(FILE_LOADER))
+def test_checksum_mismatch_raises(monkeypatch, data_copy, relpath):
+    monkeypatch.setattr(datasets, "_data_dir", lambda: data_copy)
+    FILE_LOADER[relpath]()  # the untouched copy loads
+    raw = bytearray((data_copy / relpath).read_bytes())
+    raw[-2] = ord("7") if raw[-2] != ord("7") else ord("8")
+    (data_copy / relpath).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=f"checksum mismatch for data file {relpath}"):
+        FILE_LOADER[relpath]()
+
+
+def test_checksum_table_covers_every_csv():
+    on_disk = {str(p.relative_to(DATA)) for p in DATA.rglob("*.csv")}
+    assert set(datasets._SHA256) == on_disk == set(FILE_LOADER)
+
+
+def test_missing_data_dir_lists_paths_tried(monkeypatch, tmp_path):
+    tried = (tmp_path / "pkg" / "_data", tmp_path / "checkout" / "data")
+    monkeypatch.setattr(datasets, "_DATA_DIRS", tried)
+    with pytest.raises(FileNotFoundError, match="data directory not found") as info:
+        load_ozone2()
+    assert all(str(path) in str(info.value) for path in tried)
+
+
+def test_missing_file_raises(monkeypatch, tmp_path):
+    monkeypatch.setattr(datasets, "_data_dir", lambda: tmp_path)
+    with pytest.raises(FileNotFoundError, match="data file wind/stations.csv"):
+        load_wind()
+
+
+def test_first_existing_data_dir_wins(monkeypatch, data_copy, tmp_path):
+    # Installed package data (first entry) is preferred when it exists ...
+    monkeypatch.setattr(datasets, "_DATA_DIRS", (data_copy, DATA))
+    assert datasets._data_dir() == data_copy
+    # ... and the checkout's data/ is the fallback when it does not.
+    monkeypatch.setattr(datasets, "_DATA_DIRS", (tmp_path / "nowhere", data_copy))
+    assert datasets._data_dir() == data_copy
+    assert load_us_employment().data.shape == (15, 120)
+
+
+def test_default_lookup_finds_checkout_data():
+    assert datasets._DATA_DIRS[0] == Path(datasets.__file__).parent / "_data"
+    assert datasets._DATA_DIRS[1] == DATA
+    assert datasets._data_dir() in datasets._DATA_DIRS
+
+
+# ---------------------------------------------------------------- data/README.md
+
+
+def test_data_readme_lists_every_file_with_size_and_checksum():
+    readme = (DATA / "README.md").read_text(encoding="utf-8")
+    entries = {
+        path: (int(size.replace(",", "")), digest)
+        for path, size, digest in re.findall(
+            r"^\| `([^`]+)` \| ([\d,]+) \| `([0-9a-f]{64})` \|",
+            readme,
+            flags=re.MULTILINE,
+        )
+    }
+    files = {
+        str(p.relative_to(DATA))
+        for p in DATA.rglob("*")
+        if p.is_file() and p != DATA / "README.md"
+    }
+    assert set(entries) == files
+    for path, (size, digest) in entries.items():
+        raw = (DATA / path).read_bytes()
+        assert len(raw) == size, path
+        assert hashlib.sha256(raw).hexdigest() == digest, path
+        if path.endswith(".csv"):
+            assert datasets._SHA256[path] == digest
