@@ -7,6 +7,7 @@ import scipy.linalg
 from scipy.sparse.linalg import LinearOperator
 
 from kronecker_gp._typing import ArrayLike, FloatArray
+from kronecker_gp._validation import check_symmetric
 
 
 class StructuredOperator(LinearOperator):  # type: ignore[misc]
@@ -41,7 +42,7 @@ class StructuredOperator(LinearOperator):  # type: ignore[misc]
         never form them densely.
         """
         self._require_square("eigh")
-        w, v = scipy.linalg.eigh(self.to_dense())
+        w, v = scipy.linalg.eigh(check_symmetric(self.to_dense(), "operator"))
         # local import: _dense subclasses this module's class
         from kronecker_gp.linalg._dense import DenseOperator  # noqa: PLC0415
 

@@ -8,6 +8,7 @@ import numpy as np
 import scipy.linalg
 
 from kronecker_gp._typing import ArrayLike, FloatArray
+from kronecker_gp._validation import as_float_array
 from kronecker_gp.linalg._base import StructuredOperator
 from kronecker_gp.linalg._dense import DenseOperator
 
@@ -17,7 +18,7 @@ def _as_operator(
 ) -> StructuredOperator:
     if isinstance(block, StructuredOperator):
         return block
-    return DenseOperator(np.atleast_2d(np.asarray(block, dtype=float)))
+    return DenseOperator(np.atleast_2d(as_float_array(block, name)))
 
 
 class BlockDiagonal(StructuredOperator):
@@ -73,7 +74,8 @@ class BlockDiagonal(StructuredOperator):
         return np.concatenate([b @ p for b, p in zip(self.blocks, parts)], axis=0)
 
     def _adjoint(self) -> BlockDiagonal:
-        return BlockDiagonal([b.T for b in self.blocks])
+        # .H, not .T: scipy's .T is a plain LinearOperator that _as_operator rejects
+        return BlockDiagonal([b.H for b in self.blocks])
 
     def to_dense(self) -> FloatArray:
         """Return ``scipy.linalg.block_diag`` of the dense blocks."""
@@ -81,7 +83,7 @@ class BlockDiagonal(StructuredOperator):
 
     def diagonal(self) -> FloatArray:
         """Return the concatenated diagonals of the blocks."""
-        self._require_square("diagonal")
+        self._require_square_blocks("diagonal")
         return np.concatenate([b.diagonal() for b in self.blocks])
 
     def _require_square_blocks(self, what: str) -> None:

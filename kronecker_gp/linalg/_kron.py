@@ -93,7 +93,13 @@ class KroneckerProduct(StructuredOperator):
     def diagonal(self) -> FloatArray:
         """Return the diagonal, ``diag(A_1) (x) ... (x) diag(A_D)``."""
         self._require_square("diagonal")
-        return kron_diag(self.factors)
+        if all(a.shape[0] == a.shape[1] for a in self.factors):
+            return kron_diag(self.factors)
+        # square product of rectangular factors: entry i is prod_d A_d[r_d(i), c_d(i)]
+        idx = np.arange(self.shape[0])
+        rows = np.unravel_index(idx, [a.shape[0] for a in self.factors])
+        cols = np.unravel_index(idx, [a.shape[1] for a in self.factors])
+        return np.prod([a[r, c] for a, r, c in zip(self.factors, rows, cols)], axis=0)
 
     def _eigenpairs(self) -> tuple[list[FloatArray], list[FloatArray]]:
         if self._eig is None:

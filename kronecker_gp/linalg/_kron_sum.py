@@ -112,7 +112,8 @@ class KroneckerSum(StructuredOperator):
         """Return ``log det(A_1 (+) ... (+) A_D + shift * I)`` (positive definite)."""
         ws, _ = _sym_eigh(self.factors)
         lam = kron_outer(ws, np.add) + shift
-        if np.any(lam <= 0):
+        # same singularity threshold as solve: a Laplacian's zero eigenvalue is ~1e-16
+        if np.any(lam <= 1e-14 * max(1.0, float(np.abs(lam).max()))):
             raise np.linalg.LinAlgError(
                 "logdet: the Kronecker sum (plus shift) is not positive definite."
             )
