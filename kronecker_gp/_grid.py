@@ -165,3 +165,37 @@ def rows_to_grid_values(
     out = np.full(int(np.prod(shape)), np.nan)
     out[cell] = np.asarray(y, dtype=np.float64)
     return out.reshape(shape)
+
+
+def drop_empty_slices(grid: Grid, Y: FloatArray) -> tuple[Grid, FloatArray]:
+    """Drop every axis slice of ``Y`` that has no observed (non-NaN) cell.
+
+    Parameters
+    ----------
+    grid : Grid
+        The grid.
+    Y : ndarray of shape grid.shape
+        Values with NaN for missing cells.
+
+    Returns
+    -------
+    grid : Grid
+        The grid restricted to the kept coordinates.
+    Y : ndarray
+        The values on it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = Grid([np.arange(3.0)[:, None], np.arange(2.0)[:, None]])
+    >>> Y = np.array([[1.0, np.nan], [np.nan, np.nan], [2.0, np.nan]])
+    >>> g2, Y2 = drop_empty_slices(g, Y)
+    >>> g2.shape, Y2.ravel().tolist()
+    ((2, 1), [1.0, 2.0])
+    """
+    observed = ~np.isnan(Y)
+    keep = []
+    for d in range(Y.ndim):
+        others = tuple(e for e in range(Y.ndim) if e != d)
+        keep.append(np.flatnonzero(observed.any(axis=others)))
+    return Grid([c[k] for c, k in zip(grid.coords, keep)]), Y[np.ix_(*keep)]

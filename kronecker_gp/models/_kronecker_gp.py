@@ -16,17 +16,21 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from kronecker_gp._grid import Grid, check_coords, grid_from_rows
+from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import kron_matvec, kron_outer
-from kronecker_gp.models._likelihood import GridPosterior, factorize, lml_gradient
+from kronecker_gp.models._missing import covariance_correction, variance_correction
 from kronecker_gp.models._posterior import (
     grid_moments,
     point_moments,
     prior_grid_samples,
 )
+from kronecker_gp.models._solver import GridSolver, SolveResult
+
+#: fit(X, y) warns when the grid spanned by the rows is this many times larger.
+SPARSE_GRID_RATIO = 20
 
 
 def _check_noise_bounds(bounds: object) -> FloatArray | None:
@@ -79,7 +83,28 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Subtract the mean and divide by the standard deviation of ``y`` before
         fitting (predictions are transformed back).
     random_state : int, RandomState instance or None, default=None
-        Seeds the optimiser restarts.
+        Seeds the optimiser restarts and (an int) the probe vectors of the
+        stochastic estimates; other values use seed 0, so repeated fits and
+        likelihood evaluations are deterministic.
+    solver : {"auto", "exact", "cg"}, default="auto"
+        How missing cells are handled (a complete grid needs no solver). Both
+        use the Schur complement :math:`P_{mm}` of :math:`(K + sI)^{-1}` on the
+        missing cells. ``"exact"`` forms and factors it (exact LML and
+        gradient; cost :math:`O(m^2 N)` for ``m`` missing cells); ``"cg"``
+        solves by Jacobi-preconditioned CG to ``cg_tol`` and estimates
+        :math:`\log|P_{mm}|` by stochastic Lanczos quadrature and the
+        gradient's trace term by Hutchinson's estimator with ``n_probes``
+        probes (``solver_info_.lml_std_error`` gives the LML's standard error).
+        ``"auto"`` is exact while ``m <= 3000`` and ``m N <= 2^24``.
+    cg_tol : float, default=1e-10
+        Relative residual at which CG stops (``"cg"``); the posterior mean is
+        then accurate to about ``cg_tol`` times the condition number of
+        :math:`P_{mm}` (typically 10-100).
+    cg_max_iter : int, default=2000
+        CG iteration cap; reaching it warns with the residual.
+    n_probes : int, default=32
+        Probe vectors (and Monte Carlo samples for large predictive-variance
+        grids) on the ``"cg"`` path.
     verbose : int, default=0
         If positive, print the log marginal likelihood at each optimiser step.
 
@@ -108,6 +133,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Normalisation applied to ``y`` (0 and 1 without ``normalize_y``).
     fit_time_ : float
         Wall time of the last ``fit`` in seconds.
+    solver_info_ : SolverInfo
+        The path taken (``"complete"``, ``"schur-exact"`` or ``"schur-cg"``),
+        number of missing cells, CG iterations and residual, and the standard
+        error of an estimated LML.
 
     Notes
     -----
@@ -146,6 +175,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         n_restarts_optimizer: int = 0,
         normalize_y: bool = False,
         random_state: int | np.random.RandomState | None = None,
+        solver: str = "auto",
+        cg_tol: float = 1e-10,
+        cg_max_iter: int = 2000,
+        n_probes: int = 32,
         verbose: int = 0,
     ) -> None:
         self.kernels = kernels
@@ -156,16 +189,24 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.n_restarts_optimizer = n_restarts_optimizer
         self.normalize_y = normalize_y
         self.random_state = random_state
+        self.solver = solver
+        self.cg_tol = cg_tol
+        self.cg_max_iter = cg_max_iter
+        self.n_probes = n_probes
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: ArrayLike, y: ArrayLike) -> KroneckerGP:
-        """Fit on rows ``X`` that form a complete grid, in any row order.
+        """Fit on rows ``X`` that lie on a grid, in any row order.
+
+        The grid is the Cartesian product of the unique values of each column
+        group (``axes``); cells without a row are missing, and the posterior is
+        the exact GP posterior given the rows.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Rows whose column groups (``axes``) form a Cartesian product.
+            Rows whose column groups (``axes``) lie on a Cartesian product.
         y : array-like of shape (n_samples,)
             Targets.
 
@@ -177,13 +218,28 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``X`` is not a complete grid, has duplicates or non-finite values.
+            If ``X`` repeats a grid cell or has non-finite values.
+
+        Warns
+        -----
+        UserWarning
+            If the grid spanned by the rows has over 20 times more cells than
+            there are rows (scattered data).
         """
         X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
         X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
         axes = self._resolve_axes(X.shape[1])
-        grid, cell = grid_from_rows(X, axes)
-        y_grid = np.empty(grid.size)
+        grid, cell = grid_from_rows(X, axes, complete=False)
+        if grid.size > SPARSE_GRID_RATIO * X.shape[0]:
+            warnings.warn(
+                f"The {X.shape[0]} rows of X span a grid of {grid.size} cells "
+                f"({' x '.join(map(str, grid.shape))}), {grid.size / X.shape[0]:.0f}x "
+                "more than the data; the fit will be slow. Round or bin the "
+                "coordinates onto a coarser grid, or use GaussianProcessRegressor.",
+                UserWarning,
+                stacklevel=2,
+            )
+        y_grid = np.full(grid.size, np.nan)
         y_grid[cell] = y
         return self._fit(grid, y_grid, axes)
 
@@ -195,7 +251,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         coords : list of array-like
             One array per axis, each of shape (n_d,) or (n_d, p_d).
         Y : array-like of shape (n_1, ..., n_D)
-            Targets on the grid.
+            Targets on the grid; NaN marks a missing cell. Axis slices with no
+            observed cell are dropped from the training grid (``grid_`` holds
+            the kept coordinates); the other missing cells are handled exactly
+            by the Schur-complement solver (see ``solver``).
 
         Returns
         -------
@@ -208,7 +267,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             If shapes disagree, coordinates repeat or values are not finite.
         """
         grid = Grid(check_coords(coords))
-        Y = as_float_array(Y, "Y")
+        Y = as_float_array(Y, "Y", allow_nan=True)
         if Y.shape != grid.shape:
             raise ValueError(
                 f"Y must have the grid's shape {grid.shape} (one axis per coords "
@@ -221,6 +280,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "leave axes=None with fit_grid."
             )
         self.n_features_in_ = int(sum(grid.widths))
+        grid, Y = drop_empty_slices(grid, Y)
         return self._fit(grid, Y.reshape(-1), axes)
 
     def _fit(self, grid: Grid, y: FloatArray, axes: list[list[int]]) -> KroneckerGP:
@@ -230,14 +290,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.axes_ = axes
         self.grid_ = grid
         self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
-        self._y = (y - self.y_train_mean_) / self.y_train_std_
+        self._solver = self._make_solver(y)
         self.kernel_ = kernel
         self.noise_ = float(self.noise)
         self._noise_log_bounds = _check_noise_bounds(self.noise_bounds)
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
-        grams = self.kernel_.factor_grams(grid.coords)
-        self._post, self.log_marginal_likelihood_value_ = self._factorize(grams)
+        # an estimated LML (missing cells, CG path) is computed on first access
+        res = self._solve(self.kernel_.factor_grams(grid.coords), need_lml=False)
+        self._post, self._system = res.post, res.system
+        self._lml_value = None if np.isnan(res.lml) else res.lml
+        self.solver_info_ = res.info
         self.theta_ = self._theta()
         self.kernels_ = list(self.kernel_.kernels)
         self.alpha_ = self._post.alpha()
@@ -308,8 +371,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     def _normalisation(self, y: FloatArray) -> tuple[float, float]:
         if not self.normalize_y:
             return 0.0, 1.0
-        std = float(np.std(y))
-        return float(np.mean(y)), std if std > 0 else 1.0
+        std = float(np.nanstd(y))
+        return float(np.nanmean(y)), std if std > 0 else 1.0
 
     # ------------------------------------------------------- hyperparameters
     def _bounds(self) -> FloatArray:
@@ -330,9 +393,43 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         if self._noise_log_bounds is not None:
             self.noise_ = float(np.exp(theta[n_k]))
 
-    def _factorize(self, grams: Sequence[FloatArray]) -> tuple[GridPosterior, float]:
+    def _make_solver(self, y: FloatArray) -> GridSolver:
+        missing = np.flatnonzero(np.isnan(y))
+        if missing.size == y.size:
+            raise ValueError("Y has no observed cell; nothing to fit.")
+        y = np.where(np.isnan(y), 0.0, (y - self.y_train_mean_) / self.y_train_std_)
+        if self.solver not in ("auto", "exact", "cg"):
+            raise ValueError(
+                f'solver must be "auto", "exact" or "cg"; got {self.solver!r}.'
+            )
+        seed = (
+            self.random_state if isinstance(self.random_state, numbers.Integral) else 0
+        )
+        return GridSolver(
+            y,
+            missing if missing.size else None,
+            method=self.solver,
+            tol=float(self.cg_tol),
+            max_iter=int(self.cg_max_iter),
+            n_probes=int(self.n_probes),
+            seed=int(seed),
+        )
+
+    def _solve(
+        self,
+        grams: Sequence[FloatArray],
+        grad_grams: Sequence[FloatArray] | None = None,
+        *,
+        need_lml: bool = True,
+    ) -> SolveResult:
         try:
-            return factorize(grams, self.noise_, self._y)
+            return self._solver.solve(
+                grams,
+                self.noise_,
+                grad_grams,
+                noise_free=self._noise_log_bounds is not None,
+                need_lml=need_lml,
+            )
         except np.linalg.LinAlgError as exc:
             raise np.linalg.LinAlgError(
                 f"{exc} The factorisation failed at theta={self._theta()!r}; increase "
@@ -344,14 +441,13 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     ) -> tuple[float, FloatArray]:
         self._set_theta(theta)
         if not eval_gradient:
-            grams = self.kernel_.factor_grams(self.grid_.coords)
-            return self._factorize(grams)[1], np.zeros(0)
+            return self._solve(
+                self.kernel_.factor_grams(self.grid_.coords)
+            ).lml, np.zeros(0)
         pairs = self.kernel_.factor_grams(self.grid_.coords, eval_gradient=True)
-        post, lml = self._factorize([k for k, _ in pairs])
-        grad = lml_gradient(
-            post, [g for _, g in pairs], noise_free=self._noise_log_bounds is not None
-        )
-        return lml, grad
+        res = self._solve([k for k, _ in pairs], [g for _, g in pairs])
+        assert res.grad is not None
+        return res.lml, res.grad
 
     def _optimise(self) -> None:
         bounds = self._bounds()
@@ -453,6 +549,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             self._set_theta(saved)
         return (lml, grad) if eval_gradient else lml
 
+    @property
+    def log_marginal_likelihood_value_(self) -> float:
+        """Log marginal likelihood at ``theta_`` (estimated on the CG path)."""
+        if getattr(self, "_lml_value", None) is None:
+            if not hasattr(self, "_solver"):
+                raise AttributeError("log_marginal_likelihood_value_ is set by fit.")
+            res = self._solve(self.kernel_.factor_grams(self.grid_.coords))
+            self._lml_value = float(res.lml)
+            self.solver_info_.lml_std_error = res.info.lml_std_error
+        return float(self._lml_value)
+
     # --------------------------------------------------------------- prediction
     def _check_X(self, X: ArrayLike) -> FloatArray:
         return np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
@@ -505,6 +612,12 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         elif return_std:
             prior = self.kernel_.diag(X)
         mean, second = point_moments(self._post, cross, prior, full_cov=return_cov)
+        if self._system is not None and second is not None:
+            v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
+            if return_cov:
+                second = second + covariance_correction(self._system, v)
+            else:
+                second = second + self._variance_correction(v, grid=False)
         mean, second = self._scale(mean, second)
         if second is None:
             return mean
@@ -543,10 +656,24 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             prior = kron_outer(
                 [k.diag(t) for k, t in zip(self.kernel_.kernels, test.coords)]
             )
-        mean, var = self._scale(*grid_moments(self._post, cross, prior))
+        mean, var = grid_moments(self._post, cross, prior)
+        if self._system is not None and var is not None:
+            v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
+            var = var + self._variance_correction(v, grid=True)
+        mean, var = self._scale(mean, var)
         if var is None:
             return mean.reshape(test.shape)
         return mean.reshape(test.shape), np.sqrt(var).reshape(test.shape)
+
+    def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
+        assert self._system is not None
+        return variance_correction(
+            self._system,
+            v,
+            grid=grid,
+            n_samples=int(self.n_probes),
+            rng=np.random.default_rng(self._solver.seed),
+        )
 
     def _check_test_coords(self, coords: Sequence[ArrayLike]) -> Grid:
         test = Grid(check_coords(coords))
@@ -646,12 +773,21 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         f_train = f[np.ix_(*idx_train, np.arange(n_samples))].reshape(-1, n_samples)
         f_test = f[np.ix_(*idx_test, np.arange(n_samples))].reshape(-1, n_samples)
         eps = np.sqrt(self.noise_) * rng.standard_normal(f_train.shape)
-        resid = self._y[:, None] - f_train - eps
+        resid = self._solver.y[:, None] - f_train - eps
         cross = [
             k(t, c)
             for k, t, c in zip(self.kernel_.kernels, test.coords, self.grid_.coords)
         ]
-        sample = f_test + kron_matvec(cross, self._post.solve(resid))
+        v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
+        if self._system is not None:
+            # Matheron's rule with the observed cells only: A_oo^{-1} r_o, padded
+            resid[self._solver.missing] = 0.0
+        resid_rot = kron_matvec([u.T for u in self._post.eigvecs], resid)
+        if self._system is None:
+            weights = self._post.inv_lam[:, None] * resid_rot
+        else:
+            weights = self._system.observed_solve_rot(resid_rot)
+        sample = f_test + kron_matvec(v, weights)
         sample = sample * self.y_train_std_ + self.y_train_mean_
         return sample.reshape(*test.shape, n_samples)
 

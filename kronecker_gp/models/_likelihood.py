@@ -17,7 +17,7 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -93,14 +93,19 @@ def factorize(
     -----
     Cost :math:`O(\sum_d n_d^3 + N \sum_d n_d)`.
     """
-    ws, us = kron_eigh(grams)
-    lam = kron_outer(ws) + noise
-    y_rot = kron_matvec([u.T for u in us], y)
-    inv_lam = 1.0 / lam
-    alpha_rot = y_rot * inv_lam
-    lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * float(np.sum(np.log(lam)))
+    post = grid_eigen(grams, noise)
+    y_rot = kron_matvec([u.T for u in post.eigvecs], y)
+    alpha_rot = y_rot * post.inv_lam
+    lml = -0.5 * float(y_rot @ alpha_rot) + 0.5 * float(np.sum(np.log(post.inv_lam)))
     lml -= 0.5 * y.size * _LOG_2PI
-    return GridPosterior(ws, us, float(noise), inv_lam, alpha_rot), lml
+    return replace(post, alpha_rot=alpha_rot), lml
+
+
+def grid_eigen(grams: Sequence[FloatArray], noise: float) -> GridPosterior:
+    """Eigendecompose the factors; the returned weights are zero (no data yet)."""
+    ws, us = kron_eigh(grams)
+    inv_lam = 1.0 / (kron_outer(ws) + noise)
+    return GridPosterior(ws, us, float(noise), inv_lam, np.zeros_like(inv_lam))
 
 
 def _weights_except(eigvals: Sequence[FloatArray], d: int) -> FloatArray:
@@ -113,40 +118,95 @@ def _weights_except(eigvals: Sequence[FloatArray], d: int) -> FloatArray:
     return out
 
 
-def factor_gradient_matrix(post: GridPosterior, d: int) -> FloatArray:
+def mode_gram(
+    a: FloatArray, b: FloatArray, eigvals: Sequence[FloatArray], d: int
+) -> FloatArray:
+    r"""Return :math:`\sum_k A_{k(d)} \operatorname{diag}(W_{-d}) B_{k(d)}^T`.
+
+    Parameters
+    ----------
+    a, b : ndarray of shape (N,) or (N, k)
+        Rotated grid vectors (columns ``k`` are summed over).
+    eigvals : sequence of ndarray
+        Per-factor eigenvalues (``W_{-d}`` is the outer product of all but d).
+    d : int
+        The mode.
+
+    Returns
+    -------
+    ndarray of shape (n_d, n_d)
+        The weighted mode-``d`` cross Gram; one GEMM of :math:`O(N k n_d)`.
+    """
+    shape = [w.size for w in eigvals]
+    w_rest = _weights_except(eigvals, d)
+    k = 1 if a.ndim == 1 else a.shape[1]
+    w_rest = w_rest.reshape(*w_rest.shape, 1)
+    a_g = np.moveaxis(a.reshape(*shape, k), d, 0).reshape(shape[d], -1)
+    b_g = np.moveaxis(b.reshape(*shape, k) * w_rest, d, 0).reshape(shape[d], -1)
+    return np.asarray(a_g @ b_g.T)
+
+
+@dataclass(frozen=True)
+class TraceCorrection:
+    r"""A low-rank term added to the gradient's trace (used for missing cells).
+
+    The term is :math:`c \sum_k \tilde a_k^T (U^T \partial K U) \tilde b_k`.
+
+    Attributes
+    ----------
+    a, b : ndarray of shape (N, k)
+        Rotated vectors.
+    scale : float
+        The factor ``c`` (``1/n_probes`` for a Hutchinson estimate).
+    """
+
+    a: FloatArray
+    b: FloatArray
+    scale: float = 1.0
+
+
+def factor_gradient_matrix(
+    post: GridPosterior, d: int, correction: TraceCorrection | None = None
+) -> FloatArray:
     r"""Return ``M_d`` with ``dLML/dtheta = sum(dK_d * M_d)`` for factor ``d``.
 
     Notes
     -----
-    With :math:`A = \tilde a` and :math:`G = 1/(\lambda + s)` as grids and
+    With :math:`A = 	ilde a` and :math:`G = 1/(\lambda + s)` as grids and
     :math:`W_{-d}` the outer product of the other factors' eigenvalues,
 
     .. math::
-        \frac{\partial L}{\partial \theta} = \tfrac12 \alpha^T \partial K
-        \alpha - \tfrac12 \operatorname{tr}((K+sI)^{-1} \partial K)
+        rac{\partial L}{\partial 	heta} = 	frac12 lpha^T \partial K
+        lpha - 	frac12 \operatorname{tr}((K+sI)^{-1} \partial K)
         = \sum_{ij} (\partial K_d)_{ij} (M_d)_{ij},
 
-    :math:`M_d = \tfrac12 U_d (C_d - \operatorname{diag}(h_d)) U_d^T`,
+    :math:`M_d = 	frac12 U_d (C_d - \operatorname{diag}(h_d)) U_d^T`,
     :math:`C_d = A_{(d)} \operatorname{diag}(W_{-d}) A_{(d)}^T` (the mode-d
     weighted Gram of :math:`A`) and :math:`h_d = \sum_{-d} G W_{-d}`.
+    A :class:`TraceCorrection` adds its symmetrised mode Gram to :math:`C_d`.
     Cost: one GEMM of size :math:`N n_d` plus two of :math:`n_d^3`; each
     hyperparameter of the factor then costs :math:`O(n_d^2)`.
     """
     shape = post.shape
-    a = post.alpha_rot.reshape(shape)
-    w_rest = _weights_except(post.eigvals, d)
     others = tuple(e for e in range(len(shape)) if e != d)
-    a_d = np.moveaxis(a, d, 0).reshape(shape[d], -1)
-    b_d = np.moveaxis(a * w_rest, d, 0).reshape(shape[d], -1)
-    c = a_d @ b_d.T
-    h = np.sum(post.inv_lam.reshape(shape) * w_rest, axis=others)
+    inner = mode_gram(post.alpha_rot, post.alpha_rot, post.eigvals, d)
+    h = np.sum(
+        post.inv_lam.reshape(shape) * _weights_except(post.eigvals, d), axis=others
+    )
+    inner[np.diag_indices_from(inner)] -= h
+    if correction is not None:
+        c = mode_gram(correction.a, correction.b, post.eigvals, d)
+        inner += 0.5 * correction.scale * (c + c.T)
     u = post.eigvecs[d]
-    inner = c - np.diag(h)
     return 0.5 * (u @ inner @ u.T)
 
 
 def lml_gradient(
-    post: GridPosterior, grad_grams: Sequence[FloatArray], *, noise_free: bool = True
+    post: GridPosterior,
+    grad_grams: Sequence[FloatArray],
+    *,
+    noise_free: bool = True,
+    correction: TraceCorrection | None = None,
 ) -> FloatArray:
     r"""Return the LML gradient w.r.t. every factor's log-hyperparameters and noise.
 
@@ -158,6 +218,8 @@ def lml_gradient(
         Gradients of the factor Grams w.r.t. their log-hyperparameters.
     noise_free : bool, default=True
         Append the derivative w.r.t. ``log(noise)``.
+    correction : TraceCorrection, optional
+        Extra trace term (missing cells).
 
     Returns
     -------
@@ -173,10 +235,13 @@ def lml_gradient(
     for d, dk in enumerate(grad_grams):
         if dk.shape[2] == 0:
             continue
-        m = factor_gradient_matrix(post, d)
+        m = factor_gradient_matrix(post, d, correction)
         parts.append(np.einsum("ijp,ij->p", dk, m))
     if noise_free:
         s = post.noise
         a2 = float(post.alpha_rot @ post.alpha_rot)
-        parts.append(np.array([0.5 * s * (a2 - float(np.sum(post.inv_lam)))]))
+        trace = float(np.sum(post.inv_lam))
+        if correction is not None:
+            trace -= correction.scale * float(np.sum(correction.a * correction.b))
+        parts.append(np.array([0.5 * s * (a2 - trace)]))
     return np.concatenate(parts) if parts else np.zeros(0)

@@ -1,0 +1,96 @@
+"""Dispatch between the complete-grid and the missing-cell (Schur) solves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from kronecker_gp._typing import FloatArray, IntArray
+from kronecker_gp.models._likelihood import (
+    GridPosterior,
+    factorize,
+    grid_eigen,
+    lml_gradient,
+)
+from kronecker_gp.models._missing import SchurSystem, SolverInfo, missing_factorize
+
+
+@dataclass
+class SolveResult:
+    """Output of :meth:`GridSolver.solve`."""
+
+    post: GridPosterior
+    lml: float
+    grad: FloatArray | None
+    system: SchurSystem | None
+    info: SolverInfo
+
+
+@dataclass
+class GridSolver:
+    """Targets on a grid (zeros on missing cells) and the settings to solve them.
+
+    Parameters
+    ----------
+    y : ndarray of shape (N,)
+        Targets in C order, zero on missing cells.
+    missing : ndarray of int or None
+        Flat indices of missing cells; None for a complete grid.
+    method : {"auto", "exact", "cg"}
+        Missing-cell solver (see :class:`~kronecker_gp.models._missing.SchurSystem`).
+    tol, max_iter : float, int
+        CG settings.
+    n_probes : int
+        Probe vectors for the stochastic estimates on the CG path.
+    seed : int
+        Seed of the probes: every evaluation uses the same probes, so the
+        estimated objective is a deterministic function of theta.
+    """
+
+    y: FloatArray
+    missing: IntArray | None
+    method: str = "auto"
+    tol: float = 1e-10
+    max_iter: int = 2000
+    n_probes: int = 32
+    seed: int = 0
+
+    def solve(
+        self,
+        grams: Sequence[FloatArray],
+        noise: float,
+        grad_grams: Sequence[FloatArray] | None = None,
+        *,
+        noise_free: bool = True,
+        need_lml: bool = True,
+    ) -> SolveResult:
+        """Factorise, and return weights, LML and (optionally) its gradient."""
+        want_grad = grad_grams is not None
+        if self.missing is None or self.missing.size == 0:
+            post, lml = factorize(grams, noise, self.y)
+            grad = (
+                lml_gradient(post, grad_grams, noise_free=noise_free)
+                if grad_grams is not None
+                else None
+            )
+            return SolveResult(post, lml, grad, None, SolverInfo("complete", 0))
+        post, lml, system, corr, info = missing_factorize(
+            grid_eigen(grams, noise),
+            self.y,
+            self.missing,
+            method=self.method,
+            tol=self.tol,
+            max_iter=self.max_iter,
+            n_probes=self.n_probes,
+            rng=np.random.default_rng(self.seed),
+            eval_gradient=want_grad,
+            need_lml=need_lml,
+        )
+        grad = None
+        if grad_grams is not None:
+            grad = lml_gradient(
+                post, grad_grams, noise_free=noise_free, correction=corr
+            )
+        return SolveResult(post, lml, grad, system, info)
