@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ def rows_to_grid_values(
     return out.reshape(shape)
 
 
-def drop_empty_slices(grid: Grid, Y: FloatArray) -> tuple[Grid, FloatArray]:
+def drop_empty_slices(grid: Grid, Y: FloatArray, *extra: FloatArray) -> tuple[Any, ...]:
     """Drop every axis slice of ``Y`` that has no observed (non-NaN) cell.
 
     Parameters
@@ -176,6 +177,8 @@ def drop_empty_slices(grid: Grid, Y: FloatArray) -> tuple[Grid, FloatArray]:
         The grid.
     Y : ndarray of shape grid.shape
         Values with NaN for missing cells.
+    *extra : ndarray of shape grid.shape
+        Arrays restricted to the same cells (e.g. per-cell noise).
 
     Returns
     -------
@@ -198,4 +201,6 @@ def drop_empty_slices(grid: Grid, Y: FloatArray) -> tuple[Grid, FloatArray]:
     for d in range(Y.ndim):
         others = tuple(e for e in range(Y.ndim) if e != d)
         keep.append(np.flatnonzero(observed.any(axis=others)))
-    return Grid([c[k] for c, k in zip(grid.coords, keep)]), Y[np.ix_(*keep)]
+    index = np.ix_(*keep)
+    kept = Grid([c[k] for c, k in zip(grid.coords, keep)])
+    return (kept, Y[index], *(o[index] for o in extra))

@@ -21,6 +21,11 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import kron_matvec, kron_outer
+from kronecker_gp.models._cell_noise import (
+    CellNoiseSystem,
+    cell_noise_covariance_correction,
+    cell_noise_variance_correction,
+)
 from kronecker_gp.models._missing import covariance_correction, variance_correction
 from kronecker_gp.models._posterior import (
     grid_moments,
@@ -67,9 +72,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Column groups of ``X``, one per kernel. ``None`` gives one column per
         kernel when ``len(kernels) == n_features``, or all columns when there
         is one kernel. :meth:`fit_grid` derives the axes from ``coords``.
-    noise : float, default=1.0
+    noise : float or array-like, default=1.0
         Variance of the iid Gaussian noise added to the Kronecker product
-        (the initial value when it is optimised).
+        (the initial value when it is optimised; with ``normalize_y``, in
+        normalised units, as sklearn's ``alpha``). An array gives known
+        per-cell noise variances in data units, shaped like ``Y``
+        (:meth:`fit_grid`) or ``y`` (:meth:`fit`), on a complete grid; the
+        noise is then ``noise_ * noise`` with the common scale ``noise_``
+        learned within ``noise_bounds`` (start 1; ``"fixed"`` keeps 1). That
+        system is solved by CG preconditioned with the Kronecker eigenbasis of
+        ``K + s I`` (``s`` the geometric mean of the variances) to ``cg_tol``,
+        and its LML and gradient are estimated as on the ``"cg"`` path.
     noise_bounds : pair of float or "fixed", default=(1e-6, 1e5)
         Bounds on ``noise`` during optimisation; ``"fixed"`` keeps it.
     optimizer : "fmin_l_bfgs_b", callable or None, default="fmin_l_bfgs_b"
@@ -115,7 +128,9 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     kernels_ : list of Kernel
         Its per-axis factors.
     noise_ : float
-        The fitted noise variance.
+        The fitted noise variance (with per-cell ``noise``: the fitted scale).
+    noise_variances_ : ndarray of shape grid_.shape
+        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid.
     theta_ : ndarray
         Fitted log-hyperparameters: the factors' thetas, then ``log(noise_)``
         unless the noise is fixed.
@@ -241,7 +256,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             )
         y_grid = np.full(grid.size, np.nan)
         y_grid[cell] = y
-        return self._fit(grid, y_grid, axes)
+        cells = None
+        if not np.isscalar(self.noise):
+            v = as_float_array(self.noise, "noise", ndim=1)
+            if v.shape != y.shape:
+                raise ValueError(
+                    f"noise given per sample must have shape {y.shape} (like y); "
+                    f"got {v.shape}."
+                )
+            cells = np.full(grid.size, np.nan)
+            cells[cell] = v
+        return self._fit(grid, y_grid, axes, cells)
 
     def fit_grid(self, coords: Sequence[ArrayLike], Y: ArrayLike) -> KroneckerGP:
         """Fit on a grid given by per-axis coordinates and grid-shaped targets.
@@ -280,19 +305,33 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "leave axes=None with fit_grid."
             )
         self.n_features_in_ = int(sum(grid.widths))
-        grid, Y = drop_empty_slices(grid, Y)
-        return self._fit(grid, Y.reshape(-1), axes)
+        if np.isscalar(self.noise):
+            grid, Y = drop_empty_slices(grid, Y)
+            return self._fit(grid, Y.reshape(-1), axes)
+        v = as_float_array(self.noise, "noise", allow_nan=True)
+        if v.shape != Y.shape:
+            raise ValueError(
+                f"noise given per cell must have Y's shape {Y.shape}; got {v.shape}."
+            )
+        grid, Y, v = drop_empty_slices(grid, Y, v)
+        return self._fit(grid, Y.reshape(-1), axes, v.reshape(-1))
 
-    def _fit(self, grid: Grid, y: FloatArray, axes: list[list[int]]) -> KroneckerGP:
+    def _fit(
+        self,
+        grid: Grid,
+        y: FloatArray,
+        axes: list[list[int]],
+        cell_noise: FloatArray | None = None,
+    ) -> KroneckerGP:
         t0 = time.perf_counter()
         kernel = self._build_kernel(axes)
         self._check_params(kernel, len(grid.shape))
         self.axes_ = axes
         self.grid_ = grid
         self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
-        self._solver = self._make_solver(y)
+        self._solver = self._make_solver(y, cell_noise)
         self.kernel_ = kernel
-        self.noise_ = float(self.noise)
+        self.noise_ = float(self.noise) if cell_noise is None else 1.0
         self._noise_log_bounds = _check_noise_bounds(self.noise_bounds)
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
@@ -302,6 +341,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self._lml_value = None if np.isnan(res.lml) else res.lml
         self.solver_info_ = res.info
         self.theta_ = self._theta()
+        if cell_noise is not None:
+            self.noise_variances_ = (self.noise_ * cell_noise).reshape(grid.shape)
         self.kernels_ = list(self.kernel_.kernels)
         self.alpha_ = self._post.alpha()
         self.fit_time_ = time.perf_counter() - t0
@@ -345,12 +386,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "axes; give one kernel per axis."
             )
         noise = self.noise
+        if not np.isscalar(noise):
+            return self._check_optimizer_params()
         if (
             isinstance(noise, bool)
             or not isinstance(noise, numbers.Real)
             or not (np.isfinite(noise) and noise > 0)
         ):
             raise ValueError(f"noise must be a positive finite number; got {noise!r}.")
+        self._check_optimizer_params()
+
+    def _check_optimizer_params(self) -> None:
         if not isinstance(self.n_restarts_optimizer, numbers.Integral) or (
             self.n_restarts_optimizer < 0
         ):
@@ -393,10 +439,14 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         if self._noise_log_bounds is not None:
             self.noise_ = float(np.exp(theta[n_k]))
 
-    def _make_solver(self, y: FloatArray) -> GridSolver:
+    def _make_solver(
+        self, y: FloatArray, cell_noise: FloatArray | None = None
+    ) -> GridSolver:
         missing = np.flatnonzero(np.isnan(y))
         if missing.size == y.size:
             raise ValueError("Y has no observed cell; nothing to fit.")
+        if cell_noise is not None:
+            cell_noise = self._check_cell_noise(cell_noise, missing)
         y = np.where(np.isnan(y), 0.0, (y - self.y_train_mean_) / self.y_train_std_)
         if self.solver not in ("auto", "exact", "cg"):
             raise ValueError(
@@ -413,7 +463,22 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             max_iter=int(self.cg_max_iter),
             n_probes=int(self.n_probes),
             seed=int(seed),
+            cell_noise=cell_noise,
         )
+
+    def _check_cell_noise(self, v: FloatArray, missing: FloatArray) -> FloatArray:
+        if missing.size:
+            raise ValueError(
+                "per-cell noise needs a complete grid (after dropping empty slices); "
+                f"Y has {missing.size} other missing cells. Use a scalar noise, or "
+                "fit on a complete sub-grid."
+            )
+        if np.any(~np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(
+                "noise given per cell must be positive and finite on every observed "
+                f"cell; got min {np.nanmin(v)!r} and {int(np.isnan(v).sum())} NaN."
+            )
+        return v / self.y_train_std_**2
 
     def _solve(
         self,
@@ -615,7 +680,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         if self._system is not None and second is not None:
             v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
             if return_cov:
-                second = second + covariance_correction(self._system, v)
+                second = second + self._covariance_correction(v)
             else:
                 second = second + self._variance_correction(v, grid=False)
         mean, second = self._scale(mean, second)
@@ -665,7 +730,15 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             return mean.reshape(test.shape)
         return mean.reshape(test.shape), np.sqrt(var).reshape(test.shape)
 
+    def _covariance_correction(self, v: list[FloatArray]) -> FloatArray:
+        if isinstance(self._system, CellNoiseSystem):
+            return cell_noise_covariance_correction(self._system, v)
+        assert self._system is not None
+        return covariance_correction(self._system, v)
+
     def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
+        if isinstance(self._system, CellNoiseSystem):
+            return cell_noise_variance_correction(self._system, v, grid=grid)
         assert self._system is not None
         return variance_correction(
             self._system,
@@ -772,7 +845,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         f = f.reshape(*shape, n_samples)
         f_train = f[np.ix_(*idx_train, np.arange(n_samples))].reshape(-1, n_samples)
         f_test = f[np.ix_(*idx_test, np.arange(n_samples))].reshape(-1, n_samples)
-        eps = np.sqrt(self.noise_) * rng.standard_normal(f_train.shape)
+        noise = self.noise_ * (
+            1.0 if self._solver.cell_noise is None else self._solver.cell_noise[:, None]
+        )
+        eps = np.sqrt(noise) * rng.standard_normal(f_train.shape)
         resid = self._solver.y[:, None] - f_train - eps
         cross = [
             k(t, c)
@@ -785,6 +861,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         resid_rot = kron_matvec([u.T for u in self._post.eigvecs], resid)
         if self._system is None:
             weights = self._post.inv_lam[:, None] * resid_rot
+        elif isinstance(self._system, CellNoiseSystem):
+            weights = self._system.rot(self._system.solve(resid))
         else:
             weights = self._system.observed_solve_rot(resid_rot)
         sample = f_test + kron_matvec(v, weights)

@@ -67,7 +67,7 @@ def batched_cg(
     matvec: Callable[[FloatArray], FloatArray],
     b: FloatArray,
     *,
-    precond: FloatArray | None,
+    precond: FloatArray | Callable[[FloatArray], FloatArray] | None,
     rtol: float,
     maxiter: int,
 ) -> tuple[FloatArray, int, FloatArray]:
@@ -79,8 +79,9 @@ def batched_cg(
         ``X (m, k) -> A X`` for a symmetric positive-definite ``A``.
     b : ndarray of shape (m, k)
         Right-hand sides.
-    precond : ndarray of shape (m,) or None
-        Inverse of a Jacobi (diagonal) preconditioner.
+    precond : ndarray of shape (m,), callable or None
+        Inverse of a Jacobi (diagonal) preconditioner, or a callable applying
+        an SPD preconditioner's inverse to ``(m, k)`` blocks.
     rtol : float
         Stop each column when ``||b - A x|| <= rtol ||b||``.
     maxiter : int
@@ -93,10 +94,17 @@ def batched_cg(
     relres : ndarray of shape (k,)
         Final relative residuals (recomputed, not recursive).
     """
-    pre = np.ones(b.shape[0]) if precond is None else precond
+    if precond is None or not callable(precond):
+        diag = np.ones(b.shape[0]) if precond is None else np.asarray(precond)
+
+        def apply(r: FloatArray) -> FloatArray:
+            return diag[:, None] * r
+
+    else:
+        apply = precond
     x = np.zeros_like(b)
     r = b.copy()
-    z = pre[:, None] * r
+    z = apply(r)
     p = z.copy()
     rz = np.sum(r * z, axis=0)
     bnorm = np.linalg.norm(b, axis=0)
@@ -112,7 +120,7 @@ def batched_cg(
         step = np.where(active, rz / np.where(pap > 0, pap, 1.0), 0.0)
         x += step * p
         r -= step * ap
-        z = pre[:, None] * r
+        z = apply(r)
         rz_new = np.sum(r * z, axis=0)
         p = z + np.where(active, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * p
         rz = rz_new

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kronecker_gp._typing import FloatArray, IntArray
+from kronecker_gp.models._cell_noise import CellNoiseSystem, cell_noise_factorize
 from kronecker_gp.models._likelihood import (
     GridPosterior,
     factorize,
@@ -24,7 +25,7 @@ class SolveResult:
     post: GridPosterior
     lml: float
     grad: FloatArray | None
-    system: SchurSystem | None
+    system: SchurSystem | CellNoiseSystem | None
     info: SolverInfo
 
 
@@ -47,6 +48,9 @@ class GridSolver:
     seed : int
         Seed of the probes: every evaluation uses the same probes, so the
         estimated objective is a deterministic function of theta.
+    cell_noise : ndarray of shape (N,) or None
+        Known per-cell noise variances ``v``; the noise is then ``noise * v``
+        (``noise`` a learned scale) and the grid must be complete.
     """
 
     y: FloatArray
@@ -56,6 +60,7 @@ class GridSolver:
     max_iter: int = 2000
     n_probes: int = 32
     seed: int = 0
+    cell_noise: FloatArray | None = None
 
     def solve(
         self,
@@ -68,6 +73,20 @@ class GridSolver:
     ) -> SolveResult:
         """Factorise, and return weights, LML and (optionally) its gradient."""
         want_grad = grad_grams is not None
+        if self.cell_noise is not None:
+            post, lml, grad, cells, info = cell_noise_factorize(
+                grams,
+                noise * self.cell_noise,
+                self.y,
+                grad_grams=grad_grams,
+                noise_free=noise_free,
+                need_lml=need_lml,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                n_probes=self.n_probes,
+                rng=np.random.default_rng(self.seed),
+            )
+            return SolveResult(post, lml, grad, cells, info)
         if self.missing is None or self.missing.size == 0:
             post, lml = factorize(grams, noise, self.y)
             grad = (
