@@ -108,7 +108,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         :math:`\log|P_{mm}|` by stochastic Lanczos quadrature and the
         gradient's trace term by Hutchinson's estimator with ``n_probes``
         probes (``solver_info_.lml_std_error`` gives the LML's standard error).
-        ``"auto"`` is exact while ``m <= 3000`` and ``m N <= 2^24``.
+        ``"auto"`` is exact while ``m <= 3000``, ``m N <= 2^24`` and
+        ``m^2 N <= 2^31`` (about a second of work).
     cg_tol : float, default=1e-10
         Relative residual at which CG stops (``"cg"``); the posterior mean is
         then accurate to about ``cg_tol`` times the condition number of

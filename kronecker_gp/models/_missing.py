@@ -42,9 +42,11 @@ from kronecker_gp.models._likelihood import GridPosterior, TraceCorrection
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
-#: The exact path forms P_mm (m x m) and two (N x m) arrays; it is used while
-#: m * N stays below this many entries and m below EXACT_MAX_MISSING.
+#: The exact path forms P_mm (m x m, cost m^2 N) and two (N x m) arrays; "auto"
+#: uses it while m * N <= EXACT_MAX_ENTRIES, m^2 N <= EXACT_MAX_FLOPS and
+#: m <= EXACT_MAX_MISSING (beyond that the CG path is cheaper).
 EXACT_MAX_ENTRIES = 2**24
+EXACT_MAX_FLOPS = 2**31
 EXACT_MAX_MISSING = 3000
 #: Predictive variances on the CG path are exact while (test points x cells)
 #: stays below this; above it the missing-cell correction is sampled.
@@ -150,7 +152,7 @@ class SchurSystem:
         ``"exact"`` forms :math:`P_{mm}` and factors it (cost
         :math:`O(m^2 N + m^3)`); ``"cg"`` solves with Jacobi-preconditioned CG
         (each iteration two complete-grid rotations); ``"auto"`` picks exact
-        while ``m <= 3000`` and ``m N <= 2^24``.
+        while ``m <= 3000``, ``m N <= 2^24`` and ``m^2 N <= 2^31``.
     tol : float
         Relative residual at which CG stops.
     max_iter : int
@@ -173,7 +175,11 @@ class SchurSystem:
         self._rows = [u[i, :] for u, i in zip(post.eigvecs, idx)]
         m, n = self.missing.size, int(np.prod(post.shape))
         if method == "auto":
-            small = m <= EXACT_MAX_MISSING and m * n <= EXACT_MAX_ENTRIES
+            small = (
+                m <= EXACT_MAX_MISSING
+                and m * n <= EXACT_MAX_ENTRIES
+                and m * m * n <= EXACT_MAX_FLOPS
+            )
             method = "exact" if small else "cg"
         self.method = method
         # Jacobi preconditioner: diag(P_mm)_k = sum_j U[k, j]^2 / (lambda_j + s)
