@@ -6,7 +6,7 @@ inference through the eigendecompositions of the small factors.
 """
 
 from kronecker_gp import kernels, linalg
-from kronecker_gp.models import KroneckerGP
+from kronecker_gp.models import KroneckerGP, MultiTaskGP, ProductGraphGP
 
 try:
     from kronecker_gp._version import __version__
@@ -18,4 +18,11 @@ except ImportError:  # pragma: no cover - running from a tree without a build
     except PackageNotFoundError:
         __version__ = "0.0.0"
 
-__all__ = ["KroneckerGP", "__version__", "kernels", "linalg"]
+__all__ = [
+    "KroneckerGP",
+    "MultiTaskGP",
+    "ProductGraphGP",
+    "__version__",
+    "kernels",
+    "linalg",
+]

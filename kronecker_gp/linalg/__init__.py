@@ -21,7 +21,9 @@ True
 """
 
 from kronecker_gp.linalg._base import StructuredOperator
+from kronecker_gp.linalg._block import BlockMatrix
 from kronecker_gp.linalg._block_diag import BlockDiagonal
+from kronecker_gp.linalg._block_toeplitz import BlockToeplitz
 from kronecker_gp.linalg._dense import DenseOperator, DiagonalOperator
 from kronecker_gp.linalg._identities import (
     face_split_gram,
@@ -40,6 +42,8 @@ from kronecker_gp.linalg._kron_sum import KroneckerSum
 
 __all__ = [
     "BlockDiagonal",
+    "BlockMatrix",
+    "BlockToeplitz",
     "DenseOperator",
     "DiagonalOperator",
     "KroneckerProduct",

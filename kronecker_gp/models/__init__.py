@@ -1,5 +1,7 @@
 """Stateful estimators (``fit`` / ``predict``)."""
 
+from kronecker_gp.models._graph_gp import ProductGraphGP
 from kronecker_gp.models._kronecker_gp import KroneckerGP
+from kronecker_gp.models._multitask_gp import MultiTaskGP
 
-__all__ = ["KroneckerGP"]
+__all__ = ["KroneckerGP", "MultiTaskGP", "ProductGraphGP"]
