@@ -1,0 +1,190 @@
+"""KroneckerGP's state-space route: the estimator side (a mixin).
+
+The numerics live in :mod:`kronecker_gp.models._ssm_route` and
+:mod:`kronecker_gp.models._state_space`; this mixin chooses the axis, checks
+that the route applies, and maps the estimator's methods onto it.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from typing import Any
+
+import numpy as np
+
+from kronecker_gp._grid import Grid
+from kronecker_gp._typing import FloatArray
+from kronecker_gp.linalg import kron_outer
+from kronecker_gp.models._missing import SolverInfo
+from kronecker_gp.models._ssm_kernels import is_markov_kernel
+from kronecker_gp.models._ssm_route import StateSpaceRoute
+
+
+def _sort_axis(grid: Grid, y: FloatArray, axis: int) -> tuple[Grid, FloatArray]:
+    """Sort the coordinates of ``axis`` (and ``y``, flat C order) increasingly."""
+    order = np.argsort(grid.coords[axis][:, 0], kind="stable")
+    if np.all(order == np.arange(order.size)):
+        return grid, y
+    coords = list(grid.coords)
+    coords[axis] = coords[axis][order]
+    y = np.take(y.reshape(grid.shape), order, axis=axis).reshape(-1)
+    return Grid(coords), y
+
+
+class StateSpaceMixin:
+    """Methods of :class:`KroneckerGP` for the Kalman-filter route."""
+
+    state_space: Any
+    state_space_min_size: int
+
+    def _state_space_axis(self, grid: Grid, kernel: Any) -> int | None:
+        choice = self.state_space
+        if choice is None:
+            return None
+        candidates = [
+            d
+            for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels))
+            if c.shape[1] == 1 and is_markov_kernel(k)
+        ]
+        if choice == "auto":
+            big = [d for d in candidates if grid.shape[d] >= self.state_space_min_size]
+            return max(big, key=lambda d: grid.shape[d]) if big else None
+        if (
+            isinstance(choice, bool)
+            or not isinstance(choice, numbers.Integral)
+            or not (0 <= choice < len(grid.shape))
+        ):
+            raise ValueError(
+                f'state_space must be "auto", None or an axis index in '
+                f"[0, {len(grid.shape)}); got {choice!r}."
+            )
+        if choice not in candidates:
+            raise ValueError(
+                f"state_space={choice}: axis {choice} needs 1-D coordinates and a "
+                f"Markov kernel; got {kernel.kernels[choice]!r}. Use Matern(nu=0.5), "
+                "Matern(nu=1.5) or Matern(nu=2.5), optionally times ConstantKernel, "
+                "or sums of these."
+            )
+        return int(choice)
+
+    def _make_route(
+        self, grid: Grid, axis: int, cell_noise: FloatArray | None
+    ) -> StateSpaceRoute:
+        solver = self._solver  # type: ignore[attr-defined]
+        if solver.missing is not None or cell_noise is not None:
+            raise ValueError(
+                "the state-space route needs a complete grid with scalar noise; this "
+                "fit has missing cells or per-cell noise. Pass state_space=None."
+            )
+        return StateSpaceRoute(
+            axis, grid.coords[axis][:, 0], solver.y.reshape(grid.shape)
+        )
+
+    def _space_grams(self, coords: list[FloatArray], eval_gradient: bool) -> list[Any]:
+        route = self._ssm  # type: ignore[attr-defined]
+        kernels = self.kernel_.kernels  # type: ignore[attr-defined]
+        return [
+            k(c, eval_gradient=eval_gradient)
+            for d, (k, c) in enumerate(zip(kernels, coords))
+            if d != route.axis
+        ]
+
+    def _ssm_lml(self, eval_gradient: bool) -> tuple[float, FloatArray]:
+        route = self._ssm  # type: ignore[attr-defined]
+        kernel_t = self.kernel_.kernels[route.axis]  # type: ignore[attr-defined]
+        grams = self._space_grams(self.grid_.coords, eval_gradient)  # type: ignore[attr-defined]
+        noise = self.noise_  # type: ignore[attr-defined]
+        free = self._noise_log_bounds is not None  # type: ignore[attr-defined]
+        if not eval_gradient:
+            return route.lml(grams, kernel_t, noise)[0], np.zeros(0)
+        lml, parts, _ = route.lml(
+            [k for k, _ in grams],
+            kernel_t,
+            noise,
+            [g for _, g in grams],
+            noise_free=free,
+        )
+        return lml, np.concatenate(parts)
+
+    def _finish_state_space(self, t0: float) -> Any:
+        route = self._ssm  # type: ignore[attr-defined]
+        kernel_t = self.kernel_.kernels[route.axis]  # type: ignore[attr-defined]
+        grams = self._space_grams(self.grid_.coords, False)  # type: ignore[attr-defined]
+        lml, _, state = route.lml(grams, kernel_t, self.noise_)  # type: ignore[attr-defined]
+        self._ssm_state = state
+        self._post, self._system = None, None
+        self._lml_value = lml
+        self.solver_info_ = SolverInfo(
+            "state-space", 0, extra={"axis": route.axis, "n_series": state.weights.size}
+        )
+        self.theta_ = self._theta()  # type: ignore[attr-defined]
+        self.kernels_ = list(self.kernel_.kernels)  # type: ignore[attr-defined]
+        self.alpha_ = route.alpha(state, kernel_t)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _ssm_cross(
+        self, parts: list[FloatArray], with_var: bool
+    ) -> tuple[list[FloatArray], FloatArray | None, FloatArray]:
+        """Space cross-covariances, space prior diagonal and the time column."""
+        route = self._ssm  # type: ignore[attr-defined]
+        kernels = self.kernel_.kernels  # type: ignore[attr-defined]
+        coords = self.grid_.coords  # type: ignore[attr-defined]
+        space = [d for d in range(len(kernels)) if d != route.axis]
+        cross = [kernels[d](parts[d], coords[d]) for d in space]
+        prior = None
+        if with_var:
+            diags = [kernels[d].diag(parts[d]) for d in space]
+            prior = diags[0] if diags else np.ones(parts[route.axis].shape[0])
+            for extra in diags[1:]:
+                prior = prior * extra
+        return cross, prior, parts[route.axis][:, 0]
+
+    def _ssm_predict(
+        self, X: FloatArray, return_std: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        route = self._ssm  # type: ignore[attr-defined]
+        parts = [X[:, cols] for cols in self.axes_]  # type: ignore[attr-defined]
+        cross, prior, times = self._ssm_cross(parts, return_std)
+        kernel_t = self.kernel_.kernels[route.axis]  # type: ignore[attr-defined]
+        return route.predict_points(self._ssm_state, kernel_t, cross, prior, times)
+
+    def _ssm_predict_grid(
+        self, test: Grid, return_std: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        route = self._ssm  # type: ignore[attr-defined]
+        kernels = self.kernel_.kernels  # type: ignore[attr-defined]
+        coords = self.grid_.coords  # type: ignore[attr-defined]
+        space = [d for d in range(len(kernels)) if d != route.axis]
+        cross = [kernels[d](test.coords[d], coords[d]) for d in space]
+        prior = None
+        if return_std:
+            prior = kron_outer(
+                [kernels[d].diag(test.coords[d]) for d in space] or [np.ones(1)]
+            )
+        return route.predict_grid(
+            self._ssm_state,
+            kernels[route.axis],
+            cross,
+            prior,
+            test.coords[route.axis][:, 0],
+            test.shape,
+        )
+
+    def _ssm_sample_grid(
+        self, test: Grid, n_samples: int, rng: np.random.Generator
+    ) -> FloatArray:
+        route = self._ssm  # type: ignore[attr-defined]
+        coords = self.grid_.coords  # type: ignore[attr-defined]
+        for d, (tr, te) in enumerate(zip(coords, test.coords)):
+            if d != route.axis and not np.array_equal(tr, te):
+                raise ValueError(
+                    "sample_grid on the state-space route draws at the training "
+                    f"coordinates of every other axis; axis {d} differs. Pass the "
+                    "training coordinates there (any times are allowed)."
+                )
+        kernel_t = self.kernel_.kernels[route.axis]  # type: ignore[attr-defined]
+        return route.sample_grid(
+            self._ssm_state, kernel_t, test.coords[route.axis][:, 0], n_samples, rng
+        )
