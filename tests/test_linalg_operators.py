@@ -22,6 +22,8 @@ from scipy.sparse.linalg import aslinearoperator, cg
 
 from kronecker_gp.linalg import (
     BlockDiagonal,
+    BlockMatrix,
+    BlockToeplitz,
     DenseOperator,
     DiagonalOperator,
     KroneckerProduct,
@@ -84,6 +86,23 @@ def _kron_entry(case_id, kind, draw):
 
 def _kron_sum_entry(case_id, draw):
     return _entry(case_id, "sym", draw, lambda fs: KroneckerSum(*fs), _dense_kron_sum)
+
+
+def _sym_toeplitz_blocks(rng):
+    # first block column of a symmetric block-Toeplitz matrix: T_0 symmetric
+    blocks = rng.standard_normal((3, 2, 2))
+    blocks[0] = blocks[0] + blocks[0].T
+    return blocks
+
+
+def _dense_block_toeplitz(blocks):
+    # block (i, j) = T_{i-j} below the diagonal and T_{j-i}^T above it
+    m = blocks.shape[0]
+    rows = [
+        [blocks[i - j] if i >= j else blocks[j - i].T for j in range(m)]
+        for i in range(m)
+    ]
+    return np.block(rows)
 
 
 def _block_operator_inputs(rng):
@@ -154,6 +173,30 @@ CATALOGUE = [
         _block_operator_inputs,
         _block_operator,
         _block_operator_dense,
+    ),
+    _entry(
+        "block-matrix-spd",
+        "spd",
+        lambda rng: random_spd(5, random_state=rng),
+        lambda a: BlockMatrix([[a[:2, :2], a[:2, 2:]], [a[2:, :2], a[2:, 2:]]]),
+        np.array,
+    ),
+    _entry(
+        "block-matrix-rect",
+        "rect",
+        lambda rng: [
+            [rng.standard_normal((2, 3)), rng.standard_normal((2, 1))],
+            [rng.standard_normal((1, 3)), rng.standard_normal((1, 1))],
+        ],
+        BlockMatrix,
+        np.block,
+    ),
+    _entry(
+        "block-toeplitz-sym",
+        "sym",
+        _sym_toeplitz_blocks,
+        BlockToeplitz,
+        _dense_block_toeplitz,
     ),
     _entry(
         "dense-spd",
