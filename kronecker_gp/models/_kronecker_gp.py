@@ -354,6 +354,7 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             self.grid_ = grid
         self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
         self._solver = self._make_solver(y, cell_noise)
+        self._last_solve = None  # never reuse a factorisation of other data
         if ssm_axis is not None:
             self._ssm = self._make_route(grid, ssm_axis, cell_noise)
         self.kernel_ = kernel
@@ -364,7 +365,14 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         if self._ssm is not None:
             return self._finish_state_space(t0)
         # an estimated LML (missing cells, CG path) is computed on first access
-        res = self._solve(self.kernel_.factor_grams(grid.coords), need_lml=False)
+        last = getattr(self, "_last_solve", None)
+        self._last_solve = None
+        if last is not None and last[1].system is None and np.array_equal(
+            last[0], self._theta()
+        ):
+            res = last[1]  # the optimiser's last evaluation was at theta_
+        else:
+            res = self._solve(self.kernel_.factor_grams(grid.coords), need_lml=False)
         self._post, self._system = res.post, res.system
         self._lml_value = None if np.isnan(res.lml) else res.lml
         self.solver_info_ = res.info
@@ -372,9 +380,18 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         if cell_noise is not None:
             self.noise_variances_ = (self.noise_ * cell_noise).reshape(grid.shape)
         self.kernels_ = list(self.kernel_.kernels)
-        self.alpha_ = self._post.alpha()
+        self._alpha_cache = None
         self.fit_time_ = time.perf_counter() - t0
         return self
+
+    @property
+    def alpha_(self) -> FloatArray:
+        """``(K + noise I)^{-1} y`` on the training grid (computed on first access)."""
+        if getattr(self, "_alpha_cache", None) is None:
+            if not hasattr(self, "_post"):
+                raise AttributeError("alpha_")
+            self._alpha_cache = self._post.alpha()
+        return self._alpha_cache
 
     def _resolve_axes(self, n_features: int) -> list[list[int]]:
         if self.axes is not None:
@@ -541,6 +558,7 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             ).lml, np.zeros(0)
         pairs = self.kernel_.factor_grams(self.grid_.coords, eval_gradient=True)
         res = self._solve([k for k, _ in pairs], [g for _, g in pairs])
+        self._last_solve = (self._theta(), res)
         assert res.grad is not None
         return res.lml, res.grad
 
@@ -765,7 +783,11 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             prior = kron_outer(
                 [k.diag(t) for k, t in zip(self.kernel_.kernels, test.coords)]
             )
-        mean, var = grid_moments(self._post, cross, prior)
+        same = [
+            t.shape == c.shape and np.array_equal(t, c)
+            for t, c in zip(test.coords, self.grid_.coords)
+        ]
+        mean, var = grid_moments(self._post, cross, prior, same=same)
         if self._system is not None and var is not None:
             v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
             var = var + self._variance_correction(v, grid=True)

@@ -120,7 +120,7 @@ class StateSpaceMixin:
         )
         self.theta_ = self._theta()  # type: ignore[attr-defined]
         self.kernels_ = list(self.kernel_.kernels)  # type: ignore[attr-defined]
-        self.alpha_ = route.alpha(state, kernel_t)
+        self._alpha_cache = route.alpha(state, kernel_t)
         self.fit_time_ = time.perf_counter() - t0
         return self
 

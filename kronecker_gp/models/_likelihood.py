@@ -172,23 +172,36 @@ def factor_gradient_matrix(
 
     Notes
     -----
-    With :math:`A = 	ilde a` and :math:`G = 1/(\lambda + s)` as grids and
+    With :math:`A = \tilde a` and :math:`G = 1/(\lambda + s)` as grids and
     :math:`W_{-d}` the outer product of the other factors' eigenvalues,
 
     .. math::
-        rac{\partial L}{\partial 	heta} = 	frac12 lpha^T \partial K
-        lpha - 	frac12 \operatorname{tr}((K+sI)^{-1} \partial K)
+        \frac{\partial L}{\partial \theta} = \tfrac12 \alpha^T \partial K
+        \alpha - \tfrac12 \operatorname{tr}((K+sI)^{-1} \partial K)
         = \sum_{ij} (\partial K_d)_{ij} (M_d)_{ij},
 
-    :math:`M_d = 	frac12 U_d (C_d - \operatorname{diag}(h_d)) U_d^T`,
+    :math:`M_d = \tfrac12 U_d (C_d - \operatorname{diag}(h_d)) U_d^T`,
     :math:`C_d = A_{(d)} \operatorname{diag}(W_{-d}) A_{(d)}^T` (the mode-d
     weighted Gram of :math:`A`) and :math:`h_d = \sum_{-d} G W_{-d}`.
     A :class:`TraceCorrection` adds its symmetrised mode Gram to :math:`C_d`.
-    Cost: one GEMM of size :math:`N n_d` plus two of :math:`n_d^3`; each
-    hyperparameter of the factor then costs :math:`O(n_d^2)`.
+    Without a correction both terms are Gram matrices (:math:`W_{-d} \ge 0`,
+    :math:`h_d \ge 0`), :math:`M_d = \tfrac12 (B B^T - V V^T)` with
+    :math:`B = U_d (A \sqrt{W_{-d}})_{(d)}` and :math:`V = U_d
+    \operatorname{diag}(\sqrt{h_d})`: one :math:`N n_d` GEMM and one
+    :math:`n_d^3` GEMM plus two SYRKs. Each hyperparameter of the factor then
+    costs :math:`O(n_d^2)`.
     """
     shape = post.shape
     others = tuple(e for e in range(len(shape)) if e != d)
+    if correction is None:
+        # W_{-d} >= 0 (clipped eigenvalues), h >= 0: both terms are Gram matrices
+        w_rest = _weights_except(post.eigvals, d)
+        a = post.alpha_rot.reshape(shape) * np.sqrt(w_rest)
+        u = post.eigvecs[d]
+        b = u @ np.moveaxis(a, d, 0).reshape(shape[d], -1)
+        h = np.sum(post.inv_lam.reshape(shape) * w_rest, axis=others)
+        v = u * np.sqrt(h)
+        return 0.5 * (b @ b.T - v @ v.T)  # b @ b.T dispatches to SYRK
     inner = mode_gram(post.alpha_rot, post.alpha_rot, post.eigvals, d)
     h = np.sum(
         post.inv_lam.reshape(shape) * _weights_except(post.eigvals, d), axis=others

@@ -33,6 +33,7 @@ def grid_moments(
     post: GridPosterior,
     cross: Sequence[FloatArray],
     prior_diag: FloatArray | None,
+    same: Sequence[bool] | None = None,
 ) -> tuple[FloatArray, FloatArray | None]:
     r"""Posterior mean and variance on a test grid, by mode products.
 
@@ -56,7 +57,12 @@ def grid_moments(
     \tilde a` and the variance reduction is :math:`(\bigotimes V_d \circ V_d)
     (\lambda + s)^{-1}`: cost :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
     """
-    v = [c @ u for c, u in zip(cross, post.eigvecs)]
+    same = same or [False] * len(cross)
+    # on the training coordinates K_d U_d = U_d diag(w_d): no GEMM
+    v = [
+        u * w if s else c @ u
+        for c, u, w, s in zip(cross, post.eigvecs, post.eigvals, same)
+    ]
     mean = kron_matvec(v, post.alpha_rot)
     if prior_diag is None:
         return mean, None
