@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import numbers
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 from sklearn.base import BaseEstimator, RegressorMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -27,6 +24,7 @@ from kronecker_gp.models._graph_likelihood import (
     product_spectrum,
     rotate,
 )
+from kronecker_gp.models._optimize import maximise_lml
 
 #: The sub-grid path stores one (n_o^P x n_o^P) block per fully observed
 #: eigenvector; above this many float64 entries the Schur path is used.
@@ -527,39 +525,17 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             ) from None
 
     def _optimise(self) -> None:
-        def obj(theta: FloatArray) -> tuple[float, FloatArray]:
-            lml, grad = self._evaluate(np.asarray(theta, dtype=float), True)
-            assert grad is not None
-            return -lml, -grad
-
-        bounds = self._bounds()
-        starts = [self._theta()]
-        if self.n_restarts_optimizer > 0:
-            rng = check_random_state(self.random_state)
-            starts += [
-                rng.uniform(bounds[:, 0], bounds[:, 1])
-                for _ in range(self.n_restarts_optimizer)
-            ]
-        best, best_val = starts[0], np.inf
-        for start in starts:
-            if callable(self.optimizer):
-                theta, val = self.optimizer(obj, start, bounds=bounds)
-            else:
-                res = scipy.optimize.minimize(
-                    obj, start, method="L-BFGS-B", jac=True, bounds=bounds
-                )
-                theta, val = res.x, res.fun
-                if not res.success:
-                    warnings.warn(
-                        f"L-BFGS-B did not converge ({res.message}); the "
-                        "hyperparameters may be off. Try other starting values "
-                        "or n_restarts_optimizer.",
-                        ConvergenceWarning,
-                        stacklevel=3,
-                    )
-            if float(val) < best_val:
-                best, best_val = np.asarray(theta, dtype=float), float(val)
-        self._set_theta(best)
+        self._set_theta(
+            maximise_lml(
+                self._evaluate,
+                self._theta(),
+                self._bounds(),
+                optimizer=self.optimizer,
+                n_restarts=int(self.n_restarts_optimizer),
+                random_state=self.random_state,
+                name=type(self).__name__,
+            )
+        )
 
     def log_marginal_likelihood(
         self,

@@ -9,9 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import scipy.optimize
 from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -28,6 +26,7 @@ from kronecker_gp.models._cell_noise import (
 )
 from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin, _sort_axis
 from kronecker_gp.models._missing import covariance_correction, variance_correction
+from kronecker_gp.models._optimize import maximise_lml
 from kronecker_gp.models._posterior import (
     grid_moments,
     point_moments,
@@ -367,8 +366,10 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         # an estimated LML (missing cells, CG path) is computed on first access
         last = getattr(self, "_last_solve", None)
         self._last_solve = None
-        if last is not None and last[1].system is None and np.array_equal(
-            last[0], self._theta()
+        if (
+            last is not None
+            and last[1].system is None
+            and np.array_equal(last[0], self._theta())
         ):
             res = last[1]  # the optimiser's last evaluation was at theta_
         else:
@@ -563,52 +564,18 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         return res.lml, res.grad
 
     def _optimise(self) -> None:
-        bounds = self._bounds()
-        step = {"n": 0}
-
-        def obj(theta: FloatArray) -> tuple[float, FloatArray]:
-            lml, grad = self._lml_at(np.asarray(theta, dtype=float), True)
-            step["n"] += 1
-            if self.verbose:
-                print(f"[KroneckerGP] evaluation {step['n']:3d}: LML = {lml:.6f}")
-            return -lml, -grad
-
-        starts = [self._theta()]
-        if self.n_restarts_optimizer > 0:
-            if not np.isfinite(bounds).all():
-                raise ValueError(
-                    "Multiple optimizer restarts (n_restarts_optimizer>0) require "
-                    "that all bounds are finite."
-                )
-            rng = check_random_state(self.random_state)
-            starts += [
-                rng.uniform(bounds[:, 0], bounds[:, 1])
-                for _ in range(self.n_restarts_optimizer)
-            ]
-        best_theta, best_val = starts[0], np.inf
-        for start in starts:
-            theta, val = self._constrained_optimization(obj, start, bounds)
-            if val < best_val:
-                best_theta, best_val = np.asarray(theta, dtype=float), float(val)
-        self._set_theta(best_theta)
-
-    def _constrained_optimization(
-        self, obj: Callable[..., Any], theta0: FloatArray, bounds: FloatArray
-    ) -> tuple[FloatArray, float]:
-        if callable(self.optimizer):
-            theta, val = self.optimizer(obj, theta0, bounds=bounds)
-            return np.asarray(theta, dtype=float), float(val)
-        res = scipy.optimize.minimize(
-            obj, theta0, method="L-BFGS-B", jac=True, bounds=bounds
-        )
-        if not res.success:
-            warnings.warn(
-                f"L-BFGS-B did not converge ({res.message}); the hyperparameters "
-                "may be off. Try other starting values or n_restarts_optimizer.",
-                ConvergenceWarning,
-                stacklevel=4,
+        self._set_theta(
+            maximise_lml(
+                self._lml_at,
+                self._theta(),
+                self._bounds(),
+                optimizer=self.optimizer,
+                n_restarts=int(self.n_restarts_optimizer),
+                random_state=self.random_state,
+                verbose=self.verbose,
+                name=type(self).__name__,
             )
-        return np.asarray(res.x, dtype=float), float(res.fun)
+        )
 
     def log_marginal_likelihood(
         self,

@@ -1,0 +1,111 @@
+"""Hyperparameter optimisation shared by the estimators."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+
+from kronecker_gp._typing import FloatArray
+
+LmlFunction = Callable[[FloatArray, bool], tuple[float, Any]]
+
+
+def maximise_lml(
+    lml_at: LmlFunction,
+    theta0: FloatArray,
+    bounds: FloatArray,
+    *,
+    optimizer: str | Callable[..., Any],
+    n_restarts: int,
+    random_state: Any,
+    verbose: int = 0,
+    name: str = "GP",
+) -> FloatArray:
+    """Maximise a log marginal likelihood over log-hyperparameters.
+
+    As ``GaussianProcessRegressor``: L-BFGS-B (``optimizer="fmin_l_bfgs_b"``)
+    or a callable ``optimizer(obj_func, initial_theta, bounds) -> (theta,
+    func_min)``, from ``theta0`` and ``n_restarts`` log-uniform starts drawn
+    within ``bounds`` with ``random_state``; the best run wins.
+
+    Parameters
+    ----------
+    lml_at : callable
+        ``lml_at(theta, eval_gradient=True) -> (lml, grad)``.
+    theta0 : ndarray of shape (n_theta,)
+        The first start.
+    bounds : ndarray of shape (n_theta, 2)
+        Log-space bounds.
+    optimizer : "fmin_l_bfgs_b" or callable
+        The optimiser.
+    n_restarts : int
+        Extra starts.
+    random_state : int, RandomState instance or None
+        Seeds the extra starts.
+    verbose : int, default=0
+        Print the LML at every evaluation when positive.
+    name : str, default="GP"
+        Prefix of the progress lines.
+
+    Returns
+    -------
+    ndarray of shape (n_theta,)
+        The best theta found.
+
+    Raises
+    ------
+    ValueError
+        If restarts are asked for with an infinite bound.
+    """
+    count = [0]
+
+    def obj(theta: FloatArray) -> tuple[float, FloatArray]:
+        lml, grad = lml_at(np.asarray(theta, dtype=float), True)
+        count[0] += 1
+        if verbose:
+            print(f"[{name}] evaluation {count[0]:3d}: LML = {lml:.6f}")
+        return -lml, -np.asarray(grad)
+
+    starts = [np.asarray(theta0, dtype=float)]
+    if n_restarts > 0:
+        if not np.isfinite(bounds).all():
+            raise ValueError(
+                "Multiple optimizer restarts (n_restarts_optimizer>0) require "
+                "that all bounds are finite."
+            )
+        rng = check_random_state(random_state)
+        starts += [rng.uniform(bounds[:, 0], bounds[:, 1]) for _ in range(n_restarts)]
+    best_theta, best_val = starts[0], np.inf
+    for start in starts:
+        theta, val = _minimise(obj, start, bounds, optimizer)
+        if val < best_val:
+            best_theta, best_val = theta, val
+    return best_theta
+
+
+def _minimise(
+    obj: Callable[..., Any],
+    theta0: FloatArray,
+    bounds: FloatArray,
+    optimizer: str | Callable[..., Any],
+) -> tuple[FloatArray, float]:
+    if callable(optimizer):
+        theta, val = optimizer(obj, theta0, bounds=bounds)
+        return np.asarray(theta, dtype=float), float(val)
+    res = scipy.optimize.minimize(
+        obj, theta0, method="L-BFGS-B", jac=True, bounds=bounds
+    )
+    if not res.success:
+        warnings.warn(
+            f"L-BFGS-B did not converge ({res.message}); the hyperparameters may be "
+            "off. Try other starting values or n_restarts_optimizer.",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+    return np.asarray(res.x, dtype=float), float(res.fun)
