@@ -48,9 +48,10 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 EXACT_MAX_ENTRIES = 2**24
 EXACT_MAX_FLOPS = 2**31
 EXACT_MAX_MISSING = 3000
-#: Predictive variances on the CG path are exact while (test points x cells)
-#: stays below this; above it the missing-cell correction is sampled.
-EXACT_VARIANCE_WORK = 2**28
+#: Predictive variances on the CG path are exact (one CG solve per test point)
+#: while test points x (flops of one grid rotation) stays below this; above it
+#: the missing-cell correction is sampled (one CG solve per sample).
+EXACT_VARIANCE_WORK = 2**33
 
 
 @dataclass
@@ -573,11 +574,14 @@ def variance_correction(
     r"""Exact correction on the exact path or while affordable, else Monte Carlo.
 
     On the CG path the exact correction costs one CG solve per test point; it
-    is used while ``M N <= 2^28`` (``M`` test points, ``N`` grid cells), and the
+    is used while ``M N sum(n_d) <= 2^33`` (``M`` test points, ``N`` grid
+    cells) or ``M <= n_samples``, and the
     unbiased Monte Carlo estimate of :func:`variance_correction_mc` (relative
     standard error :math:`\sqrt{2/S}` on the correction alone) above that.
     """
     n = int(np.prod(system.post.shape))
-    if system.method == "exact" or _n_test(v, grid) * n <= EXACT_VARIANCE_WORK:
+    rotation = n * sum(int(x.shape[1]) for x in v)  # flops of one grid rotation
+    exact_cheap = _n_test(v, grid) * rotation <= EXACT_VARIANCE_WORK
+    if system.method == "exact" or exact_cheap or _n_test(v, grid) <= n_samples:
         return variance_correction_exact(system, v, grid=grid)
     return variance_correction_mc(system, v, grid=grid, n_samples=n_samples, rng=rng)[0]
