@@ -24,6 +24,7 @@ def test_notebooks_found():
     names = [p.name for p in NOTEBOOKS]
     assert "01_quickstart.ipynb" in names
     assert "02_structured_linear_algebra.ipynb" in names
+    assert "03_multitask.ipynb" in names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
