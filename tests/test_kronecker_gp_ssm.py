@@ -118,3 +118,11 @@ def test_state_space_errors(rng):
         gp.predict(np.c_[np.zeros(2), np.arange(2.0)], return_cov=True)
     with pytest.raises(ValueError, match="training coordinates of every other axis"):
         gp.sample_grid([np.arange(2.0), np.arange(3.0)])
+
+
+def test_auto_falls_back_to_eigen_route_with_missing_cells(rng):
+    coords = [np.arange(3.0), np.arange(60.0)]
+    Y = rng.standard_normal((3, 60))
+    Y[1, 5] = np.nan
+    gp = KroneckerGP([RBF(), Matern(nu=0.5)], optimizer=None, state_space_min_size=50)
+    assert gp.fit_grid(coords, Y).solver_info_.path.startswith("schur")

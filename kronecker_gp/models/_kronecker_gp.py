@@ -126,8 +126,10 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         independent series. The axis' kernel must be Markov: ``Matern`` with
         ``nu`` in {0.5, 1.5, 2.5}, times ``ConstantKernel``, or sums of these.
         ``"auto"`` picks the longest such axis with at least
-        ``state_space_min_size`` points; an int names the axis; ``None`` never
-        uses the route. It needs a complete grid with scalar noise, and
+        ``state_space_min_size`` points (and falls back to the eigen route when
+        the grid has missing cells or per-cell noise); an int names the axis;
+        ``None`` never uses the route. It needs a complete grid with scalar
+        noise, and
         ``predict(return_cov=True)``, ``sample_y`` and off-grid sites in
         ``sample_grid`` are not available on it.
     state_space_min_size : int, default=2000
@@ -348,6 +350,14 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.grid_ = grid
         self._ssm = None
         ssm_axis = self._state_space_axis(grid, kernel)
+        if (
+            ssm_axis is not None
+            and self.state_space == "auto"
+            and (cell_noise is not None or np.isnan(y).any())
+        ):
+            # the filtering route needs a complete grid with scalar noise: "auto"
+            # falls back to the eigen route (an explicit axis raises below)
+            ssm_axis = None
         if ssm_axis is not None:
             grid, y = _sort_axis(grid, y, ssm_axis)
             self.grid_ = grid
