@@ -26,7 +26,7 @@ from kronecker_gp.models._cell_noise import (
 )
 from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin, _sort_axis
 from kronecker_gp.models._missing import covariance_correction, variance_correction
-from kronecker_gp.models._optimize import maximise_lml
+from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
 from kronecker_gp.models._posterior import (
     grid_moments,
     point_moments,
@@ -36,20 +36,6 @@ from kronecker_gp.models._solver import GridSolver, SolveResult
 
 #: fit(X, y) warns when the grid spanned by the rows is this many times larger.
 SPARSE_GRID_RATIO = 20
-
-
-def _check_noise_bounds(bounds: object) -> FloatArray | None:
-    """Return log-bounds of the noise, or None when the noise is fixed."""
-    if isinstance(bounds, str):
-        if bounds != "fixed":
-            raise ValueError(f'noise_bounds must be a pair or "fixed"; got {bounds!r}.')
-        return None
-    arr = np.asarray(bounds, dtype=float)
-    if arr.shape != (2,) or not np.all(arr > 0) or arr[0] > arr[1]:
-        raise ValueError(
-            f"noise_bounds must be (low, high) with 0 < low <= high; got {bounds!r}."
-        )
-    return np.log(arr)
 
 
 class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
@@ -368,7 +354,7 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             self._ssm = self._make_route(grid, ssm_axis, cell_noise)
         self.kernel_ = kernel
         self.noise_ = float(self.noise) if cell_noise is None else 1.0
-        self._noise_log_bounds = _check_noise_bounds(self.noise_bounds)
+        self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
         if self._ssm is not None:

@@ -29,24 +29,10 @@ from kronecker_gp.models._multitask_likelihood import (
     predict_moments,
     two_kron_eigh,
 )
-from kronecker_gp.models._optimize import maximise_lml
+from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
 
 _MODELS = ("icm", "lmc")
 _TASK_NOISE = ("per_task", "shared")
-
-
-def _log_noise_bounds(bounds: object) -> FloatArray | None:
-    """Return log-bounds of the noise, or None when the noise is fixed."""
-    if isinstance(bounds, str):
-        if bounds != "fixed":
-            raise ValueError(f'noise_bounds must be a pair or "fixed"; got {bounds!r}.')
-        return None
-    arr = np.asarray(bounds, dtype=float)
-    if arr.shape != (2,) or not np.all(arr > 0) or arr[0] > arr[1]:
-        raise ValueError(
-            f"noise_bounds must be (low, high) with 0 < low <= high; got {bounds!r}."
-        )
-    return np.log(arr)
 
 
 def _check_rank(rank: object, n_tasks: int) -> int:
@@ -428,7 +414,7 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         )
         self._tasks = np.arange(t, dtype=float)[:, None]
         self.noise_ = self._initial_noise()
-        self._noise_log_bounds = _log_noise_bounds(self.noise_bounds)
+        self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
         for task in self.task_kernels_:
             task(self._tasks)  # validates n_tasks, rank, W, kappa early
         self.solver_ = "exact" if len(self.kernels_) == 1 else "pcg"

@@ -109,3 +109,17 @@ def _minimise(
             stacklevel=5,
         )
     return np.asarray(res.x, dtype=float), float(res.fun)
+
+
+def log_noise_bounds(bounds: object) -> FloatArray | None:
+    """Return log-bounds of the noise, or None when the noise is fixed."""
+    if isinstance(bounds, str):
+        if bounds != "fixed":
+            raise ValueError(f'noise_bounds must be a pair or "fixed"; got {bounds!r}.')
+        return None
+    arr = np.asarray(bounds, dtype=float)
+    if arr.shape != (2,) or not np.all(arr > 0) or arr[0] > arr[1]:
+        raise ValueError(
+            f"noise_bounds must be (low, high) with 0 < low <= high; got {bounds!r}."
+        )
+    return np.log(arr)
