@@ -20,11 +20,9 @@ Hutchinson estimate of the gradient's trace correction
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_matvec
@@ -35,17 +33,17 @@ from kronecker_gp.models._likelihood import (
     lml_gradient,
 )
 from kronecker_gp.models._missing import (
+    CGRecorder,
     SolverInfo,
     _n_test,
     _test_rows,
-    batched_cg,
     lanczos_logdet_solve,
 )
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-class CellNoiseSystem:
+class CellNoiseSystem(CGRecorder):
     """``A = K + diag(d)`` on a complete grid, with its preconditioner.
 
     Parameters
@@ -87,20 +85,7 @@ class CellNoiseSystem:
 
     def solve(self, b: FloatArray) -> FloatArray:
         """Return ``A^{-1} b`` by preconditioned CG (``b`` of shape (N, k))."""
-        x, it, relres = batched_cg(
-            self.matvec, b, precond=self.precond, rtol=self.tol, maxiter=self.max_iter
-        )
-        self.iterations = max(self.iterations, it)
-        self.residual = max(self.residual, float(relres.max(initial=0.0)))
-        if relres.max(initial=0.0) > 10 * self.tol:
-            warnings.warn(
-                f"CG on the per-cell-noise system stopped after {it} iterations at "
-                f"relative residual {relres.max():.2e} (tol {self.tol:.0e}); raise "
-                "cg_max_iter or loosen cg_tol.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return x
+        return self._run_cg(self.matvec, b, self.precond, "per-cell-noise")
 
     def _half(self, x: FloatArray) -> FloatArray:
         """Return ``M^{-1/2} x``."""

@@ -97,6 +97,7 @@ def batched_cg(
     relres : ndarray of shape (k,)
         Final relative residuals (recomputed, not recursive).
     """
+    apply: Callable[[FloatArray], FloatArray]
     if precond is None or not callable(precond):
         diag = np.ones(b.shape[0]) if precond is None else np.asarray(precond)
 
@@ -131,7 +132,7 @@ def batched_cg(
     return x, it, relres
 
 
-def _face_split_rows(mats: list[FloatArray]) -> FloatArray:
+def face_split_rows(mats: list[FloatArray]) -> FloatArray:
     """Return the explicit face-splitting product (rows ``kron(A_1[i], ...)``)."""
     out = mats[0]
     m = out.shape[0]
@@ -140,7 +141,43 @@ def _face_split_rows(mats: list[FloatArray]) -> FloatArray:
     return out
 
 
-class SchurSystem:
+class CGRecorder:
+    """Runs :func:`batched_cg` and keeps the worst iteration count and residual.
+
+    Subclasses set ``tol`` and ``max_iter``; non-convergence (a residual above
+    ten times ``tol``) warns with the residual reached.
+    """
+
+    tol: float
+    max_iter: int
+    iterations: int = 0
+    residual: float = 0.0
+
+    def _run_cg(
+        self,
+        matvec: Callable[[FloatArray], FloatArray],
+        b: FloatArray,
+        precond: FloatArray | Callable[[FloatArray], FloatArray] | None,
+        what: str,
+    ) -> FloatArray:
+        x, it, relres = batched_cg(
+            matvec, b, precond=precond, rtol=self.tol, maxiter=self.max_iter
+        )
+        worst = float(relres.max(initial=0.0))
+        self.iterations = max(self.iterations, it)
+        self.residual = max(self.residual, worst)
+        if worst > 10 * self.tol:
+            warnings.warn(
+                f"CG on the {what} system stopped after {it} iterations at relative "
+                f"residual {worst:.2e} (tol {self.tol:.0e}); raise cg_max_iter or "
+                "loosen cg_tol.",
+                ConvergenceWarning,
+                stacklevel=4,
+            )
+        return x
+
+
+class SchurSystem(CGRecorder):
     r"""The observed-cell system of a grid GP through the missing-cell Schur complement.
 
     Parameters
@@ -188,7 +225,7 @@ class SchurSystem:
         self._f: FloatArray | None = None
         self._chol: tuple[FloatArray, bool] | None = None
         if method == "exact":
-            self._f = _face_split_rows(self._rows)  # (m, N): U[missing, :]
+            self._f = face_split_rows(self._rows)  # (m, N): U[missing, :]
             pmm = face_split_gram(self._rows, post.inv_lam)
             try:
                 self._chol = scipy.linalg.cho_factor(pmm, lower=True)
@@ -226,24 +263,7 @@ class SchurSystem:
         """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k), recording CG statistics."""
         if self._chol is not None:
             return np.asarray(scipy.linalg.cho_solve(self._chol, b))
-        x, it, relres = batched_cg(
-            self.pmm_matvec,
-            b,
-            precond=1.0 / self.diag,
-            rtol=self.tol,
-            maxiter=self.max_iter,
-        )
-        self.iterations = max(self.iterations, it)
-        self.residual = max(self.residual, float(relres.max(initial=0.0)))
-        if relres.max(initial=0.0) > 10 * self.tol:
-            warnings.warn(
-                f"CG on the missing-cell system stopped after {it} iterations at "
-                f"relative residual {relres.max():.2e} (tol {self.tol:.0e}); raise "
-                "max_iter or loosen tol.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
-        return x
+        return self._run_cg(self.pmm_matvec, b, 1.0 / self.diag, "missing-cell")
 
     def observed_solve_rot(self, b_rot: FloatArray) -> FloatArray:
         r"""Return ``U^T A_oo^{-1} b`` (zero-padded) from ``b_rot = U^T b``.
@@ -467,10 +487,10 @@ def missing_factorize(
 def _test_rows(v: list[FloatArray], grid: bool, sl: slice) -> FloatArray:
     """Explicit rows ``U^T k_i`` (chunk, N) for test points ``i`` in ``sl``."""
     if not grid:
-        return _face_split_rows([x[sl] for x in v])
+        return face_split_rows([x[sl] for x in v])
     shape = tuple(x.shape[0] for x in v)
     idx = np.unravel_index(np.arange(sl.start, sl.stop), shape)
-    return _face_split_rows([x[i] for x, i in zip(v, idx)])
+    return face_split_rows([x[i] for x, i in zip(v, idx)])
 
 
 def _n_test(v: list[FloatArray], grid: bool) -> int:
@@ -558,7 +578,7 @@ def covariance_correction(system: SchurSystem, v: list[FloatArray]) -> FloatArra
     The exact observed-cell posterior covariance at scattered points is the
     complete-grid one plus this term; cost :math:`O(M N m)`.
     """
-    k_rot = _face_split_rows(v).T  # (N, M): U^T k_i
+    k_rot = face_split_rows(v).T  # (N, M): U^T k_i
     g = system.take_missing(system.post.inv_lam[:, None] * k_rot)
     return np.asarray(g.T @ system.pmm_solve(g))
 

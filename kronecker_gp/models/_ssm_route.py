@@ -23,6 +23,7 @@ from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
+from kronecker_gp.models._missing import face_split_rows
 from kronecker_gp.models._state_space import (
     ssm_log_marginal_likelihood,
     ssm_predict,
@@ -195,9 +196,8 @@ class StateSpaceRoute:
             state.noise,
             pred_times=uniq,
         )
-        rows = _face_split_rows(
-            [c @ u for c, u in zip(space_cross, state.eigvecs)], times.size
-        )  # (M, S)
+        v = [c @ u for c, u in zip(space_cross, state.eigvecs)]
+        rows = face_split_rows(v) if v else np.ones((times.size, 1))  # (M, S)
         mean = np.sum(rows * pred.beta[:, inv].T, axis=1)
         if space_prior_diag is None:
             return mean, None
@@ -230,12 +230,3 @@ class StateSpaceRoute:
         shape[self.axis] = m
         moved = shape[: self.axis] + shape[self.axis + 1 :] + [m, n]
         return np.moveaxis(full.reshape(moved), -2, self.axis)
-
-
-def _face_split_rows(mats: Sequence[FloatArray], m: int) -> FloatArray:
-    if not mats:
-        return np.ones((m, 1))
-    out = mats[0]
-    for a in mats[1:]:
-        out = (out[:, :, None] * a[:, None, :]).reshape(m, -1)
-    return out

@@ -30,7 +30,7 @@ References
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.gaussian_process.kernels import Kernel
@@ -343,6 +343,29 @@ def _merge(
     return both[order], order < times.size, position[times.size :]
 
 
+def _merged_timeline(
+    kernel_t: Kernel,
+    times: ArrayLike,
+    Y_rot: ArrayLike,
+    weights: ArrayLike,
+    noise: float,
+    *,
+    pred_times: ArrayLike | None,
+) -> tuple[Any, FloatArray, FloatArray, BoolArray, IntArray]:
+    """Check the inputs and lay the series on the timeline merged with queries.
+
+    Returns the step tables, the series as (n_merged, S, 1) with zeros at query
+    steps, the weights, the observed-step mask and the query positions.
+    """
+    t = _check_times(times)
+    y, w = _check_series(Y_rot, "Y_rot", t.size, weights, noise)
+    merged, obs, pos = _merge(t, pred_times)
+    tab = step_tables(kernel_to_state_space(kernel_t), merged, False)
+    full = np.zeros((merged.size, y.shape[0], 1))
+    full[obs, :, 0] = y.T
+    return tab, full, w, obs, pos
+
+
 def ssm_predict(
     kernel_t: Kernel,
     times: ArrayLike,
@@ -405,12 +428,9 @@ def ssm_predict(
     >>> bool(np.allclose(pred.mean[0], ks @ np.linalg.solve(K, y[0])))
     True
     """
-    t = _check_times(times)
-    y, w = _check_series(Y_rot, "Y_rot", t.size, weights, noise)
-    merged, obs, pos = _merge(t, pred_times)
-    tab = step_tables(kernel_to_state_space(kernel_t), merged, False)
-    full = np.zeros((merged.size, y.shape[0], 1))
-    full[obs, :, 0] = y.T
+    tab, full, w, obs, pos = _merged_timeline(
+        kernel_t, times, Y_rot, weights, noise, pred_times=pred_times
+    )
     filt = filter_store(tab, full, w, float(noise), obs, track_d=True)
     beta, gamma, var = smoother_moments(tab, filt, w, obs)
     b = np.ascontiguousarray(beta[pos, :, 0].T)
@@ -486,13 +506,10 @@ def ssm_sample(
         or (n_samples < 1)
     ):
         raise ValueError(f"n_samples must be a positive integer; got {n_samples!r}.")
-    t = _check_times(times)
-    y, w = _check_series(Y_rot, "Y_rot", t.size, weights, noise)
+    tab, full, w, obs, pos = _merged_timeline(
+        kernel_t, times, Y_rot, weights, noise, pred_times=pred_times
+    )
     rng = np.random.default_rng(random_state)
-    merged, obs, pos = _merge(t, pred_times)
-    tab = step_tables(kernel_to_state_space(kernel_t), merged, False)
-    full = np.zeros((merged.size, y.shape[0], 1))
-    full[obs, :, 0] = y.T
     filt = filter_store(tab, full, w, float(noise), obs, keep=True)
     samples = ffbs(tab, filt, w, int(n_samples), rng)[pos]
     return np.ascontiguousarray(samples.transpose(1, 0, 2))
