@@ -107,11 +107,11 @@ def test_state_space_errors(rng):
         KroneckerGP([RBF(), RBF()], state_space=1, optimizer=None).fit_grid(coords, Y)
     with pytest.raises(ValueError, match="state_space must be"):
         KroneckerGP([RBF(), RBF()], state_space=5, optimizer=None).fit_grid(coords, Y)
+    with pytest.raises(ValueError, match="scalar noise; this fit has per-cell"):
+        KroneckerGP(
+            [RBF(), Matern(nu=0.5)], noise=np.ones((3, 10)), state_space=1
+        ).fit_grid(coords, Y)
     Y[0, 0] = np.nan
-    with pytest.raises(ValueError, match="complete grid with scalar noise"):
-        KroneckerGP([RBF(), Matern(nu=0.5)], state_space=1, optimizer=None).fit_grid(
-            coords, Y
-        )
     gp = KroneckerGP([RBF(), Matern(nu=0.5)], state_space=1, optimizer=None)
     gp.fit_grid(coords, np.nan_to_num(Y))
     with pytest.raises(ValueError, match="return_cov is not available"):
@@ -120,9 +120,14 @@ def test_state_space_errors(rng):
         gp.sample_grid([np.arange(2.0), np.arange(3.0)])
 
 
-def test_auto_falls_back_to_eigen_route_with_missing_cells(rng):
+def test_auto_keeps_state_space_route_with_missing_cells(rng):
     coords = [np.arange(3.0), np.arange(60.0)]
     Y = rng.standard_normal((3, 60))
     Y[1, 5] = np.nan
     gp = KroneckerGP([RBF(), Matern(nu=0.5)], optimizer=None, state_space_min_size=50)
-    assert gp.fit_grid(coords, Y).solver_info_.path.startswith("schur")
+    assert gp.fit_grid(coords, Y).solver_info_.path == "state-space-schur-exact"
+    noise = np.ones((3, 60))
+    gp = KroneckerGP(
+        [RBF(), Matern(nu=0.5)], noise=noise, optimizer=None, state_space_min_size=50
+    )
+    assert gp.fit_grid(coords, np.nan_to_num(Y)).solver_info_.path == "cell-noise-cg"

@@ -39,10 +39,17 @@ class _Sens:
     gx: FloatArray  # (S, E, d) [g / S, d(g / S)...]
     lml: FloatArray  # (S,) running sum of v^2 / S + log S
     grad: FloatArray  # (S, E - 1) running per-series gradient
+    logdet_weight: float = 1.0  # 0: differentiate the quadratic form only
 
 
 def filter_lml(
-    tab: Tables, y: FloatArray, w: FloatArray, noise: float, *, store: bool
+    tab: Tables,
+    y: FloatArray,
+    w: FloatArray,
+    noise: float,
+    *,
+    store: bool,
+    quad_only: bool = False,
 ) -> tuple[float, FloatArray, FilterStore | None]:
     r"""Run the filter (with sensitivities if ``tab`` has them) on ``S`` series.
 
@@ -58,6 +65,11 @@ def filter_lml(
         Noise variance.
     store : bool
         Keep :class:`FilterStore` for a backward pass.
+    quad_only : bool, default=False
+        Differentiate only the data term :math:`-\tfrac12 \sum v^2 / S`
+        (the quadratic form :math:`-\tfrac12 y^T (wK + sI)^{-1} y`), leaving
+        out the log-determinant: the gradient is then
+        :math:`\tfrac12 a^T \partial(wK + sI) a`, :math:`a = (wK+sI)^{-1} y`.
 
     Returns
     -------
@@ -92,6 +104,7 @@ def filter_lml(
         np.zeros((n_s, ne - 1)),
     )
     fs = _new_store(n, n_s, 1, d) if store else None
+    st.logdet_weight = 0.0 if quad_only else 1.0
     k0 = _lml_transient(tab, y, w, noise, st, fs=fs)
     if k0 < n:
         _lml_frozen(tab, y, w, st, fs=fs, k0=k0)
@@ -172,7 +185,8 @@ def _block_sums(
     if iw is not None:
         dv = -w[:, None] * hz[:, :, 1:]
         dv[:, :, iw - 1] -= hz[:, :, 0]
-        st.grad += np.einsum("kse,ks->se", sx[:, :, 1:], 0.5 * (u * u - 1.0 / s0))
+        du = 0.5 * (u * u - st.logdet_weight / s0)
+        st.grad += np.einsum("kse,ks->se", sx[:, :, 1:], du)
         st.grad -= np.einsum("ks,kse->se", u, dv)
     if fs is not None:
         sl = slice(buf.lo, buf.lo + m)

@@ -336,13 +336,9 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.grid_ = grid
         self._ssm = None
         ssm_axis = self._state_space_axis(grid, kernel)
-        if (
-            ssm_axis is not None
-            and self.state_space == "auto"
-            and (cell_noise is not None or np.isnan(y).any())
-        ):
-            # the filtering route needs a complete grid with scalar noise: "auto"
-            # falls back to the eigen route (an explicit axis raises below)
+        if ssm_axis is not None and self.state_space == "auto" and cell_noise is not None:
+            # the filtering route needs a scalar noise: "auto" falls back to the
+            # eigen route (an explicit axis raises below)
             ssm_axis = None
         if ssm_axis is not None:
             grid, y = _sort_axis(grid, y, ssm_axis)

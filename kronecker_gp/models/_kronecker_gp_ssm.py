@@ -72,13 +72,25 @@ class StateSpaceMixin:
         self, grid: Grid, axis: int, cell_noise: FloatArray | None
     ) -> StateSpaceRoute:
         solver = self._solver  # type: ignore[attr-defined]
-        if solver.missing is not None or cell_noise is not None:
+        if cell_noise is not None:
             raise ValueError(
-                "the state-space route needs a complete grid with scalar noise; this "
-                "fit has missing cells or per-cell noise. Pass state_space=None."
+                "the state-space route needs a scalar noise; this fit has per-cell "
+                "noise. Pass state_space=None."
             )
+        missing = None
+        if solver.missing is not None:
+            missing = np.zeros(grid.shape, dtype=bool)
+            missing.reshape(-1)[solver.missing] = True
         return StateSpaceRoute(
-            axis, grid.coords[axis][:, 0], solver.y.reshape(grid.shape)
+            axis,
+            grid.coords[axis][:, 0],
+            solver.y.reshape(grid.shape),
+            missing=missing,
+            method=solver.method,
+            tol=solver.tol,
+            max_iter=solver.max_iter,
+            n_probes=solver.n_probes,
+            seed=solver.seed,
         )
 
     def _space_grams(self, coords: list[FloatArray], eval_gradient: bool) -> list[Any]:
@@ -115,9 +127,10 @@ class StateSpaceMixin:
         self._ssm_state = state
         self._post, self._system = None, None
         self._lml_value = lml
-        self.solver_info_ = SolverInfo(
-            "state-space", 0, extra={"axis": route.axis, "n_series": state.weights.size}
+        self.solver_info_ = state.info or SolverInfo(
+            "state-space", 0, extra={"axis": route.axis}
         )
+        self.solver_info_.extra["n_series"] = state.weights.size
         self.theta_ = self._theta()  # type: ignore[attr-defined]
         self.kernels_ = list(self.kernel_.kernels)  # type: ignore[attr-defined]
         self._alpha_cache = route.alpha(state, kernel_t)

@@ -16,14 +16,21 @@ over the other factors' axes weighted by their eigenvalues.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sklearn.gaussian_process.kernels import Kernel
 
-from kronecker_gp._typing import FloatArray
+from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
-from kronecker_gp.models._missing import face_split_rows
+from kronecker_gp.models._missing import SolverInfo, face_split_rows
+from kronecker_gp.models._ssm_missing import (
+    SeriesOperator,
+    SSMSchurSystem,
+    matheron_samples,
+    ssm_missing_lml,
+    variance_correction,
+)
 from kronecker_gp.models._state_space import (
     ssm_log_marginal_likelihood,
     ssm_predict,
@@ -62,6 +69,8 @@ class SSMState:
     y_rot: FloatArray
     weights: FloatArray
     noise: float
+    system: SSMSchurSystem | None = None
+    info: SolverInfo | None = None
 
 
 @dataclass
@@ -75,12 +84,38 @@ class StateSpaceRoute:
     times : ndarray of shape (n_t,)
         Its sorted coordinates.
     y : ndarray of shape grid shape
-        Complete targets (normalised).
+        Targets (normalised), zero on missing cells.
+    missing : ndarray of bool of the grid shape or None
+        Missing cells (solved through the Schur complement of
+        :mod:`kronecker_gp.models._ssm_missing`); None for a complete grid.
+    method : {"auto", "exact", "cg"}
+        Missing-cell solver (see :class:`~kronecker_gp.models._ssm_missing.SSMSchurSystem`).
+    tol, max_iter : float, int
+        CG settings.
+    n_probes : int
+        Probes of the stochastic estimates (CG path).
+    seed : int
+        Seed of the probes (the estimated objective is deterministic).
     """
 
     axis: int
     times: FloatArray
     y: FloatArray
+    missing: BoolArray | None = None
+    method: str = "auto"
+    tol: float = 1e-10
+    max_iter: int = 2000
+    n_probes: int = 32
+    seed: int = 0
+    _cells: tuple[IntArray, IntArray] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.missing is not None and self.missing.any():
+            moved = np.moveaxis(self.missing, self.axis, -1).reshape(
+                -1, self.times.size
+            )
+            s_idx, t_idx = np.nonzero(moved)
+            self._cells = (s_idx.astype(np.intp), t_idx.astype(np.intp))
 
     def _series(self) -> FloatArray:
         """Return the targets as (S, n_t), the state-space axis last."""
@@ -107,31 +142,84 @@ class StateSpaceRoute:
         """Return the exact LML, per-factor gradients (axis order) and the state.
 
         The gradient list holds one array per grid axis (the state-space axis
-        included), then the log-noise entry if ``noise_free``.
+        included), then the log-noise entry if ``noise_free``. With missing
+        cells the LML and gradient are those of the observed cells (exact on
+        the exact path, estimated on the CG path; see ``state.info``).
         """
         state = self.factorize(space_grams, noise)
-        args = (kernel_t, self.times, state.y_rot, state.weights, noise)
-        if space_grad_grams is None:
-            return float(ssm_log_marginal_likelihood(*args)), None, state  # type: ignore[arg-type]
-        lml, grad = ssm_log_marginal_likelihood(*args, eval_gradient=True)  # type: ignore[misc]
+        want = space_grad_grams is not None
+
+        def complete(y_rot: FloatArray) -> tuple[float, object]:
+            args = (kernel_t, self.times, y_rot, state.weights, noise)
+            if not want:
+                return float(ssm_log_marginal_likelihood(*args)), None  # type: ignore[arg-type]
+            return ssm_log_marginal_likelihood(*args, eval_gradient=True)  # type: ignore[return-value]
+
+        if self._cells is None:
+            lml, grad = complete(state.y_rot)
+            correction = None
+        else:
+            op = SeriesOperator(
+                kernel_t, self.times, state.eigvecs, state.weights, float(noise)
+            )
+            system = SSMSchurSystem(
+                op, *self._cells, method=self.method, tol=self.tol, max_iter=self.max_iter
+            )
+            fit, grad = ssm_missing_lml(
+                op,
+                system,
+                self._series(),
+                complete_lml=complete,
+                n_probes=self.n_probes,
+                rng=np.random.default_rng(self.seed),
+                eval_gradient=want,
+            )
+            lml, correction = fit.lml, fit.correction
+            state.y_rot, state.system = fit.r_rot, system
+            state.info = SolverInfo(
+                f"state-space-schur-{system.method}",
+                system.n_missing,
+                iterations=system.iterations,
+                residual=system.residual,
+                lml_std_error=fit.std_error,
+                extra={"axis": self.axis, "lanczos_steps": fit.lanczos_steps},
+            )
+        if not want:
+            return float(lml), None, state
+        assert space_grad_grams is not None
+        theta, space, log_noise = grad.theta, grad.space, grad.log_noise  # type: ignore[attr-defined]
+        if correction is not None:
+            theta = theta + correction[0]
+            space = space + correction[1]
+            log_noise = log_noise + correction[2]
+        parts = self._axis_parts(np.asarray(theta), space, state, space_grad_grams)
+        if noise_free:
+            parts.append(np.array([log_noise]))
+        return float(lml), parts, state
+
+    def _axis_parts(
+        self,
+        theta: FloatArray,
+        space: FloatArray,
+        state: SSMState,
+        space_grad_grams: Sequence[FloatArray],
+    ) -> list[FloatArray]:
+        """Per-axis gradients from the time part and the rotated space matrix."""
         parts: list[FloatArray] = []
-        space = iter(range(len(space_grad_grams)))
-        n_axes = len(space_grad_grams) + 1
-        for d in range(n_axes):
+        rest = iter(range(len(space_grad_grams)))
+        for d in range(len(space_grad_grams) + 1):
             if d == self.axis:
-                parts.append(np.asarray(grad.theta))
+                parts.append(theta)
                 continue
-            e = next(space)
+            e = next(rest)
             dk = space_grad_grams[e]
             if dk.shape[2] == 0:
                 parts.append(np.zeros(0))
                 continue
-            gamma = contract_space_gradient(grad.space, state.eigvals, e)
+            gamma = contract_space_gradient(space, state.eigvals, e)
             u = state.eigvecs[e]
             parts.append(np.einsum("ijp,ij->p", dk, u @ gamma @ u.T))
-        if noise_free:
-            parts.append(np.array([grad.log_noise]))
-        return float(lml), parts, state
+        return parts
 
     def alpha(self, state: SSMState, kernel_t: Kernel) -> FloatArray:
         """Return ``(K + sI)^{-1} y`` in grid (C) order."""
@@ -167,6 +255,22 @@ class StateSpaceRoute:
             var = np.outer(space_prior_diag, k_tt) - kron_matvec(
                 [x * x for x in v], pred.gamma
             )
+            if state.system is not None:
+                n_space = int(np.prod([x.shape[0] for x in v]))
+
+                def project(beta: FloatArray) -> FloatArray:
+                    s, m_t, k = beta.shape
+                    out = kron_matvec(v, beta.reshape(s, m_t * k))
+                    return out.reshape(n_space * m_t, k)
+
+                var = var + variance_correction(
+                    state.system,
+                    project,
+                    var.size,
+                    test_times,
+                    n_samples=self.n_probes,
+                    rng=np.random.default_rng(self.seed),
+                ).reshape(var.shape)
             var = np.maximum(var, 0.0)
         return self._to_grid(mean, test_shape), (
             None if var is None else self._to_grid(var, test_shape)
@@ -203,6 +307,26 @@ class StateSpaceRoute:
             return mean, None
         k_tt = kernel_t.diag(times[:, None])
         var = space_prior_diag * k_tt - np.sum(rows**2 * pred.gamma[:, inv].T, axis=1)
+        if state.system is not None:
+
+            def project(beta: FloatArray) -> FloatArray:
+                k = beta.shape[2]
+                out = np.empty((times.size, k))
+                step = max(1, 2**22 // (rows.shape[1] * k))
+                for lo in range(0, times.size, step):
+                    sl = slice(lo, lo + step)
+                    picked = beta[:, inv[sl], :]  # (S, c, k)
+                    out[sl] = np.einsum("ps,spk->pk", rows[sl], picked)
+                return out
+
+            var = var + variance_correction(
+                state.system,
+                project,
+                times.size,
+                uniq,
+                n_samples=self.n_probes,
+                rng=np.random.default_rng(self.seed),
+            )
         return mean, np.maximum(var, 0.0)
 
     def sample_grid(
@@ -214,6 +338,17 @@ class StateSpaceRoute:
         rng: np.random.Generator,
     ) -> FloatArray:
         """Posterior samples at the training sites and ``test_times``."""
+        if state.system is not None:
+            draws = matheron_samples(
+                state.system, self._series(), test_times, n_samples, rng
+            )
+            shape = list(self.y.shape)
+            shape[self.axis] = test_times.size
+            moved = shape[: self.axis] + shape[self.axis + 1 :] + [
+                test_times.size,
+                n_samples,
+            ]
+            return np.moveaxis(draws.reshape(moved), -2, self.axis)
         draws = ssm_sample(
             kernel_t,
             self.times,
