@@ -193,3 +193,27 @@ def test_system_solves_match_dense(rng, method):
         system.pmm_solve(b), np.linalg.solve(p[np.ix_(miss, miss)], b), rtol=1e-8
     )
     assert_allclose(system.diag, np.diag(p)[miss], rtol=1e-8)
+
+
+@pytest.mark.parametrize("frac", [0.0, 0.25])
+def test_return_cov_and_sample_y_match_eigen_route(rng, frac):
+    coords, Y = _grid(rng, frac=frac, n_sites=4, n_t=30)
+    a, b = _pair(coords, Y)
+    X = np.column_stack([rng.uniform(0, 3, size=(7, 2)), rng.uniform(-2, 42, 7)])
+    X[1, 2] = X[0, 2]  # a repeated time
+    ma, ca = a.predict(X, return_cov=True)
+    mb, cb = b.predict(X, return_cov=True)
+    _close(ma, mb)
+    _close(ca, cb)
+    draws = a.sample_y(X, n_samples=3, random_state=0)
+    assert draws.shape == (7, 3)
+    assert_allclose(draws, b.sample_y(X, n_samples=3, random_state=0), rtol=1e-6)
+
+
+def test_return_cov_refuses_too_many_points(rng):
+    coords, Y = _grid(rng, n_sites=2, n_t=30)
+    gp = KroneckerGP(KERNELS, noise=0.1, optimizer=None, state_space=1)
+    gp.fit_grid(coords, Y)
+    X = np.zeros((2**26 // 60 + 1, 3))
+    with pytest.raises(ValueError, match="return_cov on the state-space route"):
+        gp.predict(X, return_cov=True)

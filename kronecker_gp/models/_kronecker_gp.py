@@ -112,12 +112,14 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         independent series. The axis' kernel must be Markov: ``Matern`` with
         ``nu`` in {0.5, 1.5, 2.5}, times ``ConstantKernel``, or sums of these.
         ``"auto"`` picks the longest such axis with at least
-        ``state_space_min_size`` points (and falls back to the eigen route when
-        the grid has missing cells or per-cell noise); an int names the axis;
-        ``None`` never uses the route. It needs a complete grid with scalar
-        noise, and
-        ``predict(return_cov=True)``, ``sample_y`` and off-grid sites in
-        ``sample_grid`` are not available on it.
+        ``state_space_min_size`` points (and falls back to the eigen route for
+        per-cell noise, which the route does not take); an int names the axis;
+        ``None`` never uses the route. Missing cells work on it through the
+        same Schur complement as on the eigen route, each complete-grid solve
+        being one Kalman pass per rotated series (``solver``, ``cg_tol``,
+        ``n_probes`` apply; the exact path is taken up to 256 missing cells).
+        ``sample_grid`` draws at the training coordinates of the other axes;
+        ``predict(return_cov=True)`` costs one Kalman pass per point.
     state_space_min_size : int, default=2000
         Smallest axis that ``state_space="auto"`` solves by filtering.
     verbose : int, default=0
@@ -676,10 +678,7 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         X = self._check_X(X)
         if self._ssm is not None:
             if return_cov:
-                raise ValueError(
-                    "return_cov is not available on the state-space route; use "
-                    "return_std, or state_space=None for small problems."
-                )
+                return self._scale(*self._ssm_predict_cov(X))  # type: ignore[return-value]
             mean, var = self._scale(*self._ssm_predict(X, return_std))
             return mean if var is None else (mean, np.sqrt(var))
         parts = [X[:, cols] for cols in self.axes_]

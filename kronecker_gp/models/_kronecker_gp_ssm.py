@@ -163,6 +163,22 @@ class StateSpaceMixin:
         kernel_t = self.kernel_.kernels[route.axis]  # type: ignore[attr-defined]
         return route.predict_points(self._ssm_state, kernel_t, cross, prior, times)
 
+    def _ssm_predict_cov(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
+        route = self._ssm  # type: ignore[attr-defined]
+        kernels = self.kernel_.kernels  # type: ignore[attr-defined]
+        parts = [X[:, cols] for cols in self.axes_]  # type: ignore[attr-defined]
+        route.check_cov_size(X.shape[0], self.grid_.size)  # type: ignore[attr-defined]
+        cross, _, times = self._ssm_cross(parts, False)
+        space_prior = np.ones((X.shape[0], X.shape[0]))
+        for d, k in enumerate(kernels):
+            if d != route.axis:
+                space_prior = space_prior * k(parts[d])
+        mean, _ = route.predict_points(self._ssm_state, kernels[route.axis], cross, None, times)
+        cov = route.covariance_points(
+            self._ssm_state, kernels[route.axis], cross, space_prior, times
+        )
+        return mean, cov
+
     def _ssm_predict_grid(
         self, test: Grid, return_std: bool
     ) -> tuple[FloatArray, FloatArray | None]:

@@ -388,6 +388,23 @@ def _g_columns(
     return op.cross_mean(op.rotate(system.pad(cols)), pred_times)
 
 
+def covariance_correction(
+    system: SSMSchurSystem, project: object, n_test: int, pred_times: FloatArray
+) -> FloatArray:
+    r"""Missing-cell correction :math:`G^T P_{mm}^{-1} G` of a (small) covariance.
+
+    ``project`` and ``pred_times`` as in :func:`variance_correction`; ``G``
+    is formed by ``m`` predictive-mean passes, so the cost is :math:`O(m N
+    d^2)` and the memory :math:`O(m\, n_{test})`.
+    """
+    m = system.n_missing
+    n_cells = system.op.n_series * system.op.times.size
+    g = np.empty((n_test, m))
+    for sl in _chunks(m, max(n_cells, n_test)):
+        g[:, sl] = project(_g_columns(system, np.eye(m)[:, sl], pred_times))  # type: ignore[operator]
+    return np.asarray(g @ system.pmm_solve(g.T))
+
+
 def _exact_variance_affordable(m: int, n_test: int, n_cells: int) -> bool:
     """Whether ``g`` (n_test x m) and its ``m`` predictive passes are affordable."""
     return m * n_test <= 2**24 and m * n_cells <= 2**26

@@ -27,6 +27,7 @@ from kronecker_gp.models._missing import SolverInfo, face_split_rows
 from kronecker_gp.models._ssm_missing import (
     SeriesOperator,
     SSMSchurSystem,
+    covariance_correction,
     matheron_samples,
     ssm_missing_lml,
     variance_correction,
@@ -328,6 +329,55 @@ class StateSpaceRoute:
                 rng=np.random.default_rng(self.seed),
             )
         return mean, np.maximum(var, 0.0)
+
+    @staticmethod
+    def check_cov_size(n_pts: int, n_cells: int) -> None:
+        """Refuse a covariance whose solves would hold more than 2^26 entries."""
+        if n_pts * n_cells > 2**26:
+            raise ValueError(
+                f"return_cov on the state-space route needs {n_pts} x {n_cells} "
+                "entries; ask for fewer points (or return_std, which is exact at "
+                "any number of points)."
+            )
+
+    def covariance_points(  # noqa: PLR0917 - mirrors predict_points
+        self,
+        state: SSMState,
+        kernel_t: Kernel,
+        space_cross: Sequence[FloatArray],
+        space_prior: FloatArray,
+        times: FloatArray,
+    ) -> FloatArray:
+        r"""Posterior covariance at scattered points ``(x_i, t_i)`` (few points).
+
+        :math:`k(X_*, X_*) - K_{*x} P K_{x*}` (plus the missing-cell term
+        :math:`G^T P_{mm}^{-1} G`): column ``b`` of :math:`P K_{x*}` is one
+        Kalman solve per rotated series with data :math:`V_{b i} k_t(t, t_b)`,
+        so the cost is :math:`O(M N d^2)` and the memory :math:`O(M N)` for
+        ``M`` points; ``space_prior`` is :math:`k_s(X_*, X_*)` over the other
+        axes (ones without them).
+        """
+        op = SeriesOperator(
+            kernel_t, self.times, state.eigvecs, state.weights, state.noise
+        )
+        n_pts = times.size
+        self.check_cov_size(n_pts, op.n_series * self.times.size)
+        v = [c @ u for c, u in zip(space_cross, state.eigvecs)]
+        rows = face_split_rows(v) if v else np.ones((n_pts, 1))  # (M, S)
+        uniq, inv = np.unique(times, return_inverse=True)
+        k_t = kernel_t(self.times[:, None], times[:, None])  # (n_t, M)
+        b_rot = rows.T[:, None, :] * k_t[None, :, :]  # (S, n_t, M)
+        beta = op.cross_mean(b_rot, uniq)  # (S, n_uniq, M)
+
+        def project(b: FloatArray) -> FloatArray:
+            return np.einsum("ps,spk->pk", rows, b[:, inv, :])
+
+        reduction = project(beta)
+        prior = space_prior * kernel_t(times[:, None])
+        cov = prior - 0.5 * (reduction + reduction.T)
+        if state.system is not None:
+            cov = cov + covariance_correction(state.system, project, n_pts, uniq)
+        return np.asarray(cov)
 
     def sample_grid(
         self,
