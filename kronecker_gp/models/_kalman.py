@@ -356,8 +356,9 @@ def adjoint(
     gl_all = np.empty((n, n_s, n_r))
     u = fs.v / fs.s[:, :, None]
     ws = w / fs.s
+    g_col = fs.g[:, :, :, None]  # (n, S, d, 1): batched matmul beats einsum here
     for k in range(n - 1, -1, -1):
-        gl = np.einsum("srd,sd->sr", lam, fs.g[k])
+        gl = np.matmul(lam, g_col[k])[:, :, 0]
         gl_all[k] = gl
         if obs is None or obs[k]:
             ak = u[k] - ws[k, :, None] * gl

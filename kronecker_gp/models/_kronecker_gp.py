@@ -629,6 +629,10 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         if getattr(self, "_lml_value", None) is None:
             if not hasattr(self, "_solver"):
                 raise AttributeError("log_marginal_likelihood_value_ is set by fit.")
+            if self._ssm is not None:
+                self._lml_value = self._ssm_lml(False)[0]
+                self.solver_info_.lml_std_error = self._ssm_std_error
+                return float(self._lml_value)
             res = self._solve(self.kernel_.factor_grams(self.grid_.coords))
             self._lml_value = float(res.lml)
             self.solver_info_.lml_std_error = res.info.lml_std_error

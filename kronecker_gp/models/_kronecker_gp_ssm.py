@@ -109,7 +109,9 @@ class StateSpaceMixin:
         noise = self.noise_  # type: ignore[attr-defined]
         free = self._noise_log_bounds is not None  # type: ignore[attr-defined]
         if not eval_gradient:
-            return route.lml(grams, kernel_t, noise)[0], np.zeros(0)
+            lml, _, state = route.lml(grams, kernel_t, noise)
+            self._ssm_std_error = 0.0 if state.info is None else state.info.lml_std_error
+            return lml, np.zeros(0)
         lml, parts, _ = route.lml(
             [k for k, _ in grams],
             kernel_t,
@@ -123,10 +125,11 @@ class StateSpaceMixin:
         route = self._ssm  # type: ignore[attr-defined]
         kernel_t = self.kernel_.kernels[route.axis]  # type: ignore[attr-defined]
         grams = self._space_grams(self.grid_.coords, False)  # type: ignore[attr-defined]
-        lml, _, state = route.lml(grams, kernel_t, self.noise_)  # type: ignore[attr-defined]
+        lml, _, state = route.lml(grams, kernel_t, self.noise_, need_lml=False)  # type: ignore[attr-defined]
         self._ssm_state = state
         self._post, self._system = None, None
-        self._lml_value = lml
+        # an estimated LML (missing cells, CG path) is computed on first access
+        self._lml_value = None if np.isnan(lml) else lml
         self.solver_info_ = state.info or SolverInfo(
             "state-space", 0, extra={"axis": route.axis}
         )

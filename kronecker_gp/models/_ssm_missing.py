@@ -52,13 +52,15 @@ from kronecker_gp.models._state_space import _merge, ssm_predict, ssm_solve
 #: m * N <= SSM_EXACT_MAX_ENTRIES; above, CG with stochastic estimates.
 SSM_EXACT_MAX_MISSING = 256
 SSM_EXACT_MAX_ENTRIES = 2**25
-#: Columns per batched pass: keeps each pass's arrays near this many entries.
-_CHUNK_ENTRIES = 2**22
+#: Columns per batched pass: keeps each pass's arrays near this many entries
+#: (the time loop's Python overhead is paid once per pass, so wide passes pay).
+_CHUNK_ENTRIES = 2**24
+_QUAD_CHUNK_ENTRIES = 2**26
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-def _chunks(n_cols: int, per_col: int) -> list[slice]:
-    step = max(1, _CHUNK_ENTRIES // max(per_col, 1))
+def _chunks(n_cols: int, per_col: int, budget: int = _CHUNK_ENTRIES) -> list[slice]:
+    step = max(1, budget // max(per_col, 1))
     return [slice(lo, min(n_cols, lo + step)) for lo in range(0, n_cols, step)]
 
 
@@ -187,7 +189,8 @@ def quad_gradient(
     s, n = op.n_series, op.times.size
     theta, space, log_noise = np.zeros(nt), np.zeros((s, s)), 0.0
     v_rot = op.rotate(v)
-    for sl in _chunks(v.shape[2], s * n * (nt + 4)):
+    d = tab.A.shape[1]
+    for sl in _chunks(v.shape[2], s * n * (d + 4), _QUAD_CHUNK_ENTRIES):
         k = sl.stop - sl.start
         stacked = v_rot[:, :, sl].transpose(1, 2, 0).reshape(n, k * s)  # (n, k*S)
         w = np.tile(op.weights, k)
@@ -310,6 +313,7 @@ def ssm_missing_lml(
     n_probes: int,
     rng: np.random.Generator,
     eval_gradient: bool,
+    need_lml: bool = True,
 ) -> tuple[MissingFit, object]:
     r"""Log marginal likelihood of the observed cells (and the gradient's correction).
 
@@ -330,6 +334,9 @@ def ssm_missing_lml(
         Source of the probes (seeded by the caller: deterministic objective).
     eval_gradient : bool
         Also compute the trace correction of the gradient.
+    need_lml : bool, default=True
+        If False (and no gradient), skip the stochastic log-determinant on the
+        CG path and return NaN for the LML (the weights alone are cheap).
 
     Returns
     -------
@@ -348,7 +355,9 @@ def ssm_missing_lml(
     lml_c, extra = complete_lml(r_rot)  # type: ignore[operator]
     m = system.n_missing
     std, steps, correction = 0.0, 0, None
-    if system.method == "exact":
+    if not (need_lml or eval_gradient) and system.method != "exact":
+        logdet = np.nan
+    elif system.method == "exact":
         logdet = system.logdet_exact()
         if eval_gradient:
             cols = system.inv_sqrt_columns()

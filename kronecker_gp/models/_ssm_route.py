@@ -139,6 +139,7 @@ class StateSpaceRoute:
         space_grad_grams: Sequence[FloatArray] | None = None,
         *,
         noise_free: bool = True,
+        need_lml: bool = True,
     ) -> tuple[float, list[FloatArray] | None, SSMState]:
         """Return the exact LML, per-factor gradients (axis order) and the state.
 
@@ -174,6 +175,7 @@ class StateSpaceRoute:
                 n_probes=self.n_probes,
                 rng=np.random.default_rng(self.seed),
                 eval_gradient=want,
+                need_lml=need_lml,
             )
             lml, correction = fit.lml, fit.correction
             state.y_rot, state.system = fit.r_rot, system
