@@ -217,3 +217,31 @@ def test_return_cov_refuses_too_many_points(rng):
     X = np.zeros((2**26 // 60 + 1, 3))
     with pytest.raises(ValueError, match="return_cov on the state-space route"):
         gp.predict(X, return_cov=True)
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_regular_long_axis_with_frozen_gains(rng, solver):
+    """Regular steps: the Riccati recursion converges and the gains freeze."""
+    sites = rng.uniform(0, 3, size=(3, 2))
+    times = np.arange(300.0)
+    Y = np.sin(sites[:, :1]) + np.cos(times / 9.0)[None, :]
+    Y = Y + 0.2 * rng.standard_normal(Y.shape)
+    Y[rng.random(Y.shape) < 0.1] = np.nan
+    Y[1, 100:160] = np.nan
+    kernels = [ConstantKernel(1.2) * RBF(1.5), Matern(3.0, nu=0.5)]
+    a, b = _pair([sites, times], Y, kernels=kernels, solver=solver, n_probes=64)
+    _close(a.alpha_, b.alpha_)
+    la, ga = a.log_marginal_likelihood(a.theta_, eval_gradient=True)
+    lb, gb = b.log_marginal_likelihood(b.theta_, eval_gradient=True)
+    if solver == "exact":
+        assert_allclose(la, lb, rtol=1e-10)
+        _close(ga, gb)
+    else:
+        exact = KroneckerGP(kernels, noise=0.1, optimizer=None, state_space=None)
+        l_exact = exact.fit_grid([sites, times], Y).log_marginal_likelihood_value_
+        lml = a.log_marginal_likelihood_value_  # estimated on first access
+        se = a.solver_info_.lml_std_error
+        assert 0 < se and abs(lml - l_exact) <= 4 * se
+    _, sa = a.predict_grid([sites, times[95:165]], return_std=True)
+    _, sb = b.predict_grid([sites, times[95:165]], return_std=True)
+    assert_allclose(sa, sb, rtol=1e-7)
