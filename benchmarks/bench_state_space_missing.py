@@ -141,8 +141,10 @@ def case_synthetic(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     sites = rng.uniform(0, 10, (args.sites, 2))
     t = np.arange(float(args.steps))
-    Y = np.sin(sites[:, :1]) + np.sin(t / 30.0)[None] + 0.3 * rng.standard_normal(
-        (args.sites, args.steps)
+    Y = (
+        np.sin(sites[:, :1])
+        + np.sin(t / 30.0)[None]
+        + 0.3 * rng.standard_normal((args.sites, args.steps))
     )
     Y[rng.random(Y.shape) < args.frac] = np.nan
     out: dict[str, Any] = {"shape": list(Y.shape), "missing": int(np.isnan(Y).sum())}

@@ -3,9 +3,9 @@
 The time axis has 6,574 days: its eigendecomposition would cost minutes per
 likelihood evaluation. With a Markov kernel on time (Matern-1/2 + Matern-3/2),
 ``KroneckerGP`` solves that axis by Kalman filtering and smoothing instead
-(``state_space="auto"`` above 2,000 steps, or ``state_space=1``), exactly, after rotating the 12 stations away. The
-script learns all hyperparameters, prints them and plots one year of one
-station's posterior. One station is also taken out for 60 days: missing cells
+(``state_space="auto"`` above 2,000 steps, or ``state_space=1``), exactly,
+after rotating the 12 stations away. The script learns all hyperparameters,
+prints them and plots one year of one station's posterior. One station is also taken out for 60 days: missing cells
 stay exact on this route (the Schur complement of the missing cells, each
 complete-grid solve being one Kalman pass per rotated series), and the
 posterior fills the gap from the other stations.
@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
 
     mean, std = gp.predict_grid([sites, days], return_std=True)
     rmse = float(np.sqrt(np.mean((mean[:, -30:] - test) ** 2)))
-    clim = float(np.sqrt(np.mean((np.nanmean(train, axis=1, keepdims=True) - test) ** 2)))
+    clim = float(
+        np.sqrt(np.mean((np.nanmean(train, axis=1, keepdims=True) - test) ** 2))
+    )
     print(f"30-day forecast RMSE: {rmse:.2f} knots (station means: {clim:.2f})")
     gap_rmse = float(np.sqrt(np.mean((mean[0, gap] - Y[0, gap]) ** 2)))
     gap_clim = float(np.sqrt(np.mean((np.nanmean(train[0]) - Y[0, gap]) ** 2)))
@@ -88,12 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     ax.plot(wind.dates[last], mean[s, last], lw=1, label="posterior mean")
     ax.plot(wind.dates[last], Y[s, last], ".", ms=2, color="k", label="observed")
     ax.axvline(wind.dates[n_days - 30], color="r", ls="--", label="forecast start")
-    ax.axvspan(
-        wind.dates[gap.start], wind.dates[gap.stop - 1], color="0.85", zorder=0
-    )
-    ax.plot(
-        wind.dates[gap], Y[s, gap], ".", ms=2, color="tab:red", label="held out"
-    )
+    ax.axvspan(wind.dates[gap.start], wind.dates[gap.stop - 1], color="0.85", zorder=0)
+    ax.plot(wind.dates[gap], Y[s, gap], ".", ms=2, color="tab:red", label="held out")
     ax.set(title=f"{wind.site_names[s]}: last year", ylabel="wind speed (knots)")
     ax.legend(loc="upper left", fontsize=8)
     fig.savefig(out / "wind_state_space.png", dpi=100)

@@ -5,7 +5,7 @@ import pytest
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 
 from kronecker_gp import KroneckerGP
-from kronecker_gp.models import _ssm_missing
+from kronecker_gp.models import _ssm_missing_predict
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 
@@ -131,10 +131,14 @@ def test_monte_carlo_variance_correction_within_stated_error(rng, monkeypatch):
     a, b = _pair(coords, Y, n_probes=400)
     test = [coords[0], np.linspace(0, 40, 9)]
     _, s_exact = b.predict_grid(test, return_std=True)
-    _, s_complete = KroneckerGP(
-        KERNELS, noise=0.1, optimizer=None, state_space=None
-    ).fit_grid(coords, np.nan_to_num(Y)).predict_grid(test, return_std=True)
-    monkeypatch.setattr(_ssm_missing, "_exact_variance_affordable", lambda *a: False)
+    _, s_complete = (
+        KroneckerGP(KERNELS, noise=0.1, optimizer=None, state_space=None)
+        .fit_grid(coords, np.nan_to_num(Y))
+        .predict_grid(test, return_std=True)
+    )
+    monkeypatch.setattr(
+        _ssm_missing_predict, "_exact_variance_affordable", lambda *a: False
+    )
     _, s_mc = a.predict_grid(test, return_std=True)
     corr_exact = (s_exact**2 - s_complete**2) / a.y_train_std_**2
     corr_mc = (s_mc**2 - s_complete**2) / a.y_train_std_**2

@@ -338,7 +338,11 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.grid_ = grid
         self._ssm = None
         ssm_axis = self._state_space_axis(grid, kernel)
-        if ssm_axis is not None and self.state_space == "auto" and cell_noise is not None:
+        if (
+            ssm_axis is not None
+            and self.state_space == "auto"
+            and cell_noise is not None
+        ):
             # the filtering route needs a scalar noise: "auto" falls back to the
             # eigen route (an explicit axis raises below)
             ssm_axis = None

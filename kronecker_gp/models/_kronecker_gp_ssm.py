@@ -110,7 +110,9 @@ class StateSpaceMixin:
         free = self._noise_log_bounds is not None  # type: ignore[attr-defined]
         if not eval_gradient:
             lml, _, state = route.lml(grams, kernel_t, noise)
-            self._ssm_std_error = 0.0 if state.info is None else state.info.lml_std_error
+            self._ssm_std_error = (
+                0.0 if state.info is None else state.info.lml_std_error
+            )
             return lml, np.zeros(0)
         lml, parts, _ = route.lml(
             [k for k, _ in grams],
@@ -176,7 +178,9 @@ class StateSpaceMixin:
         for d, k in enumerate(kernels):
             if d != route.axis:
                 space_prior = space_prior * k(parts[d])
-        mean, _ = route.predict_points(self._ssm_state, kernels[route.axis], cross, None, times)
+        mean, _ = route.predict_points(
+            self._ssm_state, kernels[route.axis], cross, None, times
+        )
         cov = route.covariance_points(
             self._ssm_state, kernels[route.axis], cross, space_prior, times
         )

@@ -27,9 +27,11 @@ from kronecker_gp.models._missing import SolverInfo, face_split_rows
 from kronecker_gp.models._ssm_missing import (
     SeriesOperator,
     SSMSchurSystem,
+    ssm_missing_lml,
+)
+from kronecker_gp.models._ssm_missing_predict import (
     covariance_correction,
     matheron_samples,
-    ssm_missing_lml,
     variance_correction,
 )
 from kronecker_gp.models._state_space import (
@@ -90,7 +92,8 @@ class StateSpaceRoute:
         Missing cells (solved through the Schur complement of
         :mod:`kronecker_gp.models._ssm_missing`); None for a complete grid.
     method : {"auto", "exact", "cg"}
-        Missing-cell solver (see :class:`~kronecker_gp.models._ssm_missing.SSMSchurSystem`).
+        Missing-cell solver (see
+        :class:`~kronecker_gp.models._ssm_missing.SSMSchurSystem`).
     tol, max_iter : float, int
         CG settings.
     n_probes : int
@@ -165,7 +168,11 @@ class StateSpaceRoute:
                 kernel_t, self.times, state.eigvecs, state.weights, float(noise)
             )
             system = SSMSchurSystem(
-                op, *self._cells, method=self.method, tol=self.tol, max_iter=self.max_iter
+                op,
+                *self._cells,
+                method=self.method,
+                tol=self.tol,
+                max_iter=self.max_iter,
             )
             fit, grad = ssm_missing_lml(
                 op,
@@ -266,17 +273,26 @@ class StateSpaceRoute:
                     out = kron_matvec(v, beta.reshape(s, m_t * k))
                     return out.reshape(n_space * m_t, k)
 
-                var = var + variance_correction(
-                    state.system,
-                    project,
-                    var.size,
-                    test_times,
-                    n_samples=self.n_probes,
-                    rng=np.random.default_rng(self.seed),
+                var = var + self._correction(
+                    state, project, var.size, test_times
                 ).reshape(var.shape)
             var = np.maximum(var, 0.0)
         return self._to_grid(mean, test_shape), (
             None if var is None else self._to_grid(var, test_shape)
+        )
+
+    def _correction(
+        self, state: SSMState, project: object, n_test: int, times: FloatArray
+    ) -> FloatArray:
+        """Missing-cell variance correction (seeded Monte Carlo when it is large)."""
+        assert state.system is not None
+        return variance_correction(
+            state.system,
+            project,
+            n_test,
+            times,
+            n_samples=self.n_probes,
+            rng=np.random.default_rng(self.seed),
         )
 
     def _to_grid(self, series: FloatArray, shape: tuple[int, ...]) -> FloatArray:
@@ -322,14 +338,7 @@ class StateSpaceRoute:
                     out[sl] = np.einsum("ps,spk->pk", rows[sl], picked)
                 return out
 
-            var = var + variance_correction(
-                state.system,
-                project,
-                times.size,
-                uniq,
-                n_samples=self.n_probes,
-                rng=np.random.default_rng(self.seed),
-            )
+            var = var + self._correction(state, project, times.size, uniq)
         return mean, np.maximum(var, 0.0)
 
     @staticmethod
@@ -396,10 +405,14 @@ class StateSpaceRoute:
             )
             shape = list(self.y.shape)
             shape[self.axis] = test_times.size
-            moved = shape[: self.axis] + shape[self.axis + 1 :] + [
-                test_times.size,
-                n_samples,
-            ]
+            moved = (
+                shape[: self.axis]
+                + shape[self.axis + 1 :]
+                + [
+                    test_times.size,
+                    n_samples,
+                ]
+            )
             return np.moveaxis(draws.reshape(moved), -2, self.axis)
         draws = ssm_sample(
             kernel_t,
