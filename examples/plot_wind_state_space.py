@@ -3,12 +3,12 @@
 The time axis has 6,574 days: its eigendecomposition would cost minutes per
 likelihood evaluation. With a Markov kernel on time (Matern-1/2 + Matern-3/2),
 ``KroneckerGP`` solves that axis by Kalman filtering and smoothing instead
-(``state_space="auto"`` above 2,000 steps, or ``state_space=1``), exactly,
-after rotating the 12 stations away. The script learns all hyperparameters,
-prints them and plots one year of one station's posterior. One station is also taken out for 60 days: missing cells
-stay exact on this route (the Schur complement of the missing cells, each
-complete-grid solve being one Kalman pass per rotated series), and the
-posterior fills the gap from the other stations.
+(``state_space="auto"`` above 2,000 steps, or ``state_space=1``), exactly, after
+rotating the 12 stations away. The script learns all hyperparameters, prints
+them and plots one year of one station's posterior. One station is also taken
+out for 60 days: missing cells stay exact on this route (the Schur complement of
+the missing cells, each complete-grid solve being one Kalman pass per rotated
+series), and the posterior fills the gap from the other stations.
 
 Run: ``python examples/plot_wind_state_space.py [--out DIR] [--quick]``
 """
