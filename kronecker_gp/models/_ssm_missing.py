@@ -240,8 +240,8 @@ class SSMSchurSystem(CGRecorder):
             small = m <= SSM_EXACT_MAX_MISSING and m * n_cells <= SSM_EXACT_MAX_ENTRIES
             method = "exact" if small else "cg"
         self.method = method
-        self.diag = op.diag_inverse()[s_idx, t_idx]
         self._chol: tuple[FloatArray, bool] | None = None
+        self._diag: FloatArray | None = None
         if method == "exact":
             pmm = np.empty((m, m))
             for sl in _chunks(m, n_cells):
@@ -257,6 +257,13 @@ class SSMSchurSystem(CGRecorder):
     def n_missing(self) -> int:
         """Number of missing cells ``m``."""
         return int(self.s_idx.size)
+
+    @property
+    def diag(self) -> FloatArray:
+        """Diagonal of ``P_mm`` (the CG path's Jacobi preconditioner), computed once."""
+        if self._diag is None:
+            self._diag = self.op.diag_inverse()[self.s_idx, self.t_idx]
+        return self._diag
 
     def pad(self, c: FloatArray) -> FloatArray:
         """Return ``E_m c`` in series layout, shape (S, n_t, k)."""
