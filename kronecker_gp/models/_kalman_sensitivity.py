@@ -39,7 +39,7 @@ class _Sens:
     gx: FloatArray  # (S, E, d) [g / S, d(g / S)...]
     lml: FloatArray  # (S,) running sum of v^2 / S + log S
     grad: FloatArray  # (S, E - 1) running per-series gradient
-    logdet_weight: float = 1.0  # 0: differentiate the quadratic form only
+    logdet_weight: FloatArray | float = 1.0  # per series; 0: quadratic form only
 
 
 def filter_lml(
@@ -49,7 +49,7 @@ def filter_lml(
     noise: float,
     *,
     store: bool,
-    quad_only: bool = False,
+    logdet_weight: FloatArray | float = 1.0,
 ) -> tuple[float, FloatArray, FilterStore | None]:
     r"""Run the filter (with sensitivities if ``tab`` has them) on ``S`` series.
 
@@ -65,10 +65,10 @@ def filter_lml(
         Noise variance.
     store : bool
         Keep :class:`FilterStore` for a backward pass.
-    quad_only : bool, default=False
-        Differentiate only the data term :math:`-\tfrac12 \sum v^2 / S`
-        (the quadratic form :math:`-\tfrac12 y^T (wK + sI)^{-1} y`), leaving
-        out the log-determinant: the gradient is then
+    logdet_weight : float or ndarray of shape (S,), default=1.0
+        Weight of the log-determinant in each series' gradient: 0
+        differentiates only the data term :math:`-\tfrac12 \sum v^2 / S`
+        (the quadratic form :math:`-\tfrac12 y^T (wK + sI)^{-1} y`), giving
         :math:`\tfrac12 a^T \partial(wK + sI) a`, :math:`a = (wK+sI)^{-1} y`.
 
     Returns
@@ -104,7 +104,7 @@ def filter_lml(
         np.zeros((n_s, ne - 1)),
     )
     fs = _new_store(n, n_s, 1, d) if store else None
-    st.logdet_weight = 0.0 if quad_only else 1.0
+    st.logdet_weight = logdet_weight
     k0 = _lml_transient(tab, y, w, noise, st, fs=fs)
     if k0 < n:
         _lml_frozen(tab, y, w, st, fs=fs, k0=k0)

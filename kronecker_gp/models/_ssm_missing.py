@@ -109,6 +109,20 @@ class SeriesOperator:
         """Solve every rotated series: ``(w_i K_t + sI)^{-1} b_i``."""
         return ssm_solve(self.kernel_t, self.times, self.weights, self.noise, b_rot)
 
+    def solve_rot_logdet(self, b_rot: FloatArray) -> tuple[FloatArray, float]:
+        """Solve every rotated series (``b_rot`` (S, n_t, k)); also return ``log|A|``.
+
+        ``log|A|`` is the sum of the filter's innovation variances' logs.
+        """
+        tab = step_tables(kernel_to_state_space(self.kernel_t), self.times, False)
+        filt = filter_store(
+            tab, np.ascontiguousarray(b_rot.transpose(1, 0, 2)), self.weights, self.noise
+        )
+        x = adjoint(tab, filt.store, self.weights)[0]
+        return np.ascontiguousarray(x.transpose(1, 0, 2)), float(
+            np.sum(np.log(filt.store.s))
+        )
+
     def solve(self, x: FloatArray) -> FloatArray:
         """Return ``P x`` (grid cells in series layout), shape (S, n_t, k)."""
         return self.unrotate(self.solve_rot(self.rotate(x)))
@@ -172,37 +186,43 @@ class SeriesOperator:
         return f
 
 
-def quad_gradient(
-    op: SeriesOperator, v: FloatArray
+def stacked_gradient(
+    op: SeriesOperator, v_rot: FloatArray, coef: FloatArray, full: FloatArray
 ) -> tuple[FloatArray, FloatArray, float]:
-    r"""Gradient of :math:`\tfrac12 \sum_j (P v_j)^T A (P v_j)`-type quadratic forms.
+    r"""Weighted sum of per-column LML gradients from one stacked sensitivity pass.
 
-    Returns the derivatives of :math:`Q = \tfrac12 \sum_j (P v_j)^T\,
-    \partial A\, (P v_j)` w.r.t. the time kernel's theta, the rotated space
-    Gram (an ``(S, S)`` matrix ``G`` with :math:`\partial Q = \sum_{ab} G_{ab}
-    (U^T \partial K_{rest} U)_{ab}`) and :math:`\log s`, for the columns
-    ``v`` (series layout, shape (S, n_t, k)). One sensitivity pass over the
-    ``k S`` stacked rotated series, data term only.
+    Column ``j`` of ``v_rot`` (rotated data, shape (S, n_t, k)) contributes
+    ``coef[j]`` times the gradient of its complete-grid LML when ``full[j]``
+    is 1, or of its data term only, :math:`	frac12 (P v_j)^T \partial A
+    (P v_j)`, when ``full[j]`` is 0. Returns the derivatives w.r.t. the time
+    kernel's theta, the rotated space Gram (an ``(S, S)`` matrix ``G`` with
+    :math:`dL = \sum_{ab} G_{ab} (U^T \partial K_{rest} U)_{ab}`) and
+    :math:`\log s`. The ``k S`` rotated series run through one filter with
+    sensitivities and one adjoint pass (in chunks bounding the memory).
     """
     tab = step_tables(kernel_to_state_space(op.kernel_t), op.times, True)
-    nt = tab.n_theta
+    nt, d = tab.n_theta, tab.A.shape[1]
     s, n = op.n_series, op.times.size
-    theta, space, log_noise = np.zeros(nt), np.zeros((s, s)), 0.0
-    v_rot = op.rotate(v)
-    d = tab.A.shape[1]
-    for sl in _chunks(v.shape[2], s * n * (d + 4), _QUAD_CHUNK_ENTRIES):
-        k = sl.stop - sl.start
+    theta, off, diag, log_noise = np.zeros(nt), np.zeros((s, s)), np.zeros(s), 0.0
+    for sl in _chunks(v_rot.shape[2], s * n * (d + 4), _QUAD_CHUNK_ENTRIES):
+        k, c = sl.stop - sl.start, coef[sl]
         stacked = v_rot[:, :, sl].transpose(1, 2, 0).reshape(n, k * s)  # (n, k*S)
         w = np.tile(op.weights, k)
-        _, per, fs = filter_lml(tab, stacked, w, op.noise, store=True, quad_only=True)
+        _, per, fs = filter_lml(
+            tab, stacked, w, op.noise, store=True, logdet_weight=np.repeat(full[sl], s)
+        )
         assert fs is not None
         a, beta = adjoint(tab, fs, w)
         alpha = a[:, :, 0].reshape(n, k, s)
-        k_alpha = beta[:, :, 0].reshape(n, k, s)
-        space += 0.5 * np.einsum("tja,tjb->ab", alpha, k_alpha)
-        theta += per[:, :nt].sum(axis=0)
-        log_noise += float(per[:, nt + 1].sum())
-    return theta, 0.5 * (space + space.T), log_noise
+        k_alpha = beta[:, :, 0].reshape(n, k, s) * c[None, :, None]
+        off += 0.5 * np.einsum("tja,tjb->ab", alpha, k_alpha)
+        per = per.reshape(k, s, -1) * c[:, None, None]
+        theta += per[:, :, :nt].sum(axis=(0, 1))
+        diag += per[:, :, nt].sum(axis=0)
+        log_noise += float(per[:, :, nt + 1].sum())
+    space = 0.5 * (off + off.T)
+    np.fill_diagonal(space, diag)
+    return theta, space, log_noise
 
 
 class SSMSchurSystem(CGRecorder):
@@ -242,16 +262,38 @@ class SSMSchurSystem(CGRecorder):
         self.method = method
         self._chol: tuple[FloatArray, bool] | None = None
         self._diag: FloatArray | None = None
-        if method == "exact":
-            pmm = np.empty((m, m))
-            for sl in _chunks(m, n_cells):
-                pmm[:, sl] = self.pmm_matvec(np.eye(m)[:, sl])
-            try:
-                self._chol = scipy.linalg.cho_factor(0.5 * (pmm + pmm.T), lower=True)
-            except np.linalg.LinAlgError:
-                raise np.linalg.LinAlgError(
-                    "the missing-cell system is singular; increase noise."
-                ) from None
+
+    def solve_data(self, y: FloatArray) -> tuple[FloatArray, float]:
+        """Return ``P y`` (y of shape (S, n_t)) and ``log|A|``; factor ``P_mm`` too.
+
+        On the exact path the columns ``P E_m`` ride along in the same Kalman
+        passes as ``P y`` (``m`` extra right-hand sides per series), and
+        ``P_mm`` is formed and Cholesky-factored.
+        """
+        op, m = self.op, self.n_missing
+        n_cells = op.n_series * op.times.size
+        if self.method != "exact":
+            x, logdet = op.solve_rot_logdet(op.rotate(y[:, :, None]))
+            return op.unrotate(x)[:, :, 0], logdet
+        pmm = np.empty((m, m))
+        py = np.empty_like(y)
+        logdet = 0.0
+        for i, sl in enumerate(_chunks(m + 1, n_cells)):
+            cols = self.pad(np.eye(m)[:, max(sl.start - 1, 0) : sl.stop - 1])
+            if i == 0:
+                cols = np.concatenate([y[:, :, None], cols], axis=2)
+            x, logdet = op.solve_rot_logdet(op.rotate(cols))
+            x = op.unrotate(x)
+            if i == 0:
+                py, x = x[:, :, 0], x[:, :, 1:]
+            pmm[:, max(sl.start - 1, 0) : sl.stop - 1] = self.take(x)
+        try:
+            self._chol = scipy.linalg.cho_factor(0.5 * (pmm + pmm.T), lower=True)
+        except np.linalg.LinAlgError:
+            raise np.linalg.LinAlgError(
+                "the missing-cell system is singular; increase noise."
+            ) from None
+        return py, logdet
 
     @property
     def n_missing(self) -> int:
@@ -305,70 +347,71 @@ class MissingFit:
 
     lml: float
     r_rot: FloatArray  # rotated padded data U^T r, (S, n_t)
-    system: SSMSchurSystem
     std_error: float
     lanczos_steps: int
-    correction: tuple[FloatArray, FloatArray, float] | None
+    gradient: tuple[FloatArray, FloatArray, float] | None
 
 
 def ssm_missing_lml(
-    op: SeriesOperator,
     system: SSMSchurSystem,
     y: FloatArray,
     *,
-    complete_lml: object,
     n_probes: int,
     rng: np.random.Generator,
     eval_gradient: bool,
     need_lml: bool = True,
-) -> tuple[MissingFit, object]:
-    r"""Log marginal likelihood of the observed cells (and the gradient's correction).
+) -> MissingFit:
+    r"""Log marginal likelihood of the observed cells and its gradient.
 
     Parameters
     ----------
-    op : SeriesOperator
-        The complete-grid algebra.
     system : SSMSchurSystem
-        The missing-cell system.
+        The missing-cell system (its operator holds the hyperparameters).
     y : ndarray of shape (S, n_t)
         Targets in series layout, zero on the missing cells.
-    complete_lml : callable
-        ``r_rot -> (lml, extra)``: the complete-grid LML (and gradient parts)
-        of rotated data; called once on the padded data ``r``.
     n_probes : int
         Probes of the stochastic estimates (CG path only).
     rng : numpy Generator
         Source of the probes (seeded by the caller: deterministic objective).
     eval_gradient : bool
-        Also compute the trace correction of the gradient.
+        Also compute the gradient.
     need_lml : bool, default=True
         If False (and no gradient), skip the stochastic log-determinant on the
         CG path and return NaN for the LML (the weights alone are cheap).
 
     Returns
     -------
-    fit : MissingFit
-        LML, padded rotated data, the system, the LML's standard error
-        (zero on the exact path) and the correction
-        :math:`\tfrac12 \operatorname{tr}(P_{mm}^{-1} (P \partial A P)_{mm})`
-        as (theta, rotated-space matrix, log-noise) parts.
-    extra : object
-        What ``complete_lml`` returned besides the LML.
+    MissingFit
+        LML, padded rotated data :math:`U^T r`, the LML's standard error
+        (zero on the exact path), Lanczos steps, and the gradient as
+        (theta, rotated-space matrix, log-noise) parts.
+
+    Notes
+    -----
+    One Kalman pass gives :math:`P y` and :math:`\log|A|` (and, on the
+    exact path, :math:`P E_m`); the quadratic form is
+    :math:`r^T P r = y^T P y - (P y)_m^T c`. The gradient is one stacked
+    sensitivity pass over ``r`` (full LML gradient) and the trace-term
+    columns (data term only): :math:`E_m L^{-T}` on the exact path, or the
+    polarised probe pairs :math:`D^{-1/2}(N^{-1} z \pm z)` with weights
+    :math:`\pm 1/(4k)` on the CG path.
     """
-    py = op.solve(y[:, :, None])
-    c = system.pmm_solve(system.take(py))
-    r = y[:, :, None] - system.pad(c)
-    r_rot = op.rotate(r)[:, :, 0]
-    lml_c, extra = complete_lml(r_rot)  # type: ignore[operator]
-    m = system.n_missing
-    std, steps, correction = 0.0, 0, None
+    op = system.op
+    py, logdet_a = system.solve_data(y)
+    pym = system.take(py[:, :, None])
+    c = system.pmm_solve(pym)
+    quad = float(np.sum(y * py)) - float(np.sum(pym * c))
+    r_rot = op.rotate(y[:, :, None] - system.pad(c))
+    m, n_cells = system.n_missing, y.size
+    std, steps = 0.0, 0
+    cols = np.zeros((m, 0))
+    coef = np.zeros(0)
     if not (need_lml or eval_gradient) and system.method != "exact":
         logdet = np.nan
     elif system.method == "exact":
         logdet = system.logdet_exact()
         if eval_gradient:
-            cols = system.inv_sqrt_columns()
-            correction = quad_gradient(op, system.pad(cols))
+            cols, coef = system.inv_sqrt_columns(), np.ones(m)
     else:
         probes = rng.choice([-1.0, 1.0], size=(m, n_probes))
         scale = 1.0 / np.sqrt(system.diag)
@@ -383,14 +426,15 @@ def ssm_missing_lml(
             # 0.5 tr(P_mm^-1 X) ~ (1/k) sum_z 0.5 a^T X b, a = D^-1/2 N^-1 z,
             # b = D^-1/2 z, and a^T X b = (q(a + b) - q(a - b)) / 4
             a, b = scale[:, None] * solves, scale[:, None] * probes
-            plus = quad_gradient(op, system.pad(a + b))
-            minus = quad_gradient(op, system.pad(a - b))
+            cols = np.concatenate([a + b, a - b], axis=1)
             f = 0.25 / n_probes
-            correction = (
-                f * (plus[0] - minus[0]),
-                f * (plus[1] - minus[1]),
-                f * (plus[2] - minus[2]),
-            )
-    lml = float(lml_c) - 0.5 * logdet + 0.5 * m * _LOG_2PI
-    fit = MissingFit(lml, r_rot, system, std, steps, correction)
-    return fit, extra
+            coef = np.concatenate([np.full(n_probes, f), np.full(n_probes, -f)])
+    lml_c = -0.5 * (quad + logdet_a + n_cells * _LOG_2PI)
+    lml = lml_c - 0.5 * logdet + 0.5 * m * _LOG_2PI
+    grad = None
+    if eval_gradient:
+        v_rot = np.concatenate([r_rot, op.rotate(system.pad(cols))], axis=2)
+        weights = np.concatenate([[1.0], coef])
+        full = np.concatenate([[1.0], np.zeros(coef.size)])
+        grad = stacked_gradient(op, v_rot, weights, full)
+    return MissingFit(lml, r_rot[:, :, 0], std, steps, grad)

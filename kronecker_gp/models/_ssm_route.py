@@ -153,16 +153,12 @@ class StateSpaceRoute:
         """
         state = self.factorize(space_grams, noise)
         want = space_grad_grams is not None
-
-        def complete(y_rot: FloatArray) -> tuple[float, object]:
-            args = (kernel_t, self.times, y_rot, state.weights, noise)
-            if not want:
-                return float(ssm_log_marginal_likelihood(*args)), None  # type: ignore[arg-type]
-            return ssm_log_marginal_likelihood(*args, eval_gradient=True)  # type: ignore[return-value]
-
+        args = (kernel_t, self.times, state.y_rot, state.weights, noise)
         if self._cells is None:
-            lml, grad = complete(state.y_rot)
-            correction = None
+            if not want:
+                return float(ssm_log_marginal_likelihood(*args)), None, state  # type: ignore[arg-type]
+            lml, g = ssm_log_marginal_likelihood(*args, eval_gradient=True)  # type: ignore[misc]
+            grad = (g.theta, g.space, g.log_noise)
         else:
             op = SeriesOperator(
                 kernel_t, self.times, state.eigvecs, state.weights, float(noise)
@@ -174,17 +170,15 @@ class StateSpaceRoute:
                 tol=self.tol,
                 max_iter=self.max_iter,
             )
-            fit, grad = ssm_missing_lml(
-                op,
+            fit = ssm_missing_lml(
                 system,
                 self._series(),
-                complete_lml=complete,
                 n_probes=self.n_probes,
                 rng=np.random.default_rng(self.seed),
                 eval_gradient=want,
                 need_lml=need_lml,
             )
-            lml, correction = fit.lml, fit.correction
+            lml, grad = fit.lml, fit.gradient  # type: ignore[assignment]
             state.y_rot, state.system = fit.r_rot, system
             state.info = SolverInfo(
                 f"state-space-schur-{system.method}",
@@ -196,12 +190,8 @@ class StateSpaceRoute:
             )
         if not want:
             return float(lml), None, state
-        assert space_grad_grams is not None
-        theta, space, log_noise = grad.theta, grad.space, grad.log_noise  # type: ignore[attr-defined]
-        if correction is not None:
-            theta = theta + correction[0]
-            space = space + correction[1]
-            log_noise = log_noise + correction[2]
+        assert space_grad_grams is not None and grad is not None
+        theta, space, log_noise = grad
         parts = self._axis_parts(np.asarray(theta), space, state, space_grad_grams)
         if noise_free:
             parts.append(np.array([log_noise]))
