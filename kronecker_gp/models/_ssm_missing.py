@@ -115,9 +115,8 @@ class SeriesOperator:
         ``log|A|`` is the sum of the filter's innovation variances' logs.
         """
         tab = step_tables(kernel_to_state_space(self.kernel_t), self.times, False)
-        filt = filter_store(
-            tab, np.ascontiguousarray(b_rot.transpose(1, 0, 2)), self.weights, self.noise
-        )
+        b_t = np.ascontiguousarray(b_rot.transpose(1, 0, 2))  # time-major
+        filt = filter_store(tab, b_t, self.weights, self.noise)
         x = adjoint(tab, filt.store, self.weights)[0]
         return np.ascontiguousarray(x.transpose(1, 0, 2)), float(
             np.sum(np.log(filt.store.s))
