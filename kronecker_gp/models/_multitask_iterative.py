@@ -431,3 +431,25 @@ def lmc_predict(
             prior = sum(b[t, t] * p[i] for b, p in zip(system.bs, prior_diag))
             var[i, t] = prior - c_o @ system.solve(c_o)
     return np.asarray(mean), var
+
+
+def lmc_joint_covariance(
+    system: LMCSystem,
+    cross: Sequence[FloatArray],
+    prior: Sequence[FloatArray],
+) -> FloatArray:
+    r"""Joint posterior covariance of all tasks at a few inputs (one PCG solve each).
+
+    ``cross`` and ``prior`` hold ``k_q(x*, X)`` and ``k_q(x*, x*)`` per
+    latent; returns an array of shape (m, T, m, T). Cost :math:`m T` solves.
+    """
+    m, n_tasks = cross[0].shape[0], system.bs[0].shape[0]
+    cols = []
+    for i in range(m):
+        for t in range(n_tasks):
+            c = sum(np.outer(b[:, t], k[i]) for b, k in zip(system.bs, cross))
+            cols.append(np.asarray(c)[system.observed])
+    c_o = np.column_stack(cols)  # (n_obs, m T)
+    solved = np.column_stack([system.solve(c_o[:, j]) for j in range(c_o.shape[1])])
+    full = sum(np.einsum("tu,mn->mtnu", b, p) for b, p in zip(system.bs, prior))
+    return np.asarray(full - (c_o.T @ solved).reshape(m, n_tasks, m, n_tasks))

@@ -510,6 +510,46 @@ def predict_moments(
     return mean, var
 
 
+def predict_joint_covariance(
+    post: MultiTaskPosterior,
+    b: FloatArray,
+    cross: FloatArray,
+    prior: FloatArray,
+) -> FloatArray:
+    r"""Joint posterior covariance of all tasks at a few test inputs.
+
+    Parameters
+    ----------
+    post : MultiTaskPosterior
+        The training factorisation.
+    b : ndarray of shape (T, T)
+        Task covariance.
+    cross : ndarray of shape (m, n)
+        ``k(x*, X)``.
+    prior : ndarray of shape (m, m)
+        ``k(x*, x*)``.
+
+    Returns
+    -------
+    ndarray of shape (m, T, m, T)
+        :math:`\operatorname{Cov}[f_t(x_i), f_u(x_j)]`: the bilinear form of
+        :func:`predict_moments`' variance, :math:`B_{tu} k_{ij} - \sum_{ik}
+        G_{ik} (V_1^T B)_{it} (V_1^T B)_{iu} (K_* V_2)_{ik} (K_* V_2)_{jk}`
+        plus the missing-cell term. Cost :math:`O(T m^2 (n + T^2))`, memory
+        :math:`O(m^2 T^2)`.
+    """
+    p1 = post.eig.v1.T @ b  # (T_i, T)
+    q = cross @ post.eig.v2  # (m, n)
+    m, t = q.shape[0], b.shape[0]
+    red = np.zeros((m, t, m, t))
+    for i, g in enumerate(post.eig.inv_lam):
+        red += np.einsum("mn,t,u->mtnu", (q * g) @ q.T, p1[i], p1[i])
+    if post.missing is not None:
+        proj = np.einsum("it,aik,mk->amt", p1, post.missing.z_hat, q, optimize=True)
+        red -= np.einsum("amt,anu->mtnu", proj, proj)
+    return np.asarray(np.einsum("tu,mn->mtnu", b, prior) - red)
+
+
 __all__ = [
     "MissingCells",
     "missing_cells",
@@ -519,6 +559,7 @@ __all__ = [
     "TwoKronEigen",
     "gradient_matrices",
     "multitask_factorize",
+    "predict_joint_covariance",
     "predict_moments",
     "two_kron_eigh",
     "whitened_eigh",
