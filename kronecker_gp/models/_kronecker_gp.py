@@ -63,12 +63,16 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         (the initial value when it is optimised; with ``normalize_y``, in
         normalised units, as sklearn's ``alpha``). An array gives known
         per-cell noise variances in data units, shaped like ``Y``
-        (:meth:`fit_grid`) or ``y`` (:meth:`fit`), on a complete grid; the
-        noise is then ``noise_ * noise`` with the common scale ``noise_``
-        learned within ``noise_bounds`` (start 1; ``"fixed"`` keeps 1). That
+        (:meth:`fit_grid`) or ``y`` (:meth:`fit`); the noise is then
+        ``noise_ * noise`` with the common scale ``noise_`` learned within
+        ``noise_bounds`` (start 1; ``"fixed"`` keeps 1). Where ``Y`` is NaN
+        (a missing cell) the array may hold NaN or any finite value, which is
+        ignored; every observed cell needs a positive finite variance. That
         system is solved by CG preconditioned with the Kronecker eigenbasis of
-        ``K + s I`` (``s`` the geometric mean of the variances) to ``cg_tol``,
-        and its LML and gradient are estimated as on the ``"cg"`` path.
+        ``K + s I`` (``s`` the geometric mean of the observed variances) to
+        ``cg_tol``; with missing cells the CG runs on the observed cells and
+        the preconditioner is inverted through the Schur complement of
+        ``solver``. The LML and gradient are estimated as on the ``"cg"`` path.
     noise_bounds : pair of float or "fixed", default=(1e-6, 1e5)
         Bounds on ``noise`` during optimisation; ``"fixed"`` keeps it.
     optimizer : "fmin_l_bfgs_b", callable or None, default="fmin_l_bfgs_b"
@@ -132,7 +136,8 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
     noise_ : float
         The fitted noise variance (with per-cell ``noise``: the fitted scale).
     noise_variances_ : ndarray of shape grid_.shape
-        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid.
+        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid
+        (NaN on missing cells).
     theta_ : ndarray
         Fitted log-hyperparameters: the factors' thetas, then ``log(noise_)``
         unless the noise is fixed.
@@ -151,7 +156,9 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
     fit_time_ : float
         Wall time of the last ``fit`` in seconds.
     solver_info_ : SolverInfo
-        The path taken (``"complete"``, ``"schur-exact"`` or ``"schur-cg"``),
+        The path taken (``"complete"``, ``"schur-exact"``, ``"schur-cg"``,
+        ``"cell-noise-cg"``, or with per-cell noise and missing cells
+        ``"cell-noise-schur-exact"`` / ``"cell-noise-schur-cg"``),
         number of missing cells, CG iterations and residual, and the standard
         error of an estimated LML.
 
@@ -509,16 +516,16 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         )
 
     def _check_cell_noise(self, v: FloatArray, missing: FloatArray) -> FloatArray:
-        if missing.size:
-            raise ValueError(
-                "per-cell noise needs a complete grid (after dropping empty slices); "
-                f"Y has {missing.size} other missing cells. Use a scalar noise, or "
-                "fit on a complete sub-grid."
-            )
-        if np.any(~np.isfinite(v)) or np.any(v <= 0):
+        # values on missing cells carry no information: accept NaN or anything
+        v = v.copy()
+        v[missing] = np.nan
+        seen = v[~np.isnan(v)]
+        n_nan = v.size - missing.size - seen.size
+        if n_nan or np.any(seen <= 0):
             raise ValueError(
                 "noise given per cell must be positive and finite on every observed "
-                f"cell; got min {np.nanmin(v)!r} and {int(np.isnan(v).sum())} NaN."
+                f"cell; got min {float(seen.min(initial=np.inf))!r} and {n_nan} NaN on "
+                "observed cells. Give NaN (or any value) only where Y is NaN."
             )
         return v / self.y_train_std_**2
 
