@@ -382,7 +382,8 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.solver_info_ = res.info
         self.theta_ = self._theta()
         if cell_noise is not None:
-            self.noise_variances_ = (self.noise_ * cell_noise).reshape(grid.shape)
+            observed_noise = np.where(np.isnan(y), np.nan, cell_noise)
+            self.noise_variances_ = (self.noise_ * observed_noise).reshape(grid.shape)
         self.kernels_ = list(self.kernel_.kernels)
         self._alpha_cache = None
         self.fit_time_ = time.perf_counter() - t0
