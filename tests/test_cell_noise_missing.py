@@ -73,9 +73,7 @@ def test_posterior_matches_dense(kind, solver, rng):
     # values at missing cells are ignored: NaN and garbage alike
     v_in = np.where(mask, np.nan, v)
     v_in[np.nonzero(mask)[0][:3], np.nonzero(mask)[1][:3]] = -7.0
-    gp = _fit(
-        coords, Y, v_in, mask, noise_bounds="fixed", solver=solver, cg_tol=CG_TOL
-    )
+    gp = _fit(coords, Y, v_in, mask, noise_bounds="fixed", solver=solver, cg_tol=CG_TOL)
     X, ref = _dense(coords, Y, v, mask)
     Xq = np.vstack([X[::5], X[:4] + 0.2])
     m, s = gp.predict(Xq, return_std=True)

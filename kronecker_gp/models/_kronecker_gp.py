@@ -99,7 +99,9 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         gradient's trace term by Hutchinson's estimator with ``n_probes``
         probes (``solver_info_.lml_std_error`` gives the LML's standard error).
         ``"auto"`` is exact while ``m <= 3000``, ``m N <= 2^24`` and
-        ``m^2 N <= 2^31`` (about a second of work).
+        ``m^2 N <= 2^31`` (about a second of work). With per-cell ``noise``
+        the same choice inverts the observed-cell preconditioner (CG to
+        1e-8 inside), and the LML and gradient are always estimated.
     cg_tol : float, default=1e-10
         Relative residual at which CG stops (``"cg"``); the posterior mean is
         then accurate to about ``cg_tol`` times the condition number of
@@ -302,7 +304,31 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If shapes disagree, coordinates repeat or values are not finite.
+            If shapes disagree, coordinates repeat or values are not finite,
+            or a per-cell ``noise`` is not positive on an observed cell.
+
+        Examples
+        --------
+        Known per-cell noise variances with missing cells (NaN in ``Y``; the
+        variance there is ignored):
+
+        >>> import numpy as np
+        >>> from sklearn.gaussian_process.kernels import RBF
+        >>> from kronecker_gp import KroneckerGP
+        >>> x, t = np.linspace(0, 1, 8), np.arange(10.0)
+        >>> Y = np.sin(4 * x)[:, None] + 0.1 * np.cos(t)[None, :]
+        >>> var = np.full(Y.shape, 1e-2)
+        >>> var[:, 5:] = 4e-2  # a noisier instrument in the second half
+        >>> Y[2, 3] = Y[5, 7] = np.nan
+        >>> gp = KroneckerGP([RBF(0.3), RBF(3.0)], noise=var, optimizer=None)
+        >>> gp = gp.fit_grid([x, t], Y)
+        >>> gp.solver_info_.path
+        'cell-noise-schur-exact'
+        >>> bool(np.isnan(gp.noise_variances_[2, 3]))
+        True
+        >>> truth = np.sin(4 * x[2]) + 0.1 * np.cos(t[3])
+        >>> bool(abs(gp.predict_grid([x, t])[2, 3] - truth) < 0.1)
+        True
         """
         grid = Grid(check_coords(coords))
         Y = as_float_array(Y, "Y", allow_nan=True)
