@@ -13,6 +13,10 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 from kronecker_gp import KroneckerGP
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.models import _cell_noise_missing
+from kronecker_gp.models._cell_noise import cell_noise_variance_correction
+from kronecker_gp.models._cell_noise_missing import observed_variance_correction_mc
+from kronecker_gp.models._missing import variance_correction_exact
 from kronecker_gp.testing import assert_allclose
 
 #: The outer CG runs to cg_tol=1e-12; the observed-cell system's condition
@@ -268,3 +272,38 @@ def test_bad_noise_shape_and_infinite(rng):
     gp = KroneckerGP(_kernels(), axes=[[0, 1], [2]], noise=np.full(50, np.nan))
     with pytest.raises(ValueError, match="noise"):
         gp.set_params(optimizer=None).fit(X, Y.reshape(-1)[:50])
+
+
+def _test_basis(gp, test):
+    cross = [
+        k(t, c) for k, t, c in zip(gp.kernels_, check_coords(test), gp.grid_.coords)
+    ]
+    return [c @ u for c, u in zip(cross, gp._post.eigvecs)]
+
+
+def test_variance_monte_carlo_is_unbiased(rng):
+    coords, Y, v = _problem(rng)
+    mask = _mask("random-0.5", Y.shape, rng)
+    gp = _fit(coords, Y, v, mask, noise_bounds="fixed", solver="exact")
+    basis = _test_basis(gp, [coords[0][:5] + 0.1, np.linspace(0, 11, 9)])
+    total = cell_noise_variance_correction(gp._system, basis, grid=True)
+    target = total - variance_correction_exact(gp._system.schur, basis, grid=True)
+    est, se = observed_variance_correction_mc(
+        gp._system, basis, grid=True, n_samples=400, rng=np.random.default_rng(0)
+    )
+    assert np.all(np.abs(est - target) <= 5 * se + 1e-12)
+    assert se.max() <= 0.1 * np.abs(total).max()
+
+
+def test_large_test_sets_use_monte_carlo(monkeypatch, rng):
+    coords, Y, v = _problem(rng)
+    mask = _mask("random-0.1", Y.shape, rng)
+    gp = _fit(coords, Y, v, mask, noise_bounds="fixed", n_probes=400)
+    test = [coords[0], np.linspace(0, 11, 50)]  # 500 points > 400 samples
+    _, s_exact = gp.predict_grid(test, return_std=True)
+    monkeypatch.setattr(_cell_noise_missing, "EXACT_VARIANCE_WORK", 0)
+    _, s_mc = gp.predict_grid(test, return_std=True)
+    assert np.abs(s_mc - s_exact).max() > 1e-10  # the sampled path was taken
+    # an unbiased estimate of the variance; 400 samples: a few % of its scale
+    var_err = np.abs(s_mc**2 - s_exact**2)
+    assert var_err.max() <= 0.1 * (s_exact**2).max()

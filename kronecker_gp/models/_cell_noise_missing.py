@@ -57,7 +57,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from kronecker_gp._typing import FloatArray, IntArray
-from kronecker_gp.models._cell_noise import CellNoiseSystem
+from kronecker_gp.linalg import face_split_matvec, kron_matvec
+from kronecker_gp.models._cell_noise import (
+    CellNoiseSystem,
+    cell_noise_variance_correction,
+)
 from kronecker_gp.models._likelihood import (
     GridPosterior,
     TraceCorrection,
@@ -67,8 +71,10 @@ from kronecker_gp.models._likelihood import (
 from kronecker_gp.models._missing import (
     SchurSystem,
     SolverInfo,
+    _n_test,
     lanczos_logdet_solve,
     missing_factorize,
+    variance_correction,
 )
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
@@ -82,6 +88,11 @@ INNER_TOL = 1e-8
 #: feed estimates whose sampling error is far larger; on the same grid the LML
 #: estimate changes by 3e-9 relative between 1e-8 and 1e-4, at half the cost.
 LANCZOS_INNER_TOL = 1e-4
+#: Predictive variances are exact (one nested CG solve per test point) while
+#: test points x (flops of one grid rotation) stays below this; above it the
+#: observed-cell part of the correction is sampled (see
+#: :func:`observed_variance_correction_mc`).
+EXACT_VARIANCE_WORK = 2**30
 #: Columns unrotated at once when summing diagonals of low-rank terms.
 _CHUNK = 256
 
@@ -346,3 +357,94 @@ def _weighted_traces(
     if system.schur.method != "exact" and k > 1:
         std = corr.scale * np.sqrt(k) * float(e1.std(ddof=1))
     return tr1, tr2, std
+
+
+def observed_variance_correction(
+    system: ObservedCellNoiseSystem,
+    v: list[FloatArray],
+    *,
+    grid: bool,
+    n_samples: int,
+    rng: np.random.Generator,
+) -> FloatArray:
+    r"""Return :math:`k_i^T P k_i - k_{i,o}^T A_{oo}^{-1} k_{i,o}` for test points.
+
+    The posterior variance is the complete-grid variance of ``K + s_bar I``
+    minus this. Exact (one preconditioned CG solve per test point) while
+    ``M N sum(n_d) <= 2^30`` or ``M <= n_samples``; above that it is split as
+    :math:`k^T (P - Z) k + k^T (Z - A_{oo}^{-1}) k`, the first part by the
+    missing-cell path (:func:`~kronecker_gp.models._missing.variance_correction`,
+    exact or Monte Carlo) and the second by the unbiased Monte Carlo estimate
+    of :func:`observed_variance_correction_mc`.
+
+    Parameters
+    ----------
+    system : ObservedCellNoiseSystem
+        The fitted observed-cell system.
+    v : list of ndarray
+        ``V_d = k_d(test_d, train_d) U_d`` per test point (``grid=False``) or
+        per test-grid axis (``grid=True``).
+    grid : bool
+        Whether ``v`` describes a test grid.
+    n_samples : int
+        Monte Carlo samples.
+    rng : numpy.random.Generator
+        Source of the samples.
+
+    Returns
+    -------
+    ndarray of shape (M,)
+    """
+    n = int(np.prod(system.post.shape))
+    rotation = n * sum(int(x.shape[1]) for x in v)
+    m_pts = _n_test(v, grid)
+    if m_pts * rotation <= EXACT_VARIANCE_WORK or m_pts <= n_samples:
+        return cell_noise_variance_correction(system, v, grid=grid)
+    schur = variance_correction(
+        system.schur, v, grid=grid, n_samples=n_samples, rng=rng
+    )
+    cells, _ = observed_variance_correction_mc(
+        system, v, grid=grid, n_samples=n_samples, rng=rng
+    )
+    return np.asarray(schur + cells)
+
+
+def observed_variance_correction_mc(
+    system: ObservedCellNoiseSystem,
+    v: list[FloatArray],
+    *,
+    grid: bool,
+    n_samples: int,
+    rng: np.random.Generator,
+) -> tuple[FloatArray, FloatArray]:
+    r"""Monte Carlo estimate of :math:`k^T (M_{oo}^{-1} - A_{oo}^{-1}) k`.
+
+    Since :math:`M_{oo}^{-1} - A_{oo}^{-1} = M_{oo}^{-1} W A_{oo}^{-1}`
+    (:math:`W = A_{oo} - M_{oo} = D_{oo} - \bar s I`), Rademacher vectors
+    :math:`u` on the observed cells give the unbiased estimate
+    :math:`E[(k^T M_{oo}^{-1} u)(k^T A_{oo}^{-1} W u)]`. Both factors are
+    localised around the test point in the cell basis, which keeps the
+    variance low: on a 10 x 12 grid it is 36 times smaller than that of
+    coupled Gaussian draws :math:`(k^T \zeta_M)^2 - (k^T \zeta_A)^2`. Each
+    sample costs one outer CG solve (batched over samples), one Schur apply
+    and one mode product over the test points.
+
+    Returns
+    -------
+    estimate : ndarray of shape (M,)
+    std_error : ndarray of shape (M,)
+        Per-point standard error of the estimate.
+    """
+    u = rng.choice([-1.0, 1.0], size=(system.d.size, n_samples))
+    u = system.observed[:, None] * u
+    w = np.where(system.observed, system.d - system.s_bar, 0.0)
+    m_u_rot = system.schur.observed_solve_rot(system.rot(u))
+    a_wu_rot = system.rot(system.solve(w[:, None] * u))
+
+    def project(w_rot: FloatArray) -> FloatArray:
+        if grid:
+            return kron_matvec(v, w_rot)
+        return np.column_stack([face_split_matvec(v, w) for w in w_rot.T])
+
+    terms = project(m_u_rot) * project(a_wu_rot)
+    return terms.mean(axis=1), terms.std(axis=1, ddof=1) / np.sqrt(n_samples)

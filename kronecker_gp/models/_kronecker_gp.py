@@ -24,6 +24,10 @@ from kronecker_gp.models._cell_noise import (
     cell_noise_covariance_correction,
     cell_noise_variance_correction,
 )
+from kronecker_gp.models._cell_noise_missing import (
+    ObservedCellNoiseSystem,
+    observed_variance_correction,
+)
 from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin, _sort_axis
 from kronecker_gp.models._missing import covariance_correction, variance_correction
 from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
@@ -800,6 +804,14 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         return covariance_correction(self._system, v)
 
     def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
+        if isinstance(self._system, ObservedCellNoiseSystem):
+            return observed_variance_correction(
+                self._system,
+                v,
+                grid=grid,
+                n_samples=int(self.n_probes),
+                rng=np.random.default_rng(self._solver.seed),
+            )
         if isinstance(self._system, CellNoiseSystem):
             return cell_noise_variance_correction(self._system, v, grid=grid)
         assert self._system is not None
