@@ -105,7 +105,7 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         ``"auto"`` is exact while ``m <= 3000``, ``m N <= 2^24`` and
         ``m^2 N <= 2^31`` (about a second of work). With per-cell ``noise``
         the same choice inverts the observed-cell preconditioner (CG to
-        1e-8 inside), and the LML and gradient are always estimated.
+        1e-6 inside), and the LML and gradient are always estimated.
     cg_tol : float, default=1e-10
         Relative residual at which CG stops (``"cg"``); the posterior mean is
         then accurate to about ``cg_tol`` times the condition number of
