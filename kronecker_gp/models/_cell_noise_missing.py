@@ -46,8 +46,23 @@ trace :math:`\operatorname{tr}(A_{oo}^{-1} X) = \operatorname{tr}(M_{oo}^{-1}
 X) + E[(G(\hat C^{-1} z - z))^T X\, G z]`. ``solver_info_.lml_std_error``
 bounds the estimator's standard error (its parts added conservatively).
 
-Memory is :math:`O(N k)` for ``k`` probe vectors (times the Lanczos steps),
-plus the ``m x N`` arrays of the exact Schur path.
+Predictions reuse the complete-grid formulas with the weights
+:math:`\alpha = E_o A_{oo}^{-1} y_o`; the predictive variance adds
+:math:`k^T P k - k_o^T A_{oo}^{-1} k_o`, exact (one nested CG solve per test
+point) for few test points and otherwise the missing-cell correction plus an
+unbiased Monte Carlo estimate of :math:`k^T M_{oo}^{-1} W A_{oo}^{-1} k`.
+
+Cost: every outer iteration applies :math:`P_{mm}^{-1}` once, i.e. a Cholesky
+solve (exact Schur path) or about 5-10 inner Jacobi-CG iterations of two grid
+rotations each; memory is :math:`O(N k)` for ``k`` probe vectors (times the
+Lanczos steps), plus the ``m x N`` arrays of the exact Schur path.
+
+References
+----------
+.. [1] Saatci, Y. (2011). Scalable Inference for Structured Gaussian Process
+   Models. PhD thesis, University of Cambridge, sec. 5.3.
+.. [2] Ubaru, S., Chen, J. and Saad, Y. (2017). Fast estimation of tr(f(A)) via
+   stochastic Lanczos quadrature. SIAM J. Matrix Anal. Appl. 38(4).
 """
 
 from __future__ import annotations
