@@ -17,7 +17,7 @@ from kronecker_gp.models import _cell_noise_missing
 from kronecker_gp.models._cell_noise import cell_noise_variance_correction
 from kronecker_gp.models._cell_noise_missing import observed_variance_correction_mc
 from kronecker_gp.models._missing import variance_correction_exact
-from kronecker_gp.testing import assert_allclose
+from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 #: The outer CG runs to cg_tol=1e-12; the observed-cell system's condition
 #: number is at most the noise spread (20 here).
@@ -307,3 +307,27 @@ def test_large_test_sets_use_monte_carlo(monkeypatch, rng):
     # an unbiased estimate of the variance; 400 samples: a few % of its scale
     var_err = np.abs(s_mc**2 - s_exact**2)
     assert var_err.max() <= 0.1 * (s_exact**2).max()
+
+
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_constant_variances_reduce_to_scalar_noise(solver, rng):
+    # W = D - s_bar I = 0: C_hat = I, so only the missing-cell part remains
+    coords, Y, _ = _problem(rng)
+    mask = _mask("random-0.5", Y.shape, rng)
+    gp = _fit(coords, Y, np.full(Y.shape, 0.05), mask, solver=solver)
+    theta = np.array([0.3, 0.2, 1.5, np.log(0.7)])
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    theta_ref = np.r_[theta[:-1], theta[-1] + np.log(0.05)]
+    ref = _fit(coords, Y, 0.05, mask, solver=solver)
+    lml_ref, grad_ref = ref.log_marginal_likelihood(theta_ref, eval_gradient=True)
+    assert_allclose(lml, lml_ref, rtol=EIG_RTOL)
+    scale = np.abs(grad).max()
+    assert_allclose(grad[:-1], grad_ref[:-1], rtol=EIG_RTOL, atol=EIG_RTOL * scale)
+    if solver == "exact":
+        assert_allclose(grad[-1], grad_ref[-1], rtol=EIG_RTOL)
+    else:
+        # the noise entry's trace estimate skips the missing cells (where the
+        # scalar path's estimate is noise around zero): compare with the truth
+        exact = _fit(coords, Y, 0.05, mask, solver="exact")
+        truth = exact.log_marginal_likelihood(theta_ref, eval_gradient=True)[1][-1]
+        assert abs(grad[-1] - truth) <= 0.05 * abs(truth)
