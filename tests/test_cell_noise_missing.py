@@ -156,13 +156,14 @@ def _dense_lml(coords, Y, v, mask, theta):
     return ref.log_marginal_likelihood(theta[:-1])
 
 
-def test_gradient_matches_finite_differences(rng):
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_gradient_matches_finite_differences(solver, rng):
     coords, Y, v = _problem(rng)
     mask = _mask("block-outage", Y.shape, rng)
     theta = np.array([0.2, 0.1, 1.4, np.log(1.5)])
     grads = []
     for seed in range(8):
-        gp = _fit(coords, Y, v, mask, random_state=seed)
+        gp = _fit(coords, Y, v, mask, random_state=seed, solver=solver)
         grads.append(gp.log_marginal_likelihood(theta, eval_gradient=True)[1])
     grads = np.array(grads)
     eps = 1e-5
