@@ -24,6 +24,10 @@ from kronecker_gp.models._cell_noise import (
     cell_noise_covariance_correction,
     cell_noise_variance_correction,
 )
+from kronecker_gp.models._cell_noise_missing import (
+    ObservedCellNoiseSystem,
+    observed_variance_correction,
+)
 from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin, _sort_axis
 from kronecker_gp.models._missing import covariance_correction, variance_correction
 from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
@@ -63,12 +67,16 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         (the initial value when it is optimised; with ``normalize_y``, in
         normalised units, as sklearn's ``alpha``). An array gives known
         per-cell noise variances in data units, shaped like ``Y``
-        (:meth:`fit_grid`) or ``y`` (:meth:`fit`), on a complete grid; the
-        noise is then ``noise_ * noise`` with the common scale ``noise_``
-        learned within ``noise_bounds`` (start 1; ``"fixed"`` keeps 1). That
+        (:meth:`fit_grid`) or ``y`` (:meth:`fit`); the noise is then
+        ``noise_ * noise`` with the common scale ``noise_`` learned within
+        ``noise_bounds`` (start 1; ``"fixed"`` keeps 1). Where ``Y`` is NaN
+        (a missing cell) the array may hold NaN or any finite value, which is
+        ignored; every observed cell needs a positive finite variance. That
         system is solved by CG preconditioned with the Kronecker eigenbasis of
-        ``K + s I`` (``s`` the geometric mean of the variances) to ``cg_tol``,
-        and its LML and gradient are estimated as on the ``"cg"`` path.
+        ``K + s I`` (``s`` the geometric mean of the observed variances) to
+        ``cg_tol``; with missing cells the CG runs on the observed cells and
+        the preconditioner is inverted through the Schur complement of
+        ``solver``. The LML and gradient are estimated as on the ``"cg"`` path.
     noise_bounds : pair of float or "fixed", default=(1e-6, 1e5)
         Bounds on ``noise`` during optimisation; ``"fixed"`` keeps it.
     optimizer : "fmin_l_bfgs_b", callable or None, default="fmin_l_bfgs_b"
@@ -95,7 +103,9 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         gradient's trace term by Hutchinson's estimator with ``n_probes``
         probes (``solver_info_.lml_std_error`` gives the LML's standard error).
         ``"auto"`` is exact while ``m <= 3000``, ``m N <= 2^24`` and
-        ``m^2 N <= 2^31`` (about a second of work).
+        ``m^2 N <= 2^31`` (about a second of work). With per-cell ``noise``
+        the same choice inverts the observed-cell preconditioner (CG to
+        1e-6 inside), and the LML and gradient are always estimated.
     cg_tol : float, default=1e-10
         Relative residual at which CG stops (``"cg"``); the posterior mean is
         then accurate to about ``cg_tol`` times the condition number of
@@ -134,7 +144,8 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
     noise_ : float
         The fitted noise variance (with per-cell ``noise``: the fitted scale).
     noise_variances_ : ndarray of shape grid_.shape
-        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid.
+        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid
+        (NaN on missing cells).
     theta_ : ndarray
         Fitted log-hyperparameters: the factors' thetas, then ``log(noise_)``
         unless the noise is fixed.
@@ -153,7 +164,9 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
     fit_time_ : float
         Wall time of the last ``fit`` in seconds.
     solver_info_ : SolverInfo
-        The path taken (``"complete"``, ``"schur-exact"`` or ``"schur-cg"``),
+        The path taken (``"complete"``, ``"schur-exact"``, ``"schur-cg"``,
+        ``"cell-noise-cg"``, or with per-cell noise and missing cells
+        ``"cell-noise-schur-exact"`` / ``"cell-noise-schur-cg"``),
         number of missing cells, CG iterations and residual, and the standard
         error of an estimated LML.
 
@@ -297,7 +310,31 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If shapes disagree, coordinates repeat or values are not finite.
+            If shapes disagree, coordinates repeat or values are not finite,
+            or a per-cell ``noise`` is not positive on an observed cell.
+
+        Examples
+        --------
+        Known per-cell noise variances with missing cells (NaN in ``Y``; the
+        variance there is ignored):
+
+        >>> import numpy as np
+        >>> from sklearn.gaussian_process.kernels import RBF
+        >>> from kronecker_gp import KroneckerGP
+        >>> x, t = np.linspace(0, 1, 8), np.arange(10.0)
+        >>> Y = np.sin(4 * x)[:, None] + 0.1 * np.cos(t)[None, :]
+        >>> var = np.full(Y.shape, 1e-2)
+        >>> var[:, 5:] = 4e-2  # a noisier instrument in the second half
+        >>> Y[2, 3] = Y[5, 7] = np.nan
+        >>> gp = KroneckerGP([RBF(0.3), RBF(3.0)], noise=var, optimizer=None)
+        >>> gp = gp.fit_grid([x, t], Y)
+        >>> gp.solver_info_.path
+        'cell-noise-schur-exact'
+        >>> bool(np.isnan(gp.noise_variances_[2, 3]))
+        True
+        >>> truth = np.sin(4 * x[2]) + 0.1 * np.cos(t[3])
+        >>> bool(abs(gp.predict_grid([x, t])[2, 3] - truth) < 0.1)
+        True
         """
         grid = Grid(check_coords(coords))
         Y = as_float_array(Y, "Y", allow_nan=True)
@@ -377,7 +414,8 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.solver_info_ = res.info
         self.theta_ = self._theta()
         if cell_noise is not None:
-            self.noise_variances_ = (self.noise_ * cell_noise).reshape(grid.shape)
+            observed_noise = np.where(np.isnan(y), np.nan, cell_noise)
+            self.noise_variances_ = (self.noise_ * observed_noise).reshape(grid.shape)
         self.kernels_ = list(self.kernel_.kernels)
         self._alpha_cache = None
         self.fit_time_ = time.perf_counter() - t0
@@ -511,16 +549,16 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         )
 
     def _check_cell_noise(self, v: FloatArray, missing: FloatArray) -> FloatArray:
-        if missing.size:
-            raise ValueError(
-                "per-cell noise needs a complete grid (after dropping empty slices); "
-                f"Y has {missing.size} other missing cells. Use a scalar noise, or "
-                "fit on a complete sub-grid."
-            )
-        if np.any(~np.isfinite(v)) or np.any(v <= 0):
+        # values on missing cells carry no information: accept NaN or anything
+        v = v.copy()
+        v[missing] = np.nan
+        seen = v[~np.isnan(v)]
+        n_nan = v.size - missing.size - seen.size
+        if n_nan or np.any(seen <= 0):
             raise ValueError(
                 "noise given per cell must be positive and finite on every observed "
-                f"cell; got min {np.nanmin(v)!r} and {int(np.isnan(v).sum())} NaN."
+                f"cell; got min {float(seen.min(initial=np.inf))!r} and {n_nan} NaN on "
+                "observed cells. Give NaN (or any value) only where Y is NaN."
             )
         return v / self.y_train_std_**2
 
@@ -769,6 +807,14 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         return covariance_correction(self._system, v)
 
     def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
+        if isinstance(self._system, ObservedCellNoiseSystem):
+            return observed_variance_correction(
+                self._system,
+                v,
+                grid=grid,
+                n_samples=int(self.n_probes),
+                rng=np.random.default_rng(self._solver.seed),
+            )
         if isinstance(self._system, CellNoiseSystem):
             return cell_noise_variance_correction(self._system, v, grid=grid)
         assert self._system is not None

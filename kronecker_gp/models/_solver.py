@@ -9,6 +9,7 @@ import numpy as np
 
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.models._cell_noise import CellNoiseSystem, cell_noise_factorize
+from kronecker_gp.models._cell_noise_missing import cell_noise_missing_factorize
 from kronecker_gp.models._likelihood import (
     GridPosterior,
     factorize,
@@ -50,7 +51,7 @@ class GridSolver:
         estimated objective is a deterministic function of theta.
     cell_noise : ndarray of shape (N,) or None
         Known per-cell noise variances ``v``; the noise is then ``noise * v``
-        (``noise`` a learned scale) and the grid must be complete.
+        (``noise`` a learned scale). Entries on missing cells are ignored.
     """
 
     y: FloatArray
@@ -73,6 +74,22 @@ class GridSolver:
     ) -> SolveResult:
         """Factorise, and return weights, LML and (optionally) its gradient."""
         want_grad = grad_grams is not None
+        if self.cell_noise is not None and self.missing is not None:
+            post, lml, grad, on_obs, info = cell_noise_missing_factorize(
+                grams,
+                noise * self.cell_noise,
+                self.y,
+                self.missing,
+                grad_grams=grad_grams,
+                noise_free=noise_free,
+                need_lml=need_lml,
+                method=self.method,
+                tol=self.tol,
+                max_iter=self.max_iter,
+                n_probes=self.n_probes,
+                rng=np.random.default_rng(self.seed),
+            )
+            return SolveResult(post, lml, grad, on_obs, info)
         if self.cell_noise is not None:
             post, lml, grad, cells, info = cell_noise_factorize(
                 grams,
