@@ -53,7 +53,7 @@ class StateSpaceMixin:
         if (
             isinstance(choice, bool)
             or not isinstance(choice, numbers.Integral)
-            or not (0 <= choice < len(grid.shape))
+            or not (0 <= int(choice) < len(grid.shape))
         ):
             raise ValueError(
                 f'state_space must be "auto", None or an axis index in '

@@ -21,7 +21,7 @@ def maximise_lml(
     theta0: FloatArray,
     bounds: FloatArray,
     *,
-    optimizer: str | Callable[..., Any],
+    optimizer: str | Callable[..., Any] | None,
     n_restarts: int,
     random_state: Any,
     verbose: int = 0,
@@ -42,8 +42,8 @@ def maximise_lml(
         The first start.
     bounds : ndarray of shape (n_theta, 2)
         Log-space bounds.
-    optimizer : "fmin_l_bfgs_b" or callable
-        The optimiser.
+    optimizer : "fmin_l_bfgs_b", callable or None
+        The optimiser; None returns ``theta0`` unchanged.
     n_restarts : int
         Extra starts.
     random_state : int, RandomState instance or None
@@ -63,6 +63,8 @@ def maximise_lml(
     ValueError
         If restarts are asked for with an infinite bound.
     """
+    if optimizer is None:
+        return np.asarray(theta0, dtype=float)
     count = [0]
 
     def obj(theta: FloatArray) -> tuple[float, FloatArray]:
