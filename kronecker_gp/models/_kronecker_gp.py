@@ -382,6 +382,14 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         ):
             # the filtering route needs a scalar noise: "auto" falls back to the
             # eigen route (an explicit axis raises below)
+            warnings.warn(
+                f"axis {ssm_axis} has {grid.shape[ssm_axis]} points, but per-cell "
+                "noise is not taken by the state-space route: that axis goes "
+                "through its eigendecomposition (cubic in its length). Use a "
+                "scalar noise for the Kalman route.",
+                UserWarning,
+                stacklevel=3,
+            )
             ssm_axis = None
         if ssm_axis is not None:
             grid, y = _sort_axis(grid, y, ssm_axis)
