@@ -39,6 +39,7 @@ from sklearn.exceptions import ConvergenceWarning
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import face_split_gram, face_split_matvec, kron_matvec
 from kronecker_gp.models._likelihood import GridPosterior, TraceCorrection
+from kronecker_gp.models._slq import lanczos_logdet_solve
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -286,108 +287,6 @@ class SchurSystem(CGRecorder):
         q = self.post.inv_lam[:, None] * self._f.T  # U^T P E_m, shape (N, m)
         r = scipy.linalg.cho_solve(self._chol, q.T).T
         return TraceCorrection(np.asarray(r), q, 1.0)
-
-
-def lanczos_logdet_solve(
-    matvec: Callable[[FloatArray], FloatArray],
-    probes: FloatArray,
-    *,
-    max_steps: int = 100,
-    tol: float = 1e-6,
-) -> tuple[float, float, FloatArray, int]:
-    r"""Stochastic Lanczos quadrature of :math:`\operatorname{tr}\log N` plus solves.
-
-    ``N`` is symmetric positive definite with unit diagonal (the Jacobi-scaled
-    :math:`P_{mm}`). One Lanczos run per probe ``z`` (vectorised over probes,
-    full reorthogonalisation) gives both
-
-    * the quadrature :math:`z^T f(N) z \approx \|z\|^2 \sum_j \tau_j^2
-      f(\theta_j)` for :math:`f(x) = \log x - x + 1`, so that
-      :math:`\operatorname{tr}\log N = \operatorname{tr} f(N) +
-      \operatorname{tr}(N - I)` with the last term exactly zero and ``f``
-      second order in :math:`N - I` (small probe variance), and
-    * the solve :math:`N^{-1} z \approx \|z\| V_k T_k^{-1} e_1` (the CG
-      iterate), run until every probe's residual is below ``tol``.
-
-    Parameters
-    ----------
-    matvec : callable
-        ``V (m, k) -> N V``.
-    probes : ndarray of shape (m, k)
-        Rademacher probe vectors.
-    max_steps : int, default=100
-        Lanczos step cap.
-    tol : float, default=1e-6
-        Relative residual of the solves at which to stop; the solves only feed
-        Hutchinson estimates whose sampling error is far larger.
-
-    Returns
-    -------
-    trace : float
-        Estimate of :math:`\operatorname{tr}\log N`.
-    std_error : float
-        Its standard error over the probes.
-    solves : ndarray of shape (m, k)
-        :math:`N^{-1} z` for each probe.
-    steps : int
-        Lanczos steps taken.
-    """
-    m, k = probes.shape
-    norms = np.linalg.norm(probes, axis=0)
-    basis = [probes / norms]
-    alphas: list[FloatArray] = []
-    betas: list[FloatArray] = []
-    q_prev, beta_prev = np.zeros_like(probes), np.zeros(k)
-    for step in range(1, min(max_steps, m) + 1):
-        q = basis[-1]
-        w = matvec(q)
-        a = np.sum(q * w, axis=0)
-        w = w - a * q - beta_prev * q_prev
-        for _ in range(2):  # full reorthogonalisation; twice is enough
-            for v in basis:
-                w -= np.sum(v * w, axis=0) * v
-        b = np.linalg.norm(w, axis=0)
-        alphas.append(a)
-        betas.append(b)
-        q_prev, beta_prev = q, b
-        basis.append(w / np.where(b > 0, b, 1.0))
-        if step % 5 == 0 or step == min(max_steps, m):
-            _, _, res = _lanczos_probe_results(alphas, betas, basis, norms)
-            if np.all(res <= tol):
-                break
-    trace_terms, solves_coef, _ = _lanczos_probe_results(alphas, betas, basis, norms)
-    v = np.stack(basis[: len(alphas)])  # (steps, m, k)
-    solves = np.einsum("smk,sk->mk", v, solves_coef)
-    std = float(trace_terms.std(ddof=1) / np.sqrt(k)) if k > 1 else 0.0
-    return float(trace_terms.mean()), std, solves, len(alphas)
-
-
-def _lanczos_probe_results(
-    alphas: list[FloatArray],
-    betas: list[FloatArray],
-    basis: list[FloatArray],
-    norms: FloatArray,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per probe: quadrature term, solve coefficients (steps, k), residual."""
-    alpha, beta = np.array(alphas), np.array(betas)
-    steps, k = alpha.shape
-    terms, res = np.empty(k), np.empty(k)
-    coef = np.zeros((steps, k))
-    for s in range(k):
-        scale = max(1.0, float(np.abs(alpha[:, s]).max()))
-        small = np.nonzero(beta[:, s] <= 1e-12 * scale)[0]
-        length = int(small[0]) + 1 if small.size else steps
-        theta, vecs = scipy.linalg.eigh_tridiagonal(
-            alpha[:length, s], beta[: length - 1, s]
-        )
-        theta = np.maximum(theta, np.finfo(float).tiny)
-        tau = vecs[0, :]
-        terms[s] = norms[s] ** 2 * float(np.sum(tau**2 * (np.log(theta) - theta + 1.0)))
-        # T^{-1} e_1 = V diag(1/theta) V^T e_1
-        y = vecs @ (tau / theta)
-        coef[:length, s] = norms[s] * y
-        res[s] = 0.0 if small.size else float(beta[length - 1, s] * abs(y[-1]))
-    return terms, coef, res
 
 
 def missing_factorize(
