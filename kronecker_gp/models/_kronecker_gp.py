@@ -90,12 +90,13 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         use the Schur complement :math:`P_{mm}` of :math:`(K + sI)^{-1}` on the
         missing cells. ``"exact"`` forms and factors it (exact LML and
         gradient; cost :math:`O(m^2 N)` for ``m`` missing cells); ``"cg"``
-        solves by Jacobi-preconditioned CG to ``cg_tol`` and estimates
-        :math:`\log|P_{mm}|` by stochastic Lanczos quadrature and the
-        gradient's trace term by Hutchinson's estimator with ``n_probes``
-        probes (``solver_info_.lml_std_error`` gives the LML's standard error).
-        ``"auto"`` is exact while ``m <= 3000``, ``m N <= 2^24`` and
-        ``m^2 N <= 2^31`` (about a second of work).
+        solves by block-Jacobi-preconditioned CG to ``cg_tol`` and, above the
+        exact bounds below (under them it still factors :math:`P_{mm}` for the
+        log-determinant), estimates :math:`\log|P_{mm}|` by stochastic Lanczos
+        quadrature and the gradient's trace term by Hutchinson's estimator
+        with ``n_probes`` probes (``solver_info_.lml_std_error`` gives the
+        LML's standard error). ``"auto"`` is exact while ``m <= 3000``,
+        ``m N <= 2^24`` and ``m^2 N <= 2^31`` (about a second of work).
     cg_tol : float, default=1e-10
         Relative residual at which CG stops (``"cg"``); the posterior mean is
         then accurate to about ``cg_tol`` times the condition number of
@@ -634,6 +635,7 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             res = self._solve(self.kernel_.factor_grams(self.grid_.coords))
             self._lml_value = float(res.lml)
             self.solver_info_.lml_std_error = res.info.lml_std_error
+            self.solver_info_.extra.update(res.info.extra)
         return float(self._lml_value)
 
     # --------------------------------------------------------------- prediction
