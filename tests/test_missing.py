@@ -9,7 +9,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteK
 from kronecker_gp import KroneckerGP
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models import _block_jacobi, _missing
+from kronecker_gp.models import _block_jacobi, _kronecker_gp, _missing
 from kronecker_gp.models._block_jacobi import BlockJacobi
 from kronecker_gp.models._likelihood import GridPosterior
 from kronecker_gp.models._missing import (
@@ -18,6 +18,7 @@ from kronecker_gp.models._missing import (
     variance_correction_exact,
     variance_correction_mc,
 )
+from kronecker_gp.models._solver import GridSolver
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 NOISE = 0.01
@@ -332,3 +333,25 @@ def test_block_jacobi_matches_dense_blocks(shape, block_size, rng):
     whitened = l_inv @ pmm @ l_inv.T
     assert_allclose(np.diag(whitened), np.ones(missing.size), rtol=EIG_RTOL)
     assert_allclose(whitened[coupled], eye[coupled], rtol=EIG_RTOL, atol=1e-10)
+
+
+def test_search_uses_looser_cg_tol_and_refit_uses_cg_tol(rng, monkeypatch):
+    coords, Y = _problem(rng)
+    Yn = np.where(rng.random(Y.shape) < 0.3, np.nan, Y)
+    tols = []
+    solve = GridSolver.solve
+
+    def recording(self, *args, **kwargs):
+        tols.append(self.tol)
+        return solve(self, *args, **kwargs)
+
+    monkeypatch.setattr(GridSolver, "solve", recording)
+    gp = KroneckerGP(_kernels(), noise=0.1, solver="cg", random_state=0)
+    gp.fit_grid(coords, Yn)
+    assert set(tols[:-1]) == {_kronecker_gp.SEARCH_CG_TOL} and tols[-1] == 1e-10
+    assert gp.solver_info_.residual <= 1e-10
+    monkeypatch.setattr(_kronecker_gp, "SEARCH_CG_TOL", 0.0)
+    tight = KroneckerGP(_kernels(), noise=0.1, solver="cg", random_state=0)
+    tight.fit_grid(coords, Yn)
+    # the optimum moves far less than the estimator's error would move it
+    assert np.abs(gp.theta_ - tight.theta_).max() < 1e-3
