@@ -200,6 +200,9 @@ class SchurSystem(CGRecorder):
         Relative residual at which CG stops.
     max_iter : int
         CG iteration cap; non-convergence warns with the residual reached.
+    block_axis : int or None, default=None
+        Grid axis of the block-Jacobi factor (CG path); None chooses it with
+        :func:`~kronecker_gp.models._block_jacobi.best_axis`.
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class SchurSystem(CGRecorder):
         method: str = "auto",
         tol: float = 1e-10,
         max_iter: int = 2000,
+        block_axis: int | None = None,
     ) -> None:
         self.post = post
         self.missing = np.asarray(missing, dtype=np.intp)
@@ -232,7 +236,7 @@ class SchurSystem(CGRecorder):
         if method == "exact":
             self._factor_exact()
         else:
-            self.block = BlockJacobi(post, self.missing)
+            self.block = BlockJacobi(post, self.missing, axis=block_axis)
         self.iterations = 0
         self.residual = 0.0
 
@@ -314,6 +318,7 @@ def missing_factorize(
     rng: np.random.Generator,
     eval_gradient: bool,
     need_lml: bool = True,
+    block_axis: int | None = None,
 ) -> tuple[GridPosterior, float, SchurSystem, TraceCorrection | None, SolverInfo]:
     r"""Exact posterior weights, LML and gradient correction given observed cells.
 
@@ -352,6 +357,9 @@ def missing_factorize(
         If False (and no gradient), skip the log-determinant on the CG path
         and return NaN for the LML: the posterior weights alone cost a few
         tens of CG iterations.
+    block_axis : int or None, default=None
+        Axis of the block-Jacobi factor on the CG path (see
+        :class:`SchurSystem`); the one used is ``info.extra["block_axis"]``.
 
     Returns
     -------
@@ -366,13 +374,17 @@ def missing_factorize(
     info : SolverInfo
         Path, iterations, residual and the LML's standard error.
     """
-    system = SchurSystem(post, missing, method=method, tol=tol, max_iter=max_iter)
+    system = SchurSystem(
+        post, missing, method=method, tol=tol, max_iter=max_iter, block_axis=block_axis
+    )
     rot = [u.T for u in post.eigvecs]
     y_rot = kron_matvec(rot, y_pad)
     alpha_rot = system.observed_solve_rot(y_rot[:, None])[:, 0]
     lam = 1.0 / post.inv_lam
     n_obs = y_pad.size - system.n_missing
     info = SolverInfo(path=f"schur-{system.method}", n_missing=system.n_missing)
+    if system.block is not None:
+        info.extra["block_axis"] = system.block.axis
     correction = None
     if not (need_lml or eval_gradient) and system.method != "exact":
         logdet_pmm = np.nan
@@ -414,7 +426,7 @@ def _logdet_estimate(
 
     tr_f, std, solves, steps = lanczos_logdet_solve(whitened, probes)
     info.lml_std_error = 0.5 * std
-    info.extra.update(logdet="slq", lanczos_steps=steps, block_axis=block.axis)
+    info.extra.update(logdet="slq", lanczos_steps=steps)
     if not eval_gradient:
         return block.logdet + tr_f, None
     inv = system.post.inv_lam[:, None]
