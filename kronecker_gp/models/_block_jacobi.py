@@ -165,7 +165,7 @@ class _Layout:
         )
         self.pos = _runs(line, idx[axis], block_size)
         self.h = _line_weights(post, axis)[line[self.pos[:, 0]]]
-        self.rows = post.eigvecs[axis][idx[axis]]  # (m, n_axis)
+        self.u, self.along = post.eigvecs[axis], idx[axis]
 
     @property
     def n_blocks(self) -> int:
@@ -177,7 +177,7 @@ class _Layout:
             sl = slice(lo, lo + _BATCH)
             pos = self.pos[sl]
             pad = pos < 0
-            rows = self.rows[np.where(pad, 0, pos)]  # (nb, b, n_axis)
+            rows = self.u[self.along[np.where(pad, 0, pos)]]  # (nb, b, n_axis)
             rows[pad] = 0.0
             blocks = (rows * self.h[sl, None, :]) @ rows.transpose(0, 2, 1)
             i = np.arange(pos.shape[1])
