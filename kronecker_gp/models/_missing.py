@@ -17,12 +17,28 @@ zero-padded data and :math:`P_{mm} c = (P \tilde y)_m`, vanish on the missing
 cells and equal :math:`A_{oo}^{-1} y_o` on the observed ones, so prediction
 reuses the complete-grid formulas.
 
+On the CG path :math:`P_{mm}` is preconditioned by its block-Jacobi part
+:math:`C = L L^T` (runs of missing cells along one grid axis, see
+:mod:`~kronecker_gp.models._block_jacobi`), and beyond the exact path's size
+bounds :math:`\log|P_{mm}| = \log|C| + \log|L^{-1} P_{mm} L^{-T}|` with the
+second term estimated by stochastic Lanczos quadrature (run through CG, so
+the memory is :math:`O(m k)` for ``k`` probes, see
+:mod:`~kronecker_gp.models._slq`). Its standard error is the probe spread
+over :math:`\sqrt{k}`; it grows as :math:`\sqrt{m}` while the LML grows as
+``N``. Measured with 32 probes (random 30 % missing, benchmark problem of
+``benchmarks/bench_missing.py``): 1.0e-4 of the LML at 40 x 50, 5.5e-5 at
+60 x 80; within the exact bounds (``m <= 3000``, ``m N <= 2^24``,
+``m^2 N <= 2^31``) the CG path takes the log-determinant from a Cholesky
+factor instead, exactly.
+
 References
 ----------
 .. [1] Saatci, Y. (2011). Scalable Inference for Structured Gaussian Process
    Models. PhD thesis, University of Cambridge, sec. 5.3 (missing inputs).
 .. [2] Ubaru, S., Chen, J. and Saad, Y. (2017). Fast estimation of tr(f(A)) via
    stochastic Lanczos quadrature. SIAM J. Matrix Anal. Appl. 38(4).
+.. [3] Saad, Y. (2003). Iterative Methods for Sparse Linear Systems, 2nd ed.,
+   SIAM, sec. 10.2 (block-Jacobi preconditioning).
 """
 
 from __future__ import annotations
