@@ -70,6 +70,8 @@ EXACT_MAX_MISSING = 3000
 #: while test points x (flops of one grid rotation) stays below this; above it
 #: the missing-cell correction is sampled (one CG solve per sample).
 EXACT_VARIANCE_WORK = 2**33
+#: Columns per pass of P_mm products on the CG path (bounds grid temporaries).
+MATVEC_COLUMNS = 8
 
 
 @dataclass
@@ -234,8 +236,6 @@ class SchurSystem(CGRecorder):
         self.post = post
         self.missing = np.asarray(missing, dtype=np.intp)
         self.tol, self.max_iter = tol, max_iter
-        idx = np.unravel_index(self.missing, post.shape)
-        self._rows = [u[i, :] for u, i in zip(post.eigvecs, idx)]
         m, n = self.missing.size, int(np.prod(post.shape))
         #: whether forming and factoring P_mm is cheap (the exact path's bounds)
         self.small = (
@@ -259,8 +259,10 @@ class SchurSystem(CGRecorder):
     def _factor_exact(self) -> tuple[FloatArray, bool]:
         """Form ``U[missing, :]`` and the Cholesky factor of ``P_mm`` (once)."""
         if self._chol is None:
-            self._f = face_split_rows(self._rows)  # (m, N): U[missing, :]
-            pmm = face_split_gram(self._rows, self.post.inv_lam)
+            idx = np.unravel_index(self.missing, self.post.shape)
+            rows = [u[i, :] for u, i in zip(self.post.eigvecs, idx)]  # (m, n_d)
+            self._f = face_split_rows(rows)  # (m, N): U[missing, :]
+            pmm = face_split_gram(rows, self.post.inv_lam)
             try:
                 self._chol = scipy.linalg.cho_factor(pmm, lower=True)
             except np.linalg.LinAlgError:
@@ -289,8 +291,17 @@ class SchurSystem(CGRecorder):
         return kron_matvec(self.post.eigvecs, x_rot)[self.missing]
 
     def pmm_matvec(self, v: FloatArray) -> FloatArray:
-        """Return ``P_mm v`` for ``v`` of shape (m, k)."""
-        return self.take_missing(self.post.inv_lam[:, None] * self.pad_rot(v))
+        """Return ``P_mm v`` for ``v`` of shape (m, k).
+
+        Columns go through the grid in chunks of ``MATVEC_COLUMNS``, so the
+        temporaries are ``(N, MATVEC_COLUMNS)`` however many probes there are.
+        """
+        out = np.empty_like(v)
+        for lo in range(0, v.shape[1], MATVEC_COLUMNS):
+            sl = slice(lo, lo + MATVEC_COLUMNS)
+            rot = self.post.inv_lam[:, None] * self.pad_rot(v[:, sl])
+            out[:, sl] = self.take_missing(rot)
+        return out
 
     def pmm_solve(self, b: FloatArray) -> FloatArray:
         """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k), recording CG statistics."""
@@ -445,13 +456,21 @@ def _logdet_estimate(
     info.extra.update(logdet="slq", lanczos_steps=steps)
     if not eval_gradient:
         return block.logdet + tr_f, None
-    inv = system.post.inv_lam[:, None]
     correction = TraceCorrection(
-        inv * system.pad_rot(block.half_inv_t(solves)),
-        inv * system.pad_rot(block.half_inv_t(probes)),
+        _p_columns(system, block.half_inv_t(solves)),
+        _p_columns(system, block.half_inv_t(probes)),
         1.0 / probes.shape[1],
     )
     return block.logdet + tr_f, correction
+
+
+def _p_columns(system: SchurSystem, c: FloatArray) -> FloatArray:
+    """Return ``U^T P E_m c`` (N, k), ``MATVEC_COLUMNS`` columns at a time."""
+    out = np.empty((system.post.inv_lam.size, c.shape[1]))
+    for lo in range(0, c.shape[1], MATVEC_COLUMNS):
+        sl = slice(lo, lo + MATVEC_COLUMNS)
+        out[:, sl] = system.post.inv_lam[:, None] * system.pad_rot(c[:, sl])
+    return out
 
 
 def _test_rows(v: list[FloatArray], grid: bool, sl: slice) -> FloatArray:
