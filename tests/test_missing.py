@@ -366,3 +366,16 @@ def test_search_uses_looser_cg_tol_and_refit_uses_cg_tol(rng, monkeypatch):
     tight.fit_grid(coords, Yn)
     # the optimum moves far less than the estimator's error would move it
     assert np.abs(gp.theta_ - tight.theta_).max() < 1e-3
+
+
+def test_pmm_matvec_in_column_chunks_matches_dense(rng):
+    coords, Y = _problem(rng, ns=5, nt=6)
+    mask = rng.random(Y.shape) < 0.4
+    gp = KroneckerGP(_kernels(), noise=NOISE, optimizer=None).fit_grid(coords, Y)
+    missing = np.flatnonzero(mask)
+    system = SchurSystem(gp._post, missing, method="cg")
+    kk = KroneckerKernel(_kernels(), axes=[[0, 1], [2]])
+    a = kk(Grid(check_coords(coords)).to_rows()) + NOISE * np.eye(Y.size)
+    p_mm = np.linalg.inv(a)[np.ix_(missing, missing)]
+    v = rng.standard_normal((missing.size, 2 * _missing.MATVEC_COLUMNS + 3))
+    assert_allclose(system.pmm_matvec(v), p_mm @ v, rtol=EIG_RTOL, atol=1e-10)

@@ -22,7 +22,8 @@ preconditions CG on :math:`P_{mm}`.
 Cost: one grid rotation for :math:`h`, :math:`O(m b n_a)` for the blocks and
 :math:`O(m b^2)` for their Cholesky factors and inverses (``b`` the block
 size); memory :math:`O(m b)`; each application :math:`O(m b k)` for ``k``
-columns.
+columns. Choosing the axis (:func:`best_axis`) forms the blocks of every axis
+once more.
 """
 
 from __future__ import annotations
