@@ -12,7 +12,12 @@ cells, a block outage, a missing future time slice) it times, in one process:
 
 On the sizes given by ``--check-sizes`` it also checks the posterior mean and
 the LML against scikit-learn's ``GaussianProcessRegressor`` on the observed
-rows (dense).
+rows (dense), for ``solver="exact"``, ``"cg"`` and ``"slq"`` (the CG path with
+the log-determinant estimator forced even where ``P_mm`` is cheap to factor).
+
+``--gpytorch-sizes`` runs GPyTorch's masked Kronecker path on the same data
+and start (see ``_gpytorch_missing.py``) with the same L-BFGS-B, recording
+time, peak RSS and the LML (by KroneckerGP) of the theta it reaches.
 
 Run ``python benchmarks/bench_missing.py --help``.
 """
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.optimize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -45,6 +51,7 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
 
 from kronecker_gp import KroneckerGP  # noqa: E402
 from kronecker_gp.kernels import KroneckerKernel  # noqa: E402
+from kronecker_gp.models import _missing  # noqa: E402
 
 PATTERNS = ["random-0.1", "random-0.3", "random-0.7", "block-outage", "future-slice"]
 
@@ -66,7 +73,7 @@ def make_mask(pattern: str, shape: tuple[int, int], seed: int = 1) -> np.ndarray
     return mask
 
 
-def _model(theta: np.ndarray, optimizer: str | None = None) -> KroneckerGP:
+def _model(theta: np.ndarray, optimizer: Any = None) -> KroneckerGP:
     return KroneckerGP(
         factor_kernels(theta),
         noise=float(np.exp(theta[3])),
@@ -115,7 +122,7 @@ def run_case(size: tuple[int, int], pattern: str, repeat: int) -> dict[str, Any]
 
 def dense_check(size: tuple[int, int], pattern: str) -> dict[str, Any]:
     """Posterior mean and LML against sklearn on the observed rows."""
-    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process import GaussianProcessRegressor  # noqa: PLC0415
 
     sites, times, Y = make_problem(*size)
     mask = make_mask(pattern, Y.shape)
@@ -127,18 +134,30 @@ def dense_check(size: tuple[int, int], pattern: str) -> dict[str, Any]:
     ref.fit(X[obs], Y.reshape(-1)[obs])
     m_ref = ref.predict(X)
     out: dict[str, Any] = {"size": f"{size[0]}x{size[1]}", "pattern": pattern}
-    for solver in ("exact", "cg"):
-        gp = _model(THETA_TRUE)
-        gp.set_params(solver=solver)
-        gp.fit_grid([sites, times], np.where(mask, np.nan, Y))
-        m = gp.predict_grid([sites, times]).reshape(-1)
+    for solver in ("exact", "cg", "slq"):
+        # "slq": the CG path with the log-determinant estimator forced even
+        # where P_mm is cheap to factor
+        exact_max = _missing.EXACT_MAX_MISSING
+        if solver == "slq":
+            _missing.EXACT_MAX_MISSING = 0
+        try:
+            gp = _model(THETA_TRUE)
+            gp.set_params(solver="cg" if solver == "slq" else solver)
+            gp.fit_grid([sites, times], np.where(mask, np.nan, Y))
+            m = gp.predict_grid([sites, times]).reshape(-1)
+            lml = gp.log_marginal_likelihood_value_
+        finally:
+            _missing.EXACT_MAX_MISSING = exact_max
         out[f"{solver}_mean_rel_err"] = float(
             np.abs(m - m_ref).max() / np.abs(m_ref).max()
         )
-        lml = gp.log_marginal_likelihood_value_
         out[f"{solver}_lml_rel_err"] = abs(
             lml - ref.log_marginal_likelihood_value_
         ) / abs(ref.log_marginal_likelihood_value_)
+        out[f"{solver}_lml_rel_std_error"] = gp.solver_info_.lml_std_error / abs(
+            ref.log_marginal_likelihood_value_
+        )
+        out[f"{solver}_logdet"] = gp.solver_info_.extra.get("logdet")
     print(f"dense check {out}", flush=True)
     return out
 
@@ -149,14 +168,25 @@ def optimise(size: tuple[int, int], pattern: str) -> dict[str, Any]:
     Yn = np.where(make_mask(pattern, Y.shape), np.nan, Y)
     result: dict[str, Any] = {}
 
+    def lbfgs(obj: Any, theta0: np.ndarray, bounds: Any) -> tuple[Any, float]:
+        # the same scipy call as optimizer="fmin_l_bfgs_b", counting evaluations
+        res = scipy.optimize.minimize(
+            obj, theta0, method="L-BFGS-B", jac=True, bounds=bounds
+        )
+        result.update(evaluations=int(res.nfev), message=str(res.message))
+        return res.x, float(res.fun)
+
     def run() -> None:
         t0 = time.perf_counter()
-        gp = _model(THETA_START, optimizer="fmin_l_bfgs_b").fit_grid([sites, times], Yn)
+        gp = _model(THETA_START, optimizer=lbfgs).fit_grid([sites, times], Yn)
         result.update(
             seconds=time.perf_counter() - t0,
             theta=gp.theta_.tolist(),
             theta_true=THETA_TRUE.tolist(),
             path=gp.solver_info_.path,
+            lml=gp.log_marginal_likelihood_value_,
+            lml_std_error=gp.solver_info_.lml_std_error,
+            solver_info=str(gp.solver_info_),
         )
 
     mem = peak_memory(run)
@@ -171,6 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--patterns", default=",".join(PATTERNS))
     parser.add_argument("--check-sizes", default="40x50,60x80")
     parser.add_argument("--opt-sizes", default="200x250,500x500")
+    parser.add_argument("--gpytorch-sizes", default="")
+    parser.add_argument("--gpytorch-iters", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results_missing.json")
     args = parser.parse_args(argv)
@@ -188,6 +220,13 @@ def main(argv: list[str] | None = None) -> None:
         optimise(parse_size(s), "random-0.3")
         for s in filter(None, args.opt_sizes.split(","))
     ]
+    if args.gpytorch_sizes:
+        from _gpytorch_missing import gpytorch_optimise  # noqa: PLC0415
+
+        record["gpytorch"] = [
+            gpytorch_optimise(parse_size(s), "random-0.3", args.gpytorch_iters)
+            for s in args.gpytorch_sizes.split(",")
+        ]
     record["load_after"] = load_average()
     Path(args.out).write_text(json.dumps(record, indent=1, default=str))
     print(f"wrote {args.out}")

@@ -52,6 +52,10 @@ class GridSolver:
     cell_noise : ndarray of shape (N,) or None
         Known per-cell noise variances ``v``; the noise is then ``noise * v``
         (``noise`` a learned scale). Entries on missing cells are ignored.
+    block_axis : int or None
+        Axis of the missing-cell block-Jacobi factor on the CG path. None
+        until the first CG-path solve chooses it; later solves keep it, so
+        the estimated LML is one function of theta during an optimisation.
     """
 
     y: FloatArray
@@ -62,6 +66,7 @@ class GridSolver:
     n_probes: int = 32
     seed: int = 0
     cell_noise: FloatArray | None = None
+    block_axis: int | None = None
 
     def solve(
         self,
@@ -123,7 +128,9 @@ class GridSolver:
             rng=np.random.default_rng(self.seed),
             eval_gradient=want_grad,
             need_lml=need_lml,
+            block_axis=self.block_axis,
         )
+        self.block_axis = info.extra.get("block_axis", self.block_axis)
         grad = None
         if grad_grams is not None:
             grad = lml_gradient(

@@ -1,0 +1,164 @@
+r"""Pure functions: stochastic Lanczos quadrature from conjugate gradients.
+
+For a symmetric positive-definite ``N`` and probe vectors ``z``, one run of
+conjugate gradients (CG) on :math:`N x = z` yields both the solve
+:math:`N^{-1} z` and, from its step lengths :math:`\alpha_j` and direction
+updates :math:`\beta_j`, the Lanczos tridiagonal matrix of the Krylov space
+of ``z`` [1]_ [3]_:
+
+.. math::
+    T_{jj} = \frac{1}{\alpha_j} + \frac{\beta_{j-1}}{\alpha_{j-1}}, \qquad
+    T_{j,j+1} = \frac{\sqrt{\beta_j}}{\alpha_j}
+
+(:math:`\beta_{-1} / \alpha_{-1} = 0`). Gauss quadrature then gives
+:math:`z^T f(N) z \approx \|z\|^2 e_1^T f(T) e_1` [2]_. Only the iterate,
+residual and direction of each probe are kept: memory :math:`O(m k)` for
+``k`` probes of length ``m``, however many steps are taken (a Lanczos run
+that stores its basis needs :math:`O(m k L)` for ``L`` steps). Without
+reorthogonalisation the quadrature stays accurate in floating point (the
+Ritz values of a run that lost orthogonality still define an accurate Gauss
+rule, Greenbaum 1989, Musco et al. 2018); the systems here have condition
+numbers of order 1-100 and converge in tens of steps.
+
+References
+----------
+.. [1] Golub, G. H. and Van Loan, C. F. (2013). Matrix Computations, 4th ed.,
+   sec. 11.3.5 (CG and Lanczos).
+.. [2] Ubaru, S., Chen, J. and Saad, Y. (2017). Fast estimation of tr(f(A)) via
+   stochastic Lanczos quadrature. SIAM J. Matrix Anal. Appl. 38(4).
+.. [3] Gardner, J. et al. (2018). GPyTorch: Blackbox matrix-matrix Gaussian
+   process inference with GPU acceleration. NeurIPS (modified batched CG).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg
+
+from kronecker_gp._typing import FloatArray
+
+
+def lanczos_logdet_solve(
+    matvec: Callable[[FloatArray], FloatArray],
+    probes: FloatArray,
+    *,
+    max_steps: int = 100,
+    tol: float = 1e-6,
+) -> tuple[float, float, FloatArray, int]:
+    r"""Stochastic Lanczos quadrature of :math:`\operatorname{tr} f(N)` plus solves.
+
+    With :math:`f(x) = \log x - x + 1`, so that
+    :math:`\log|N| = \operatorname{tr} f(N) + \operatorname{tr}(N - I)`; for
+    ``N`` with unit diagonal (a block-Jacobi or Jacobi scaled matrix) the
+    last term is zero and the estimate is one of :math:`\log|N|`. ``f`` is
+    second order in :math:`N - I`, which keeps the probe variance small.
+    Each probe's CG run (vectorised over probes) gives
+
+    * the quadrature :math:`z^T f(N) z \approx \|z\|^2 \sum_j \tau_j^2
+      f(\theta_j)` from the eigenpairs :math:`(\theta_j, \tau)` of the
+      Lanczos matrix recovered from the CG coefficients, and
+    * the solve :math:`N^{-1} z` (the CG iterate), run until every probe's
+      relative residual is below ``tol``.
+
+    Parameters
+    ----------
+    matvec : callable
+        ``V (m, j) -> N V`` for any number ``j`` of columns.
+    probes : ndarray of shape (m, k)
+        Probe vectors (Rademacher for the trace estimate).
+    max_steps : int, default=100
+        CG (= Lanczos) step cap.
+    tol : float, default=1e-6
+        Relative residual of the solves at which a probe stops; the solves
+        only feed Hutchinson estimates whose sampling error is far larger,
+        and Gauss quadrature converges about twice as fast as CG.
+
+    Returns
+    -------
+    trace : float
+        Estimate of :math:`\operatorname{tr} f(N)`: the mean of the
+        per-probe quadratures.
+    std_error : float
+        Its standard error over the probes (sample standard deviation over
+        :math:`\sqrt{k}`).
+    solves : ndarray of shape (m, k)
+        :math:`N^{-1} z` for each probe.
+    steps : int
+        Most steps taken by a probe.
+
+    Notes
+    -----
+    Cost: ``steps`` products with ``N`` on the still-active probes and
+    :math:`O(m k)` work per step; memory :math:`O(m k)` plus the
+    ``steps x k`` coefficients.
+    """
+    m, k = probes.shape
+    x = np.zeros_like(probes)
+    r = probes.copy()
+    p = r.copy()
+    rz = np.sum(r * r, axis=0)
+    bnorm = np.sqrt(rz)
+    bnorm[bnorm == 0] = 1.0
+    alphas = np.zeros((0, k))
+    betas = np.zeros((0, k))
+    lengths = np.zeros(k, dtype=np.intp)
+    for _ in range(min(max_steps, m)):
+        active = np.flatnonzero(np.sqrt(rz) > tol * bnorm)
+        if active.size == 0:
+            break
+        pa = p[:, active]
+        ap = matvec(pa)
+        pap = np.sum(pa * ap, axis=0)
+        a = rz[active] / pap
+        x[:, active] += a * pa
+        r[:, active] -= a * ap
+        rz_new = np.sum(r[:, active] ** 2, axis=0)
+        b = rz_new / rz[active]
+        p[:, active] = r[:, active] + b * pa
+        rz[active] = rz_new
+        alphas = np.vstack([alphas, np.zeros(k)])
+        betas = np.vstack([betas, np.zeros(k)])
+        alphas[-1, active], betas[-1, active] = a, b
+        lengths[active] += 1
+    terms = np.array(
+        [_quadrature(alphas[: lengths[s], s], betas[: lengths[s], s]) for s in range(k)]
+    )
+    terms *= bnorm**2 * (lengths > 0)
+    std = float(terms.std(ddof=1) / np.sqrt(k)) if k > 1 else 0.0
+    return float(terms.mean()), std, x, int(lengths.max(initial=0))
+
+
+def lanczos_tridiagonal(
+    alpha: FloatArray, beta: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    r"""Return the Lanczos matrix's diagonal and off-diagonal from CG coefficients.
+
+    Parameters
+    ----------
+    alpha : ndarray of shape (L,)
+        CG step lengths.
+    beta : ndarray of shape (L,)
+        CG direction updates :math:`\|r_{j+1}\|^2 / \|r_j\|^2` (the last is
+        unused).
+
+    Returns
+    -------
+    diag : ndarray of shape (L,)
+    offdiag : ndarray of shape (L - 1,)
+    """
+    diag = 1.0 / alpha
+    diag[1:] += beta[:-1] / alpha[:-1]
+    return diag, np.sqrt(beta[:-1]) / alpha[:-1]
+
+
+def _quadrature(alpha: FloatArray, beta: FloatArray) -> float:
+    """Return ``e_1^T f(T) e_1`` with ``f(x) = log x - x + 1`` (0 for no steps)."""
+    if alpha.size == 0:
+        return 0.0
+    diag, off = lanczos_tridiagonal(alpha, beta)
+    theta, vecs = scipy.linalg.eigh_tridiagonal(diag, off)
+    theta = np.maximum(theta, np.finfo(float).tiny)
+    tau2 = vecs[0, :] ** 2
+    return float(np.sum(tau2 * (np.log(theta) - theta + 1.0)))
