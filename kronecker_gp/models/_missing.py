@@ -249,10 +249,10 @@ class SchurSystem(CGRecorder):
         self._f: FloatArray | None = None
         self._chol: tuple[FloatArray, bool] | None = None
         self.block: BlockJacobi | None = None
+        self._block_axis = block_axis
+        self._jacobi: FloatArray | None = None
         if method == "exact":
             self._factor_exact()
-        else:
-            self.block = BlockJacobi(post, self.missing, axis=block_axis)
         self.iterations = 0
         self.residual = 0.0
 
@@ -303,12 +303,46 @@ class SchurSystem(CGRecorder):
             out[:, sl] = self.take_missing(rot)
         return out
 
+    def ensure_block(self) -> BlockJacobi:
+        """Build (once) the block-Jacobi factor that whitens ``P_mm`` (estimators)."""
+        if self.block is None:
+            self.block = BlockJacobi(self.post, self.missing, axis=self._block_axis)
+        return self.block
+
+    def _inverse_diagonal(self) -> FloatArray:
+        """Return ``1 / diag(P_mm)`` (Jacobi), in chunks of missing cells."""
+        if self._jacobi is None and self.n_missing > sum(self.post.shape):
+            # the whole grid's diagonal by mode products, O(N sum n_d), is
+            # cheaper than m rows of the face-splitting product, O(m N)
+            squares = [u * u for u in self.post.eigvecs]
+            diag_all = kron_matvec(squares, self.post.inv_lam)
+            self._jacobi = 1.0 / diag_all[self.missing]
+        if self._jacobi is None:
+            idx = np.unravel_index(self.missing, self.post.shape)
+            width = sum(u.shape[1] for u in self.post.eigvecs)
+            step = max(1, EXACT_MAX_ENTRIES // max(width, 1))
+            diag = np.empty(self.n_missing)
+            for lo in range(0, self.n_missing, step):
+                sq = [
+                    u[i[lo : lo + step], :] ** 2 for u, i in zip(self.post.eigvecs, idx)
+                ]
+                diag[lo : lo + step] = face_split_matvec(sq, self.post.inv_lam)
+            self._jacobi = 1.0 / diag
+        return self._jacobi
+
     def pmm_solve(self, b: FloatArray) -> FloatArray:
-        """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k), recording CG statistics."""
+        """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k), recording CG statistics.
+
+        CG is preconditioned by the block-Jacobi factor once the estimators
+        have built it, by the (much cheaper) Jacobi diagonal before: the
+        weights of a fit with fixed hyperparameters need only the latter.
+        """
         if self.method == "exact":
             return np.asarray(scipy.linalg.cho_solve(self._factor_exact(), b))
-        assert self.block is not None
-        return self._run_cg(self.pmm_matvec, b, self.block.solve, "missing-cell")
+        precond = (
+            self.block.solve if self.block is not None else self._inverse_diagonal()
+        )
+        return self._run_cg(self.pmm_matvec, b, precond, "missing-cell")
 
     def observed_solve_rot(self, b_rot: FloatArray) -> FloatArray:
         r"""Return ``U^T A_oo^{-1} b`` (zero-padded) from ``b_rot = U^T b``.
@@ -410,8 +444,6 @@ def missing_factorize(
     lam = 1.0 / post.inv_lam
     n_obs = y_pad.size - system.n_missing
     info = SolverInfo(path=f"schur-{system.method}", n_missing=system.n_missing)
-    if system.block is not None:
-        info.extra["block_axis"] = system.block.axis
     correction = None
     if not (need_lml or eval_gradient) and system.method != "exact":
         logdet_pmm = np.nan
@@ -424,6 +456,8 @@ def missing_factorize(
     else:
         probes = rng.choice([-1.0, 1.0], size=(system.n_missing, n_probes))
         logdet_pmm, correction = _logdet_estimate(system, probes, info, eval_gradient)
+    if system.block is not None:
+        info.extra["block_axis"] = system.block.axis
     lml = -0.5 * float(y_rot @ alpha_rot)
     lml -= 0.5 * (float(np.sum(np.log(lam))) + logdet_pmm) + 0.5 * n_obs * _LOG_2PI
     info.iterations, info.residual = system.iterations, system.residual
@@ -445,8 +479,7 @@ def _logdet_estimate(
     Records the standard error of the LML (half that of the trace) and the
     Lanczos steps in ``info``.
     """
-    block = system.block
-    assert block is not None
+    block = system.ensure_block()
 
     def whitened(v: FloatArray) -> FloatArray:
         return block.half_inv(system.pmm_matvec(block.half_inv_t(v)))
