@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
-from sklearn.utils import check_random_state
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.gaussian_process.kernels import Kernel
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.linalg import kron_matvec, kron_outer
-from kronecker_gp.models._cell_noise import (
-    CellNoiseSystem,
-    cell_noise_covariance_correction,
-    cell_noise_variance_correction,
-)
-from kronecker_gp.models._cell_noise_missing import (
-    ObservedCellNoiseSystem,
-    observed_variance_correction,
-)
-from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin, _sort_axis
-from kronecker_gp.models._missing import covariance_correction, variance_correction
+from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
+from kronecker_gp.models._kronecker_gp_ssm import _sort_axis
 from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
-from kronecker_gp.models._posterior import (
-    grid_moments,
-    point_moments,
-    prior_grid_samples,
-)
-from kronecker_gp.models._solver import GridSolver, SolveResult
+from kronecker_gp.models._solver import SolveResult
 
 #: fit(X, y) warns when the grid spanned by the rows is this many times larger.
 SPARSE_GRID_RATIO = 20
@@ -44,7 +27,7 @@ SPARSE_GRID_RATIO = 20
 SEARCH_CG_TOL = 1e-6
 
 
-class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
+class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
     r"""Exact Gaussian-process regression on a grid with a product kernel.
 
     The covariance of the targets on a grid of ``D`` axes is
@@ -205,6 +188,9 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
     True
     """
 
+    _last_solve: tuple[FloatArray, SolveResult] | None
+    _lml_value: float | None
+
     def __init__(
         self,
         kernels: Sequence[Kernel] | KroneckerKernel | None = None,
@@ -361,14 +347,16 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.n_features_in_ = int(sum(grid.widths))
         if np.isscalar(self.noise):
             grid, Y = drop_empty_slices(grid, Y)
-            return self._fit(grid, Y.reshape(-1), axes)
+            return self._fit(grid, np.asarray(Y).reshape(-1), axes)
         v = as_float_array(self.noise, "noise", allow_nan=True)
         if v.shape != Y.shape:
             raise ValueError(
                 f"noise given per cell must have Y's shape {Y.shape}; got {v.shape}."
             )
         grid, Y, v = drop_empty_slices(grid, Y, v)
-        return self._fit(grid, Y.reshape(-1), axes, v.reshape(-1))
+        return self._fit(
+            grid, np.asarray(Y).reshape(-1), axes, np.asarray(v).reshape(-1)
+        )
 
     def _fit(
         self,
@@ -447,78 +435,6 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             self._alpha_cache = self._post.alpha()
         return self._alpha_cache
 
-    def _resolve_axes(self, n_features: int) -> list[list[int]]:
-        if self.axes is not None:
-            return [
-                [a] if isinstance(a, numbers.Integral) else list(a) for a in self.axes
-            ]
-        if self.kernels is None:
-            return [list(range(n_features))]
-        if isinstance(self.kernels, KroneckerKernel):
-            return self.kernels.resolved_axes
-        n_k = len(self.kernels)
-        if n_k == 1:
-            return [list(range(n_features))]
-        if n_k != n_features:
-            raise ValueError(
-                f"{n_k} kernels but X has {n_features} columns; pass axes=[[...], ...] "
-                "to say which columns each kernel uses."
-            )
-        return [[j] for j in range(n_features)]
-
-    def _build_kernel(self, axes: list[list[int]]) -> KroneckerKernel:
-        if self.kernels is None:
-            return KroneckerKernel([ConstantKernel(1.0) * RBF(1.0)], axes=axes)
-        if isinstance(self.kernels, KroneckerKernel):
-            return clone(self.kernels).set_params(axes=axes)
-        if isinstance(self.kernels, Kernel) or not isinstance(self.kernels, Sequence):
-            raise TypeError(
-                "kernels must be a list of scikit-learn kernels (one per axis), a "
-                f"KroneckerKernel or None; got {type(self.kernels).__name__}."
-            )
-        return KroneckerKernel([clone(k) for k in self.kernels], axes=axes)
-
-    def _check_params(self, kernel: KroneckerKernel, n_axes: int) -> None:
-        if len(kernel.kernels) != n_axes:
-            raise ValueError(
-                f"kernels has {len(kernel.kernels)} entries but the grid has {n_axes} "
-                "axes; give one kernel per axis."
-            )
-        noise = self.noise
-        if not np.isscalar(noise):
-            return self._check_optimizer_params()
-        if (
-            isinstance(noise, bool)
-            or not isinstance(noise, numbers.Real)
-            or not (np.isfinite(noise) and noise > 0)
-        ):
-            raise ValueError(f"noise must be a positive finite number; got {noise!r}.")
-        self._check_optimizer_params()
-
-    def _check_optimizer_params(self) -> None:
-        if not isinstance(self.n_restarts_optimizer, numbers.Integral) or (
-            self.n_restarts_optimizer < 0
-        ):
-            raise ValueError(
-                "n_restarts_optimizer must be a non-negative integer; got "
-                f"{self.n_restarts_optimizer!r}."
-            )
-        if not (
-            self.optimizer is None
-            or callable(self.optimizer)
-            or self.optimizer == "fmin_l_bfgs_b"
-        ):
-            raise ValueError(
-                'optimizer must be "fmin_l_bfgs_b", a callable or None; got '
-                f"{self.optimizer!r}."
-            )
-
-    def _normalisation(self, y: FloatArray) -> tuple[float, float]:
-        if not self.normalize_y:
-            return 0.0, 1.0
-        std = float(np.nanstd(y))
-        return float(np.nanmean(y)), std if std > 0 else 1.0
-
     # ------------------------------------------------------- hyperparameters
     def _bounds(self) -> FloatArray:
         parts = [np.asarray(self.kernel_.bounds, dtype=float).reshape(-1, 2)]
@@ -537,47 +453,6 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
         self.kernel_.theta = theta[:n_k]
         if self._noise_log_bounds is not None:
             self.noise_ = float(np.exp(theta[n_k]))
-
-    def _make_solver(
-        self, y: FloatArray, cell_noise: FloatArray | None = None
-    ) -> GridSolver:
-        missing = np.flatnonzero(np.isnan(y))
-        if missing.size == y.size:
-            raise ValueError("Y has no observed cell; nothing to fit.")
-        if cell_noise is not None:
-            cell_noise = self._check_cell_noise(cell_noise, missing)
-        y = np.where(np.isnan(y), 0.0, (y - self.y_train_mean_) / self.y_train_std_)
-        if self.solver not in ("auto", "exact", "cg"):
-            raise ValueError(
-                f'solver must be "auto", "exact" or "cg"; got {self.solver!r}.'
-            )
-        seed = (
-            self.random_state if isinstance(self.random_state, numbers.Integral) else 0
-        )
-        return GridSolver(
-            y,
-            missing if missing.size else None,
-            method=self.solver,
-            tol=float(self.cg_tol),
-            max_iter=int(self.cg_max_iter),
-            n_probes=int(self.n_probes),
-            seed=int(seed),
-            cell_noise=cell_noise,
-        )
-
-    def _check_cell_noise(self, v: FloatArray, missing: FloatArray) -> FloatArray:
-        # values on missing cells carry no information: accept NaN or anything
-        v = v.copy()
-        v[missing] = np.nan
-        seen = v[~np.isnan(v)]
-        n_nan = v.size - missing.size - seen.size
-        if n_nan or np.any(seen <= 0):
-            raise ValueError(
-                "noise given per cell must be positive and finite on every observed "
-                f"cell; got min {float(seen.min(initial=np.inf))!r} and {n_nan} NaN on "
-                "observed cells. Give NaN (or any value) only where Y is NaN."
-            )
-        return v / self.y_train_std_**2
 
     def _solve(
         self,
@@ -702,277 +577,8 @@ class KroneckerGP(StateSpaceMixin, RegressorMixin, BaseEstimator):
             self._lml_value = float(res.lml)
             self.solver_info_.lml_std_error = res.info.lml_std_error
             self.solver_info_.extra.update(res.info.extra)
+        assert self._lml_value is not None
         return float(self._lml_value)
-
-    # --------------------------------------------------------------- prediction
-    def _check_X(self, X: ArrayLike) -> FloatArray:
-        return np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
-
-    def _scale(
-        self, mean: FloatArray, var: FloatArray | None
-    ) -> tuple[FloatArray, FloatArray | None]:
-        mean = mean * self.y_train_std_ + self.y_train_mean_
-        return mean, None if var is None else var * self.y_train_std_**2
-
-    def predict(
-        self, X: ArrayLike, return_std: bool = False, return_cov: bool = False
-    ) -> FloatArray | tuple[FloatArray, FloatArray]:
-        r"""Predict the latent function at arbitrary points (on or off the grid).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Query points, columns as in ``fit`` (for :meth:`fit_grid`: the
-            per-axis coordinates concatenated in axis order).
-        return_std : bool, default=False
-            Also return the posterior standard deviation (noise excluded).
-        return_cov : bool, default=False
-            Also return the posterior covariance (noise excluded).
-
-        Returns
-        -------
-        y_mean : ndarray of shape (n_samples,)
-        y_std : ndarray of shape (n_samples,), optional
-        y_cov : ndarray of shape (n_samples, n_samples), optional
-
-        Notes
-        -----
-        Cost :math:`O(M N)` for ``M`` points (:math:`O(M^2 N)` with the
-        covariance); no :math:`N \times N` array is formed.
-        """
-        if return_std and return_cov:
-            raise RuntimeError(
-                "At most one of return_std or return_cov can be requested."
-            )
-        check_is_fitted(self)
-        X = self._check_X(X)
-        if self._ssm is not None:
-            if return_cov:
-                return self._scale(*self._ssm_predict_cov(X))  # type: ignore[return-value]
-            mean, var = self._scale(*self._ssm_predict(X, return_std))
-            return mean if var is None else (mean, np.sqrt(var))
-        parts = [X[:, cols] for cols in self.axes_]
-        cross = [
-            k(p, c) for k, p, c in zip(self.kernel_.kernels, parts, self.grid_.coords)
-        ]
-        prior: FloatArray | None = None
-        if return_cov:
-            prior = np.asarray(self.kernel_(X))
-        elif return_std:
-            prior = self.kernel_.diag(X)
-        mean, second = point_moments(self._post, cross, prior, full_cov=return_cov)
-        if self._system is not None and second is not None:
-            v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
-            if return_cov:
-                second = second + self._covariance_correction(v)
-            else:
-                second = second + self._variance_correction(v, grid=False)
-        mean, second = self._scale(mean, second)
-        if second is None:
-            return mean
-        return (mean, np.sqrt(second)) if return_std else (mean, second)
-
-    def predict_grid(
-        self, coords: Sequence[ArrayLike], return_std: bool = False
-    ) -> FloatArray | tuple[FloatArray, FloatArray]:
-        r"""Predict the latent function on a grid, returning grid-shaped arrays.
-
-        Parameters
-        ----------
-        coords : list of array-like
-            Per-axis test coordinates, each (m_d,) or (m_d, p_d), in the
-            training axes' order.
-        return_std : bool, default=False
-            Also return the posterior standard deviation (noise excluded).
-
-        Returns
-        -------
-        mean : ndarray of shape (m_1, ..., m_D)
-        std : ndarray of shape (m_1, ..., m_D), optional
-
-        Notes
-        -----
-        Mode products only: :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
-        """
-        check_is_fitted(self)
-        test = self._check_test_coords(coords)
-        if self._ssm is not None:
-            mean, var = self._ssm_predict_grid(test, return_std)
-            mean = mean * self.y_train_std_ + self.y_train_mean_
-            if var is None:
-                return mean
-            return mean, np.sqrt(var) * self.y_train_std_
-        cross = [
-            k(t, c)
-            for k, t, c in zip(self.kernel_.kernels, test.coords, self.grid_.coords)
-        ]
-        prior = None
-        if return_std:
-            prior = kron_outer(
-                [k.diag(t) for k, t in zip(self.kernel_.kernels, test.coords)]
-            )
-        same = [
-            t.shape == c.shape and np.array_equal(t, c)
-            for t, c in zip(test.coords, self.grid_.coords)
-        ]
-        mean, var = grid_moments(self._post, cross, prior, same=same)
-        if self._system is not None and var is not None:
-            v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
-            var = var + self._variance_correction(v, grid=True)
-        mean, var = self._scale(mean, var)
-        if var is None:
-            return mean.reshape(test.shape)
-        return mean.reshape(test.shape), np.sqrt(var).reshape(test.shape)
-
-    def _covariance_correction(self, v: list[FloatArray]) -> FloatArray:
-        if isinstance(self._system, CellNoiseSystem):
-            return cell_noise_covariance_correction(self._system, v)
-        assert self._system is not None
-        return covariance_correction(self._system, v)
-
-    def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
-        if isinstance(self._system, ObservedCellNoiseSystem):
-            return observed_variance_correction(
-                self._system,
-                v,
-                grid=grid,
-                n_samples=int(self.n_probes),
-                rng=np.random.default_rng(self._solver.seed),
-            )
-        if isinstance(self._system, CellNoiseSystem):
-            return cell_noise_variance_correction(self._system, v, grid=grid)
-        assert self._system is not None
-        return variance_correction(
-            self._system,
-            v,
-            grid=grid,
-            n_samples=int(self.n_probes),
-            rng=np.random.default_rng(self._solver.seed),
-        )
-
-    def _check_test_coords(self, coords: Sequence[ArrayLike]) -> Grid:
-        test = Grid(check_coords(coords))
-        if test.widths != self.grid_.widths:
-            raise ValueError(
-                f"coords must give {len(self.grid_.widths)} axes with "
-                f"{self.grid_.widths} columns each (as in training); got {test.widths}."
-            )
-        return test
-
-    # ----------------------------------------------------------------- sampling
-    def sample_y(
-        self, X: ArrayLike, n_samples: int = 1, random_state: Any = 0
-    ) -> FloatArray:
-        """Draw posterior (after fit) or prior (before fit) samples at points ``X``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_points, n_features)
-            Query points.
-        n_samples : int, default=1
-            Number of samples.
-        random_state : int, RandomState instance or None, default=0
-            As in ``GaussianProcessRegressor.sample_y``.
-
-        Returns
-        -------
-        ndarray of shape (n_points, n_samples)
-            The samples (latent function, noise excluded).
-        """
-        rng = check_random_state(random_state)
-        if hasattr(self, "kernel_"):
-            mean, cov = self.predict(X, return_cov=True)
-        else:
-            X = as_float_array(X, "X", ndim=2)
-            axes = self._resolve_axes(X.shape[1])
-            kernel = self._build_kernel(axes)
-            mean, cov = np.zeros(X.shape[0]), kernel(X)
-        return rng.multivariate_normal(mean, cov, n_samples).T
-
-    def sample_grid(
-        self,
-        coords: Sequence[ArrayLike],
-        n_samples: int = 1,
-        random_state: int | np.random.Generator | None = None,
-    ) -> FloatArray:
-        r"""Draw exact posterior (after fit) or prior samples on a grid.
-
-        Parameters
-        ----------
-        coords : list of array-like
-            Per-axis coordinates of the sample grid.
-        n_samples : int, default=1
-            Number of samples.
-        random_state : int, Generator or None, default=None
-            Seed for reproducible samples.
-
-        Returns
-        -------
-        ndarray of shape (m_1, ..., m_D, n_samples)
-            The samples (latent function, noise excluded).
-
-        Notes
-        -----
-        Prior samples are :math:`(\bigotimes_d L_d) z` with factor square roots
-        :math:`L_d L_d^T = K_d`. Posterior samples use Matheron's rule,
-        :math:`f_* + K_{*x} (K + sI)^{-1} (y - f_x - \varepsilon)`, with
-        :math:`(f_*, f_x)` a joint prior sample on the union of the test and
-        training axes: exact, at the cost of a fit on that union grid.
-        """
-        rng = np.random.default_rng(random_state)
-        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
-            raise ValueError(
-                f"n_samples must be a positive integer; got {n_samples!r}."
-            )
-        if not hasattr(self, "kernel_"):
-            grid = Grid(check_coords(coords))
-            kernel = self._build_kernel(grid.block_axes())
-            z = prior_grid_samples(kernel.factor_grams(grid.coords), n_samples, rng)
-            return z.reshape(*grid.shape, n_samples)
-        test = self._check_test_coords(coords)
-        if self._ssm is not None:
-            draws = self._ssm_sample_grid(test, int(n_samples), rng)
-            return draws * self.y_train_std_ + self.y_train_mean_
-        return self._posterior_grid_samples(test, n_samples, rng)
-
-    def _posterior_grid_samples(
-        self, test: Grid, n_samples: int, rng: np.random.Generator
-    ) -> FloatArray:
-        union, idx_train, idx_test = [], [], []
-        for tr, te in zip(self.grid_.coords, test.coords):
-            both, inv = np.unique(np.vstack([tr, te]), axis=0, return_inverse=True)
-            inv = inv.reshape(-1)
-            union.append(both)
-            idx_train.append(inv[: tr.shape[0]])
-            idx_test.append(inv[tr.shape[0] :])
-        shape = tuple(u.shape[0] for u in union)
-        f = prior_grid_samples(self.kernel_.factor_grams(union), n_samples, rng)
-        f = f.reshape(*shape, n_samples)
-        f_train = f[np.ix_(*idx_train, np.arange(n_samples))].reshape(-1, n_samples)
-        f_test = f[np.ix_(*idx_test, np.arange(n_samples))].reshape(-1, n_samples)
-        noise = self.noise_ * (
-            1.0 if self._solver.cell_noise is None else self._solver.cell_noise[:, None]
-        )
-        eps = np.sqrt(noise) * rng.standard_normal(f_train.shape)
-        resid = self._solver.y[:, None] - f_train - eps
-        cross = [
-            k(t, c)
-            for k, t, c in zip(self.kernel_.kernels, test.coords, self.grid_.coords)
-        ]
-        v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
-        if self._system is not None:
-            # Matheron's rule with the observed cells only: A_oo^{-1} r_o, padded
-            resid[self._solver.missing] = 0.0
-        resid_rot = kron_matvec([u.T for u in self._post.eigvecs], resid)
-        if self._system is None:
-            weights = self._post.inv_lam[:, None] * resid_rot
-        elif isinstance(self._system, CellNoiseSystem):
-            weights = self._system.rot(self._system.solve(resid))
-        else:
-            weights = self._system.observed_solve_rot(resid_rot)
-        sample = f_test + kron_matvec(v, weights)
-        sample = sample * self.y_train_std_ + self.y_train_mean_
-        return sample.reshape(*test.shape, n_samples)
 
     def __sklearn_tags__(self) -> Any:
         """Declare a single-output regressor."""

@@ -37,6 +37,10 @@ class StateSpaceMixin:
 
     state_space: Any
     state_space_min_size: int
+    #: set by fit: the eigen route's posterior and missing-cell / per-cell-noise
+    #: system (None on the state-space route)
+    _post: Any
+    _system: Any
 
     def _state_space_axis(self, grid: Grid, kernel: Any) -> int | None:
         choice = self.state_space
