@@ -227,13 +227,13 @@ def test_return_cov_refuses_too_many_points(rng):
 def test_regular_long_axis_with_frozen_gains(rng, solver):
     """Regular steps: the Riccati recursion converges and the gains freeze."""
     sites = rng.uniform(0, 3, size=(3, 2))
-    times = np.arange(300.0)
+    times = np.arange(200.0)
     Y = np.sin(sites[:, :1]) + np.cos(times / 9.0)[None, :]
     Y = Y + 0.2 * rng.standard_normal(Y.shape)
     Y[rng.random(Y.shape) < 0.1] = np.nan
-    Y[1, 100:160] = np.nan
+    Y[1, 100:150] = np.nan
     kernels = [ConstantKernel(1.2) * RBF(1.5), Matern(3.0, nu=0.5)]
-    a, b = _pair([sites, times], Y, kernels=kernels, solver=solver, n_probes=64)
+    a, b = _pair([sites, times], Y, kernels=kernels, solver=solver, n_probes=16)
     _close(a.alpha_, b.alpha_)
     la, ga = a.log_marginal_likelihood(a.theta_, eval_gradient=True)
     lb, gb = b.log_marginal_likelihood(b.theta_, eval_gradient=True)
@@ -246,6 +246,6 @@ def test_regular_long_axis_with_frozen_gains(rng, solver):
         lml = a.log_marginal_likelihood_value_  # estimated on first access
         se = a.solver_info_.lml_std_error
         assert 0 < se and abs(lml - l_exact) <= 4 * se
-    _, sa = a.predict_grid([sites, times[95:165]], return_std=True)
-    _, sb = b.predict_grid([sites, times[95:165]], return_std=True)
+    _, sa = a.predict_grid([sites, times[95:155]], return_std=True)
+    _, sb = b.predict_grid([sites, times[95:155]], return_std=True)
     assert_allclose(sa, sb, rtol=1e-7)
