@@ -45,7 +45,12 @@ from kronecker_gp.models._kalman import _sqrt_psd, adjoint, filter_store, step_t
 from kronecker_gp.models._kalman_sensitivity import filter_lml
 from kronecker_gp.models._missing import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.models._ssm_kernels import kernel_to_state_space
-from kronecker_gp.models._state_space import _merge, ssm_predict, ssm_solve
+from kronecker_gp.models._state_space import (
+    _merge,
+    kalman_solve,
+    ssm_predict,
+    ssm_solve,
+)
 
 #: "auto" forms P_mm (m Kalman solves with m right-hand sides) and takes the
 #: exact gradient (m sensitivity passes) while m <= SSM_EXACT_MAX_MISSING and
@@ -114,13 +119,7 @@ class SeriesOperator:
 
         ``log|A|`` is the sum of the filter's innovation variances' logs.
         """
-        tab = step_tables(kernel_to_state_space(self.kernel_t), self.times, False)
-        b_t = np.ascontiguousarray(b_rot.transpose(1, 0, 2))  # time-major
-        filt = filter_store(tab, b_t, self.weights, self.noise)
-        x = adjoint(tab, filt.store, self.weights)[0]
-        return np.ascontiguousarray(x.transpose(1, 0, 2)), float(
-            np.sum(np.log(filt.store.s))
-        )
+        return kalman_solve(self.kernel_t, self.times, self.weights, self.noise, b_rot)
 
     def solve(self, x: FloatArray) -> FloatArray:
         """Return ``P x`` (grid cells in series layout), shape (S, n_t, k)."""

@@ -126,12 +126,20 @@ class StateSpaceRoute:
         return np.moveaxis(self.y, self.axis, -1).reshape(-1, self.times.size)
 
     def factorize(self, space_grams: Sequence[FloatArray], noise: float) -> SSMState:
-        """Eigendecompose the other factors and rotate the targets."""
+        """Eigendecompose the other factors and rotate the targets.
+
+        With missing cells the rotated data are set later (to the padded
+        ``U^T r`` of :func:`~kronecker_gp.models._ssm_missing.ssm_missing_lml`).
+        """
         if space_grams:
             ws, us = kron_eigh(space_grams)
         else:
             ws, us = [np.ones(1)], [np.ones((1, 1))]
-        y_rot = kron_matvec([u.T for u in us], self._series())
+        y_rot = (
+            kron_matvec([u.T for u in us], self._series())
+            if self._cells is None
+            else np.empty((0, 0))
+        )
         return SSMState(ws, us, y_rot, kron_outer(ws), float(noise))
 
     def lml(

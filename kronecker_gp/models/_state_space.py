@@ -316,10 +316,22 @@ def ssm_solve(
         raise ValueError("B must be finite; got NaN or inf.")
     _check_series(b3[:, :, 0], "B", t.size, weights, noise)
     w = np.asarray(weights, dtype=np.float64).reshape(-1)
-    tab = step_tables(kernel_to_state_space(kernel_t), t, False)
-    fs = filter_store(tab, np.ascontiguousarray(b3.transpose(1, 0, 2)), w, noise).store
-    x = np.ascontiguousarray(adjoint(tab, fs, w)[0].transpose(1, 0, 2))
+    x = kalman_solve(kernel_t, t, w, float(noise), b3)[0]
     return x[:, :, 0] if single else x
+
+
+def kalman_solve(
+    kernel_t: Kernel, times: FloatArray, w: FloatArray, noise: float, b3: FloatArray
+) -> tuple[FloatArray, float]:
+    r"""Unchecked core of :func:`ssm_solve`: solves (S, n_t, k) and :math:`\log|A|`.
+
+    :math:`\log|A| = \sum_{i,k} \log S_{ik}`, the filter's innovation
+    variances (the :math:`D` of :math:`w_i K_t + sI = L D L^T`).
+    """
+    tab = step_tables(kernel_to_state_space(kernel_t), times, False)
+    filt = filter_store(tab, np.ascontiguousarray(b3.transpose(1, 0, 2)), w, noise)
+    x = np.ascontiguousarray(adjoint(tab, filt.store, w)[0].transpose(1, 0, 2))
+    return x, float(np.sum(np.log(filt.store.s)))
 
 
 def _merge(
