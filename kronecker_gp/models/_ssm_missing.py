@@ -18,10 +18,11 @@ keep working at :math:`10^5+` time steps. With ``m`` missing cells:
   \tfrac12 \operatorname{tr}(P_{mm}^{-1} (P\, \partial A\, P)_{mm})`. The trace
   is a sum of quadratic forms :math:`(P v)^T \partial A (P v)`, which the
   filter's sensitivity equations give for any data ``v``
-  (:func:`quad_gradient`): exactly with :math:`v_j = E_m L^{-T} e_j`
-  (:math:`P_{mm} = L L^T`), or by Hutchinson's estimator with the probes of
-  the stochastic Lanczos quadrature of :math:`\log|P_{mm}|` and the
-  polarisation :math:`a^T X b = \tfrac14 (q(a + b) - q(a - b))`;
+  (:func:`stacked_gradient`, one pass for ``r`` and all the columns):
+  exactly with :math:`v_j = E_m L^{-T} e_j` (:math:`P_{mm} = L L^T`), or by
+  Hutchinson's estimator with the probes of the stochastic Lanczos quadrature
+  of :math:`\log|P_{mm}|` and the polarisation
+  :math:`a^T X b = \tfrac14 (q(a + b) - q(a - b))`;
 * predictive variance: the complete-grid variance plus
   :math:`g^T P_{mm}^{-1} g`, :math:`g_j = k_*^T P e_j` (a predictive mean with
   data :math:`e_j`), exact while affordable, else Monte Carlo with
@@ -52,9 +53,10 @@ from kronecker_gp.models._state_space import (
     ssm_solve,
 )
 
-#: "auto" forms P_mm (m Kalman solves with m right-hand sides) and takes the
-#: exact gradient (m sensitivity passes) while m <= SSM_EXACT_MAX_MISSING and
-#: m * N <= SSM_EXACT_MAX_ENTRIES; above, CG with stochastic estimates.
+#: "auto" forms P_mm (m extra right-hand sides in the data's Kalman pass) and
+#: takes the exact gradient (m stacked sensitivity columns) while
+#: m <= SSM_EXACT_MAX_MISSING and m * N <= SSM_EXACT_MAX_ENTRIES; above, CG
+#: with stochastic estimates.
 SSM_EXACT_MAX_MISSING = 256
 SSM_EXACT_MAX_ENTRIES = 2**25
 #: Columns per batched pass: keeps each pass's arrays near this many entries
