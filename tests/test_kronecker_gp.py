@@ -375,3 +375,35 @@ def test_non_psd_factor_raises(rng):
         KroneckerGP([Negative(1.0), RBF()], optimizer=None).fit_grid(
             [np.arange(1.0, 4.0), np.arange(4.0)], np.ones((3, 4))
         )
+
+
+def test_optimiser_warning_reports_gradients_on_line_search_failure():
+    """An objective whose gradient is not its derivative makes L-BFGS-B fail."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from kronecker_gp.models._optimize import maximise_lml
+
+    def lml_at(theta, eval_gradient):
+        # value -(theta^2) with a gradient pointing the wrong way
+        return -float(theta @ theta), 2.0 * theta
+
+    bounds = np.array([[-5.0, 5.0], [-5.0, 5.0]])
+    with pytest.warns(
+        ConvergenceWarning, match=r"largest free gradient entry is .* at"
+    ):
+        maximise_lml(
+            lml_at,
+            np.array([1.0, -2.0]),
+            bounds,
+            optimizer="fmin_l_bfgs_b",
+            n_restarts=0,
+            random_state=0,
+        )
+    assert maximise_lml(
+        lml_at,
+        np.array([1.0, 2.0]),
+        bounds,
+        optimizer=None,
+        n_restarts=0,
+        random_state=0,
+    ).tolist() == [1.0, 2.0]

@@ -100,17 +100,39 @@ def _minimise(
     if callable(optimizer):
         theta, val = optimizer(obj, theta0, bounds=bounds)
         return np.asarray(theta, dtype=float), float(val)
+    start: list[float] = []
+
+    def traced(theta: FloatArray) -> tuple[float, FloatArray]:
+        val, grad = obj(theta)
+        if not start:
+            start.append(_projected_max(theta, np.asarray(grad), bounds))
+        return val, grad
+
     res = scipy.optimize.minimize(
-        obj, theta0, method="L-BFGS-B", jac=True, bounds=bounds
+        traced, theta0, method="L-BFGS-B", jac=True, bounds=bounds
     )
     if not res.success:
+        final = _projected_max(res.x, np.asarray(res.jac), bounds)
         warnings.warn(
-            f"L-BFGS-B did not converge ({res.message}); the hyperparameters may be "
-            "off. Try other starting values or n_restarts_optimizer.",
+            f"L-BFGS-B stopped without converging ({res.message}) after {res.nit} "
+            f"iterations; the largest free gradient entry is {final:.2g} there "
+            f"({start[0] if start else float('nan'):.2g} at the start). A line-search "
+            "failure close to the optimum is expected when the likelihood is "
+            "estimated (solver_info_.lml_std_error > 0); otherwise the "
+            "hyperparameters may be off: try other starting values or "
+            "n_restarts_optimizer.",
             ConvergenceWarning,
             stacklevel=5,
         )
     return np.asarray(res.x, dtype=float), float(res.fun)
+
+
+def _projected_max(theta: FloatArray, grad: FloatArray, bounds: FloatArray) -> float:
+    """Largest gradient entry of a minimisation that does not push into a bound."""
+    g = np.array(grad, dtype=float)
+    g[(theta <= bounds[:, 0]) & (g > 0)] = 0.0
+    g[(theta >= bounds[:, 1]) & (g < 0)] = 0.0
+    return float(np.max(np.abs(g), initial=0.0))
 
 
 def log_noise_bounds(bounds: object) -> FloatArray | None:
