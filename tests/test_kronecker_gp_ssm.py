@@ -107,10 +107,12 @@ def test_state_space_errors(rng):
         KroneckerGP([RBF(), RBF()], state_space=1, optimizer=None).fit_grid(coords, Y)
     with pytest.raises(ValueError, match="state_space must be"):
         KroneckerGP([RBF(), RBF()], state_space=5, optimizer=None).fit_grid(coords, Y)
-    with pytest.raises(ValueError, match="scalar noise; this fit has per-cell"):
+    Y_gap = Y.copy()
+    Y_gap[0, 0] = np.nan
+    with pytest.raises(ValueError, match="per-cell noise or missing cells, not both"):
         KroneckerGP(
             [RBF(), Matern(nu=0.5)], noise=np.ones((3, 10)), state_space=1
-        ).fit_grid(coords, Y)
+        ).fit_grid(coords, Y_gap)
     Y[0, 0] = np.nan
     gp = KroneckerGP([RBF(), Matern(nu=0.5)], state_space=1, optimizer=None)
     gp.fit_grid(coords, np.nan_to_num(Y))
@@ -128,6 +130,8 @@ def test_auto_keeps_state_space_route_with_missing_cells(rng):
     gp = KroneckerGP(
         [RBF(), Matern(nu=0.5)], noise=noise, optimizer=None, state_space_min_size=50
     )
-    with pytest.warns(UserWarning, match="per-cell noise is not taken"):
-        gp.fit_grid(coords, np.nan_to_num(Y))
-    assert gp.solver_info_.path == "cell-noise-cg"
+    with pytest.warns(UserWarning, match="together with missing cells"):
+        gp.fit_grid(coords, Y)
+    assert gp.solver_info_.path.startswith("cell-noise")
+    gp.fit_grid(coords, np.nan_to_num(Y))  # per-cell noise alone: the Kalman route
+    assert gp.solver_info_.path == "state-space-cell-noise-cg"

@@ -124,14 +124,19 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         independent series. The axis' kernel must be Markov: ``Matern`` with
         ``nu`` in {0.5, 1.5, 2.5}, times ``ConstantKernel``, or sums of these.
         ``"auto"`` picks the longest such axis with at least
-        ``state_space_min_size`` points (and falls back to the eigen route for
-        per-cell noise, which the route does not take); an int names the axis;
-        ``None`` never uses the route. Missing cells work on it through the
-        same Schur complement as on the eigen route, each complete-grid solve
-        being one Kalman pass per rotated series (``solver``, ``cg_tol``,
-        ``n_probes`` apply; the exact path is taken up to 256 missing cells).
+        ``state_space_min_size`` points; an int names the axis; ``None`` never
+        uses the route. Missing cells work on it through the same Schur
+        complement as on the eigen route, each complete-grid solve being one
+        Kalman pass per rotated series (``solver``, ``cg_tol``, ``n_probes``
+        apply; the exact path is taken up to 256 missing cells). Per-cell
+        ``noise`` on a complete grid is solved by CG on
+        :math:`I + V M^{-1} V` (:math:`M = K + \min(d) I` by Kalman passes,
+        :math:`V^2 = D - \min(d) I`; iterations set by the noise spread) with
+        an estimated LML; per-cell noise together with missing cells is not
+        taken ("auto" then falls back to the eigen route, with a warning).
         ``sample_grid`` draws at the training coordinates of the other axes;
-        ``predict(return_cov=True)`` costs one Kalman pass per point.
+        ``predict(return_cov=True)`` costs one Kalman pass per point; neither
+        is available with per-cell noise on this route.
     state_space_min_size : int, default=2000
         Smallest axis that ``state_space="auto"`` solves by filtering.
     verbose : int, default=0
@@ -386,20 +391,21 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             ssm_axis is not None
             and self.state_space == "auto"
             and cell_noise is not None
+            and np.isnan(y).any()
         ):
-            # the filtering route needs a scalar noise: "auto" falls back to the
-            # eigen route (an explicit axis raises below)
+            # the filtering route takes per-cell noise or missing cells, not
+            # both: "auto" falls back to the eigen route (an explicit axis raises)
             warnings.warn(
                 f"axis {ssm_axis} has {grid.shape[ssm_axis]} points, but per-cell "
-                "noise is not taken by the state-space route: that axis goes "
-                "through its eigendecomposition (cubic in its length). Use a "
-                "scalar noise for the Kalman route.",
+                "noise together with missing cells is not taken by the "
+                "state-space route: that axis goes through its eigendecomposition "
+                "(cubic in its length).",
                 UserWarning,
                 stacklevel=3,
             )
             ssm_axis = None
         if ssm_axis is not None:
-            grid, y = _sort_axis(grid, y, ssm_axis)
+            grid, y, cell_noise = _sort_axis(grid, y, ssm_axis, cell_noise)
             self.grid_ = grid
         self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
         self._solver = self._make_solver(y, cell_noise)

@@ -21,15 +21,23 @@ from kronecker_gp.models._ssm_kernels import is_markov_kernel
 from kronecker_gp.models._ssm_route import StateSpaceRoute
 
 
-def _sort_axis(grid: Grid, y: FloatArray, axis: int) -> tuple[Grid, FloatArray]:
-    """Sort the coordinates of ``axis`` (and ``y``, flat C order) increasingly."""
+def _sort_axis(
+    grid: Grid, y: FloatArray, axis: int, cell_noise: FloatArray | None = None
+) -> tuple[Grid, FloatArray, FloatArray | None]:
+    """Sort the coordinates of ``axis`` increasingly, with ``y`` and ``cell_noise``.
+
+    ``y`` and ``cell_noise`` are flat in C order.
+    """
     order = np.argsort(grid.coords[axis][:, 0], kind="stable")
     if np.all(order == np.arange(order.size)):
-        return grid, y
+        return grid, y, cell_noise
     coords = list(grid.coords)
     coords[axis] = coords[axis][order]
-    y = np.take(y.reshape(grid.shape), order, axis=axis).reshape(-1)
-    return Grid(coords), y
+
+    def take(x: FloatArray) -> FloatArray:
+        return np.take(x.reshape(grid.shape), order, axis=axis).reshape(-1)
+
+    return Grid(coords), take(y), None if cell_noise is None else take(cell_noise)
 
 
 class StateSpaceMixin:
@@ -76,10 +84,10 @@ class StateSpaceMixin:
         self, grid: Grid, axis: int, cell_noise: FloatArray | None
     ) -> StateSpaceRoute:
         solver = self._solver  # type: ignore[attr-defined]
-        if cell_noise is not None:
+        if cell_noise is not None and solver.missing is not None:
             raise ValueError(
-                "the state-space route needs a scalar noise; this fit has per-cell "
-                "noise. Pass state_space=None."
+                "the state-space route takes per-cell noise or missing cells, not "
+                "both; this fit has both. Pass state_space=None."
             )
         missing = None
         if solver.missing is not None:
@@ -95,6 +103,11 @@ class StateSpaceMixin:
             max_iter=solver.max_iter,
             n_probes=solver.n_probes,
             seed=solver.seed,
+            cell_noise=(
+                None
+                if solver.cell_noise is None
+                else solver.cell_noise.reshape(grid.shape)
+            ),
         )
 
     def _space_grams(self, coords: list[FloatArray], eval_gradient: bool) -> list[Any]:
@@ -142,6 +155,8 @@ class StateSpaceMixin:
         self.solver_info_.extra["n_series"] = state.weights.size
         self.theta_ = self._theta()  # type: ignore[attr-defined]
         self.kernels_ = list(self.kernel_.kernels)  # type: ignore[attr-defined]
+        if route.cell_noise is not None:
+            self.noise_variances_ = self.noise_ * route.cell_noise  # type: ignore[attr-defined]
         self._alpha_cache = route.alpha(state, kernel_t)
         self.fit_time_ = time.perf_counter() - t0
         return self

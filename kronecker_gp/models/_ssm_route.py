@@ -24,6 +24,11 @@ from sklearn.gaussian_process.kernels import Kernel
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
 from kronecker_gp.models._missing import SolverInfo, face_split_rows
+from kronecker_gp.models._ssm_cell_noise import (
+    CellNoiseSeries,
+    cell_noise_correction,
+    cell_noise_lml,
+)
 from kronecker_gp.models._ssm_missing import (
     SeriesOperator,
     SSMSchurSystem,
@@ -74,6 +79,7 @@ class SSMState:
     noise: float
     system: SSMSchurSystem | None = None
     info: SolverInfo | None = None
+    cell: CellNoiseSeries | None = None
 
 
 @dataclass
@@ -100,6 +106,9 @@ class StateSpaceRoute:
         Probes of the stochastic estimates (CG path).
     seed : int
         Seed of the probes (the estimated objective is deterministic).
+    cell_noise : ndarray of the grid shape or None
+        Known per-cell noise variances (scaled by the fitted noise), solved by
+        :mod:`kronecker_gp.models._ssm_cell_noise`; complete grids only.
     """
 
     axis: int
@@ -111,6 +120,7 @@ class StateSpaceRoute:
     max_iter: int = 2000
     n_probes: int = 32
     seed: int = 0
+    cell_noise: FloatArray | None = None
     _cells: tuple[IntArray, IntArray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,7 +172,9 @@ class StateSpaceRoute:
         state = self.factorize(space_grams, noise)
         want = space_grad_grams is not None
         args = (kernel_t, self.times, state.y_rot, state.weights, noise)
-        if self._cells is None:
+        if self.cell_noise is not None:
+            lml, grad = self._cell_noise_lml(state, kernel_t, noise, want, need_lml)
+        elif self._cells is None:
             if not want:
                 return float(ssm_log_marginal_likelihood(*args)), None, state  # type: ignore[arg-type]
             lml, g = ssm_log_marginal_likelihood(*args, eval_gradient=True)  # type: ignore[misc]
@@ -204,6 +216,40 @@ class StateSpaceRoute:
         if noise_free:
             parts.append(np.array([log_noise]))
         return float(lml), parts, state
+
+    def _cell_noise_lml(
+        self,
+        state: SSMState,
+        kernel_t: Kernel,
+        noise: float,
+        want: bool,
+        need_lml: bool,
+    ) -> tuple[float, tuple[FloatArray, FloatArray, float] | None]:
+        """Per-cell noise: estimated LML and gradient (last entry: log noise scale)."""
+        assert self.cell_noise is not None
+        d = np.moveaxis(noise * self.cell_noise, self.axis, -1)
+        d = d.reshape(-1, self.times.size)
+        s_bar = float(d.min())
+        op = SeriesOperator(kernel_t, self.times, state.eigvecs, state.weights, s_bar)
+        system = CellNoiseSeries(op, d, tol=self.tol, max_iter=self.max_iter)
+        fit = cell_noise_lml(
+            system,
+            self._series(),
+            n_probes=self.n_probes,
+            rng=np.random.default_rng(self.seed),
+            eval_gradient=want,
+            need_lml=need_lml,
+        )
+        state.y_rot, state.noise, state.cell = fit.data_rot, s_bar, system
+        state.info = SolverInfo(
+            "state-space-cell-noise-cg",
+            0,
+            iterations=system.iterations,
+            residual=system.residual,
+            lml_std_error=fit.std_error,
+            extra={"axis": self.axis},
+        )
+        return fit.lml, fit.gradient
 
     def _axis_parts(
         self,
@@ -263,7 +309,7 @@ class StateSpaceRoute:
             var = np.outer(space_prior_diag, k_tt) - kron_matvec(
                 [x * x for x in v], pred.gamma
             )
-            if state.system is not None:
+            if state.system is not None or state.cell is not None:
                 n_space = int(np.prod([x.shape[0] for x in v]))
 
                 def project(beta: FloatArray) -> FloatArray:
@@ -271,18 +317,48 @@ class StateSpaceRoute:
                     out = kron_matvec(v, beta.reshape(s, m_t * k))
                     return out.reshape(n_space * m_t, k)
 
+                def k_columns() -> FloatArray:
+                    rows = v[0]  # (M_space, S): rows of the Kronecker product
+                    for x in v[1:]:
+                        rows = np.kron(rows, x)
+                    k_t = kernel_t(self.times[:, None], test_times[:, None])
+                    cols = np.einsum("ji,tu->itju", rows, k_t)
+                    return cols.reshape(rows.shape[1], self.times.size, -1)
+
                 var = var + self._correction(
-                    state, project, var.size, test_times
+                    state, project, var.size, test_times, k_columns
                 ).reshape(var.shape)
             var = np.maximum(var, 0.0)
         return self._to_grid(mean, test_shape), (
             None if var is None else self._to_grid(var, test_shape)
         )
 
-    def _correction(
-        self, state: SSMState, project: object, n_test: int, times: FloatArray
+    def _correction(  # noqa: PLR0917 - the two corrections' shared inputs
+        self,
+        state: SSMState,
+        project: object,
+        n_test: int,
+        times: FloatArray,
+        k_columns: object,
     ) -> FloatArray:
-        """Missing-cell variance correction (seeded Monte Carlo when it is large)."""
+        """Missing-cell or per-cell-noise variance correction.
+
+        Exact while the test points' covariance columns hold at most 2^24
+        entries, else seeded Monte Carlo (relative standard error
+        ``sqrt(2 / n_probes)`` on the correction). ``k_columns()`` returns the
+        rotated cross-covariance columns (S, n_t, n_test).
+        """
+        rng = np.random.default_rng(self.seed)
+        if state.cell is not None:
+            return cell_noise_correction(
+                state.cell,
+                project,
+                k_columns,
+                n_test,
+                times,
+                n_samples=self.n_probes,
+                rng=rng,
+            )
         assert state.system is not None
         return variance_correction(
             state.system,
@@ -290,7 +366,7 @@ class StateSpaceRoute:
             n_test,
             times,
             n_samples=self.n_probes,
-            rng=np.random.default_rng(self.seed),
+            rng=rng,
         )
 
     def _to_grid(self, series: FloatArray, shape: tuple[int, ...]) -> FloatArray:
@@ -324,7 +400,7 @@ class StateSpaceRoute:
             return mean, None
         k_tt = kernel_t.diag(times[:, None])
         var = space_prior_diag * k_tt - np.sum(rows**2 * pred.gamma[:, inv].T, axis=1)
-        if state.system is not None:
+        if state.system is not None or state.cell is not None:
 
             def project(beta: FloatArray) -> FloatArray:
                 k = beta.shape[2]
@@ -336,7 +412,11 @@ class StateSpaceRoute:
                     out[sl] = np.einsum("ps,spk->pk", rows[sl], picked)
                 return out
 
-            var = var + self._correction(state, project, times.size, uniq)
+            def k_columns() -> FloatArray:
+                k_t = kernel_t(self.times[:, None], times[:, None])  # (n_t, M)
+                return rows.T[:, None, :] * k_t[None, :, :]
+
+            var = var + self._correction(state, project, times.size, uniq, k_columns)
         return mean, np.maximum(var, 0.0)
 
     @staticmethod
@@ -366,6 +446,11 @@ class StateSpaceRoute:
         ``M`` points; ``space_prior`` is :math:`k_s(X_*, X_*)` over the other
         axes (ones without them).
         """
+        if state.cell is not None:
+            raise ValueError(
+                "return_cov and sample_y with per-cell noise are not available on the "
+                "state-space route; use return_std, or state_space=None."
+            )
         op = SeriesOperator(
             kernel_t, self.times, state.eigvecs, state.weights, state.noise
         )
@@ -397,6 +482,11 @@ class StateSpaceRoute:
         rng: np.random.Generator,
     ) -> FloatArray:
         """Posterior samples at the training sites and ``test_times``."""
+        if state.cell is not None:
+            raise ValueError(
+                "sample_grid with per-cell noise is not available on the state-space "
+                "route; pass state_space=None (or a scalar noise)."
+            )
         if state.system is not None:
             draws = matheron_samples(
                 state.system, self._series(), test_times, n_samples, rng
