@@ -318,9 +318,9 @@ class StateSpaceRoute:
                     return out.reshape(n_space * m_t, k)
 
                 def k_columns() -> FloatArray:
-                    rows = v[0]  # (M_space, S): rows of the Kronecker product
-                    for x in v[1:]:
-                        rows = np.kron(rows, x)
+                    rows = np.asarray(v[0], dtype=np.float64)  # (M_space, S)
+                    for x in v[1:]:  # rows of the Kronecker product of the axes
+                        rows = np.asarray(np.kron(rows, x), dtype=np.float64)
                     k_t = kernel_t(self.times[:, None], test_times[:, None])
                     cols = np.einsum("ji,tu->itju", rows, k_t)
                     return cols.reshape(rows.shape[1], self.times.size, -1)
