@@ -120,14 +120,10 @@ def test_optimisation_reaches_dense_optimum(rng):
     assert 0 < se < 1 and ours >= best - max(1e-3 * abs(best), 3 * se)
 
 
-def test_auto_route_and_unsupported_combinations(rng):
+def test_auto_route_and_per_cell_noise_with_missing_cells(rng):
     coords, Y, noise = _data(rng, n_t=60)
     gp = KroneckerGP(KERNELS, noise=noise, optimizer=None, state_space_min_size=50)
     assert gp.fit_grid(coords, Y).solver_info_.path == "state-space-cell-noise-cg"
-    with pytest.raises(ValueError, match="sample_grid with per-cell noise"):
-        gp.sample_grid([coords[0], np.arange(3.0)])
-    with pytest.raises(ValueError, match="return_cov and sample_y with per-cell"):
-        gp.predict(np.zeros((2, 3)), return_cov=True)
     Y[0, 3] = np.nan
     with pytest.warns(UserWarning, match="together with missing cells"):
         gp.fit_grid(coords, Y)
@@ -158,3 +154,21 @@ def test_three_factors_time_first(rng):
     mr, sr = ref.predict(Grid([c[:, None] for c in test]).to_rows(), return_std=True)
     _close(mg.reshape(-1), mr)
     _close(sg.reshape(-1), sr)
+
+
+def test_covariance_and_samples_match_dense(rng):
+    coords, Y, noise = _data(rng, n_sites=3, n_t=25)
+    gp = KroneckerGP(KERNELS, noise=noise, optimizer=None, state_space=1, cg_tol=1e-12)
+    gp.fit_grid(coords, Y)
+    ref, _ = _dense(coords, Y, noise)
+    Xq = np.column_stack([rng.uniform(0, 3, (5, 2)), rng.uniform(-3, 43, 5)])
+    m, c = gp.predict(Xq, return_cov=True)
+    mr, cr = ref.predict(Xq, return_cov=True)
+    _close(m, mr)
+    _close(c, cr)
+    test_t = np.array([3.0, 17.5, 50.0])
+    draws = gp.sample_grid([coords[0], test_t], n_samples=4000, random_state=2)
+    assert draws.shape == (3, 3, 4000)
+    mean, std = gp.predict_grid([coords[0], test_t], return_std=True)
+    assert np.all(np.abs(draws.mean(axis=-1) - mean) < 5 * std / np.sqrt(4000))
+    assert np.all(np.abs(draws.std(axis=-1) - std) < 0.06 * std)

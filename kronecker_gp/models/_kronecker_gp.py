@@ -135,8 +135,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         an estimated LML; per-cell noise together with missing cells is not
         taken ("auto" then falls back to the eigen route, with a warning).
         ``sample_grid`` draws at the training coordinates of the other axes;
-        ``predict(return_cov=True)`` costs one Kalman pass per point; neither
-        is available with per-cell noise on this route.
+        ``predict(return_cov=True)`` costs one Kalman pass per point.
     state_space_min_size : int, default=2000
         Smallest axis that ``state_space="auto"`` solves by filtering.
     verbose : int, default=0

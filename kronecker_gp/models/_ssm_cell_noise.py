@@ -36,6 +36,7 @@ import numpy as np
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.models._missing import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.models._ssm_missing import SeriesOperator, stacked_gradient
+from kronecker_gp.models._state_space import _merge
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -94,6 +95,11 @@ class CellNoiseSeries(CGRecorder):
         v = self.v[:, :, None]
         beta = self.b_solve((v * u).reshape(-1, k)).reshape(*self.shape, k)
         return u - self.p_solve(v * beta), logdet_m
+
+    def exact_covariance(self, k_cols: FloatArray) -> FloatArray:
+        """Return ``G^T B^{-1} G``, ``G = V M^{-1} K_{x*}`` (``k_cols``: S, n_t, M)."""
+        g = (self.v[:, :, None] * self.p_solve(k_cols)).reshape(-1, k_cols.shape[2])
+        return np.asarray(g.T @ self.b_solve(g))
 
     def exact_correction(self, k_cols: FloatArray) -> FloatArray:
         """Return ``g^T B^{-1} g`` with ``g = V M^{-1} k``, ``k`` (S, n_t, M)."""
@@ -241,3 +247,30 @@ def cell_noise_correction(  # noqa: PLR0917 - the route's prediction inputs
     return cell_noise_variance_correction(
         system, project, n_test, pred_times, n_samples=n_samples, rng=rng
     )
+
+
+def cell_noise_samples(
+    system: CellNoiseSeries,
+    y: FloatArray,
+    test_times: FloatArray,
+    n_samples: int,
+    rng: np.random.Generator,
+) -> FloatArray:
+    r"""Posterior samples at the training sites and ``test_times`` (Matheron's rule).
+
+    :math:`f_* + K_{*x} A^{-1} (y - f_x - \varepsilon)` with :math:`(f_*,
+    f_x)` a joint prior sample on the merged timeline and
+    :math:`\varepsilon \sim N(0, D)`; :math:`K_{*x} A^{-1} r` is the Kalman
+    route's predictive mean with data :math:`M A^{-1} r = r - W A^{-1} r`.
+    Exact in distribution to the CG tolerance. Returns (S, m, n_samples).
+    """
+    op = system.op
+    merged, obs, pos = _merge(op.times, test_times)
+    f = op.unrotate(op.prior_rot(n_samples, rng, merged, noisy=False))
+    f_train, f_test = f[:, obs], f[:, pos]
+    eps = np.sqrt(system.d)[:, :, None] * rng.standard_normal(f_train.shape)
+    resid = y[:, :, None] - f_train - eps
+    a_resid, _ = system.a_solve(resid)
+    data = resid - system.w[:, :, None] * a_resid
+    beta = op.cross_mean(op.rotate(data), test_times)
+    return f_test + op.unrotate(op.weights[:, None, None] * beta)

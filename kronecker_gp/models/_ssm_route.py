@@ -28,6 +28,7 @@ from kronecker_gp.models._ssm_cell_noise import (
     CellNoiseSeries,
     cell_noise_correction,
     cell_noise_lml,
+    cell_noise_samples,
 )
 from kronecker_gp.models._ssm_missing import (
     SeriesOperator,
@@ -446,11 +447,6 @@ class StateSpaceRoute:
         ``M`` points; ``space_prior`` is :math:`k_s(X_*, X_*)` over the other
         axes (ones without them).
         """
-        if state.cell is not None:
-            raise ValueError(
-                "return_cov and sample_y with per-cell noise are not available on the "
-                "state-space route; use return_std, or state_space=None."
-            )
         op = SeriesOperator(
             kernel_t, self.times, state.eigvecs, state.weights, state.noise
         )
@@ -471,6 +467,8 @@ class StateSpaceRoute:
         cov = prior - 0.5 * (reduction + reduction.T)
         if state.system is not None:
             cov = cov + covariance_correction(state.system, project, n_pts, uniq)
+        if state.cell is not None:
+            cov = cov + state.cell.exact_covariance(op.unrotate(b_rot))
         return np.asarray(cov)
 
     def sample_grid(
@@ -482,15 +480,16 @@ class StateSpaceRoute:
         rng: np.random.Generator,
     ) -> FloatArray:
         """Posterior samples at the training sites and ``test_times``."""
-        if state.cell is not None:
-            raise ValueError(
-                "sample_grid with per-cell noise is not available on the state-space "
-                "route; pass state_space=None (or a scalar noise)."
-            )
-        if state.system is not None:
-            draws = matheron_samples(
-                state.system, self._series(), test_times, n_samples, rng
-            )
+        if state.system is not None or state.cell is not None:
+            if state.cell is not None:
+                draws = cell_noise_samples(
+                    state.cell, self._series(), test_times, n_samples, rng
+                )
+            else:
+                assert state.system is not None
+                draws = matheron_samples(
+                    state.system, self._series(), test_times, n_samples, rng
+                )
             shape = list(self.y.shape)
             shape[self.axis] = test_times.size
             moved = (
