@@ -35,8 +35,11 @@ import numpy as np
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.models._missing import CGRecorder, lanczos_logdet_solve
-from kronecker_gp.models._ssm_missing import SeriesOperator, stacked_gradient
-from kronecker_gp.models._state_space import _merge
+from kronecker_gp.models._ssm_missing import (
+    SeriesOperator,
+    joint_prior,
+    stacked_gradient,
+)
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -265,9 +268,7 @@ def cell_noise_samples(
     Exact in distribution to the CG tolerance. Returns (S, m, n_samples).
     """
     op = system.op
-    merged, obs, pos = _merge(op.times, test_times)
-    f = op.unrotate(op.prior_rot(n_samples, rng, merged, noisy=False))
-    f_train, f_test = f[:, obs], f[:, pos]
+    f_train, f_test = joint_prior(op, test_times, n_samples, rng)
     eps = np.sqrt(system.d)[:, :, None] * rng.standard_normal(f_train.shape)
     resid = y[:, :, None] - f_train - eps
     a_resid, _ = system.a_solve(resid)

@@ -186,6 +186,19 @@ class SeriesOperator:
         return f
 
 
+def joint_prior(
+    op: SeriesOperator, test_times: FloatArray, n_samples: int, rng: np.random.Generator
+) -> tuple[FloatArray, FloatArray]:
+    """Joint prior samples at the training times and ``test_times`` (grid cells).
+
+    Simulated on the merged timeline (no noise); returns ``(f_train, f_test)``
+    of shapes (S, n_t, k) and (S, m, k) in series layout.
+    """
+    merged, obs, pos = _merge(op.times, test_times)
+    f = op.unrotate(op.prior_rot(n_samples, rng, merged, noisy=False))
+    return f[:, obs], f[:, pos]
+
+
 def stacked_gradient(
     op: SeriesOperator, v_rot: FloatArray, coef: FloatArray, full: FloatArray
 ) -> tuple[FloatArray, FloatArray, float]:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.models._ssm_missing import SSMSchurSystem, _chunks
-from kronecker_gp.models._state_space import _merge
+from kronecker_gp.models._ssm_missing import SSMSchurSystem, _chunks, joint_prior
 
 
 def _g_columns(
@@ -131,10 +130,7 @@ def matheron_samples(
         Samples in series layout (latent function, noise excluded).
     """
     op = system.op
-    merged, obs, pos = _merge(op.times, test_times)
-    f_rot = op.prior_rot(n_samples, rng, merged, noisy=False)
-    f = op.unrotate(f_rot)
-    f_train, f_test = f[:, obs], f[:, pos]
+    f_train, f_test = joint_prior(op, test_times, n_samples, rng)
     eps = np.sqrt(op.noise) * rng.standard_normal(f_train.shape)
     resid = y[:, :, None] - f_train - eps
     resid[system.s_idx, system.t_idx] = 0.0
