@@ -24,7 +24,7 @@ from kronecker_gp.models._graph_likelihood import (
     product_spectrum,
     rotate,
 )
-from kronecker_gp.models._optimize import maximise_lml
+from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 
 #: The sub-grid path stores one (n_o^P x n_o^P) block per fully observed
 #: eigenvector; above this many float64 entries the Schur path is used.
@@ -257,22 +257,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         ]
         if self.kernel == "diffusion":
             specs.pop(2)
-        if not isinstance(self.n_restarts_optimizer, numbers.Integral) or (
-            self.n_restarts_optimizer < 0
-        ):
-            raise ValueError(
-                "n_restarts_optimizer must be a non-negative integer; got "
-                f"{self.n_restarts_optimizer!r}."
-            )
-        if not (
-            self.optimizer is None
-            or callable(self.optimizer)
-            or self.optimizer == "fmin_l_bfgs_b"
-        ):
-            raise ValueError(
-                'optimizer must be "fmin_l_bfgs_b", a callable or None; got '
-                f"{self.optimizer!r}."
-            )
+        check_optimizer_params(self.optimizer, self.n_restarts_optimizer)
         if self.solver not in ("auto", "exact", "cg"):
             raise ValueError(
                 f'solver must be "auto", "exact" or "cg"; got {self.solver!r}.'

@@ -17,6 +17,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.models._optimize import check_optimizer_params
 from kronecker_gp.models._solver import GridSolver
 
 
@@ -88,22 +89,7 @@ class SetupMixin:
         self._check_optimizer_params()
 
     def _check_optimizer_params(self) -> None:
-        if not isinstance(self.n_restarts_optimizer, numbers.Integral) or (
-            self.n_restarts_optimizer < 0
-        ):
-            raise ValueError(
-                "n_restarts_optimizer must be a non-negative integer; got "
-                f"{self.n_restarts_optimizer!r}."
-            )
-        if not (
-            self.optimizer is None
-            or callable(self.optimizer)
-            or self.optimizer == "fmin_l_bfgs_b"
-        ):
-            raise ValueError(
-                'optimizer must be "fmin_l_bfgs_b", a callable or None; got '
-                f"{self.optimizer!r}."
-            )
+        check_optimizer_params(self.optimizer, self.n_restarts_optimizer)
 
     def _normalisation(self, y: FloatArray) -> tuple[float, float]:
         if not self.normalize_y:

@@ -27,7 +27,11 @@ from kronecker_gp.models._multitask_likelihood import (
     multitask_factorize,
     two_kron_eigh,
 )
-from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
+from kronecker_gp.models._optimize import (
+    check_optimizer_params,
+    log_noise_bounds,
+    maximise_lml,
+)
 
 _MODELS = ("icm", "lmc")
 _TASK_NOISE = ("per_task", "shared")
@@ -344,7 +348,7 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
                 f'n_latent must be 1 with model="icm"; got {q}. Use model="lmc" for '
                 "several latent processes."
             )
-        for name in ("n_restarts_optimizer", "max_missing", "n_probes"):
+        for name in ("max_missing", "n_probes"):
             value = getattr(self, name)
             if not isinstance(value, numbers.Integral) or value < 0:
                 raise ValueError(
@@ -359,15 +363,7 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
             )
         if not (isinstance(self.cg_tol, numbers.Real) and 0 < self.cg_tol < 1):
             raise ValueError(f"cg_tol must be in (0, 1); got {self.cg_tol!r}.")
-        if not (
-            self.optimizer is None
-            or callable(self.optimizer)
-            or self.optimizer == "fmin_l_bfgs_b"
-        ):
-            raise ValueError(
-                'optimizer must be "fmin_l_bfgs_b", a callable or None; got '
-                f"{self.optimizer!r}."
-            )
+        check_optimizer_params(self.optimizer, self.n_restarts_optimizer)
 
     def _per_latent(
         self, value: object, name: str, default: Callable[[int], Kernel]

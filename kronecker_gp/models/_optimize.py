@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -133,6 +134,18 @@ def _projected_max(theta: FloatArray, grad: FloatArray, bounds: FloatArray) -> f
     g[(theta <= bounds[:, 0]) & (g > 0)] = 0.0
     g[(theta >= bounds[:, 1]) & (g < 0)] = 0.0
     return float(np.max(np.abs(g), initial=0.0))
+
+
+def check_optimizer_params(optimizer: object, n_restarts: object) -> None:
+    """Validate ``optimizer`` and ``n_restarts_optimizer`` (clear ``ValueError``)."""
+    if not isinstance(n_restarts, numbers.Integral) or n_restarts < 0:
+        raise ValueError(
+            f"n_restarts_optimizer must be a non-negative integer; got {n_restarts!r}."
+        )
+    if not (optimizer is None or callable(optimizer) or optimizer == "fmin_l_bfgs_b"):
+        raise ValueError(
+            f'optimizer must be "fmin_l_bfgs_b", a callable or None; got {optimizer!r}.'
+        )
 
 
 def log_noise_bounds(bounds: object) -> FloatArray | None:
