@@ -324,7 +324,9 @@ def test_block_jacobi_matches_dense_blocks(shape, block_size, rng):
         l_inv = other.half_inv(np.eye(missing.size))
         inside = np.abs(np.linalg.inv(l_inv.T @ l_inv)) > 1e-12
         scores.append(np.sum(corr2[inside]))
-    assert scores[block.axis] >= max(scores) - 1e-9 * max(scores)
+    # scale the slack by all the squared correlations, not by the best score:
+    # with blocks of one cell every score is rounding noise around zero
+    assert scores[block.axis] >= max(scores) - 1e-9 * np.sum(corr2)
     # C = L L^T reproduces P_mm on its diagonal blocks and is zero elsewhere
     eye = np.eye(missing.size)
     l_inv = block.half_inv(eye)
