@@ -51,7 +51,7 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
 
 from kronecker_gp import KroneckerGP  # noqa: E402
 from kronecker_gp.kernels import KroneckerKernel  # noqa: E402
-from kronecker_gp.models import _missing  # noqa: E402
+from kronecker_gp.solvers import _eigen_missing as _missing  # noqa: E402
 
 PATTERNS = ["random-0.1", "random-0.3", "random-0.7", "block-outage", "future-slice"]
 

@@ -7,7 +7,7 @@ Cases (each runs in its own subprocess, so peak RSS is per case):
     likelihood with its gradient (space amplitude and length scale, time
     length scale, noise) by the state-space route (eigh of the 12 x 12 space
     factor, rotation, Kalman filter with sensitivities, adjoint pass, chain
-    rule) next to the eigen route of ``kronecker_gp.models._likelihood``
+    rule) next to the eigen route of ``kronecker_gp.linalg._eigenbasis``
     (``factorize`` + ``lml_gradient`` with the dense 6,574 x 6,574 time
     factor). Reports both times, the speed-up and the relative differences
     of the LML and the gradient.
@@ -45,12 +45,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from kronecker_gp.datasets import load_wind  # noqa: E402
-from kronecker_gp.models._likelihood import factorize, lml_gradient  # noqa: E402
-from kronecker_gp.models._ssm_kernels import (  # noqa: E402
-    discretize,
-    kernel_to_state_space,
+from kronecker_gp.kernels._markov import kernel_to_state_space  # noqa: E402
+from kronecker_gp.linalg._eigenbasis import factorize, lml_gradient  # noqa: E402
+from kronecker_gp.linalg.kalman._model import discretize  # noqa: E402
+from kronecker_gp.solvers._kalman_series import (  # noqa: E402
+    ssm_log_marginal_likelihood,
 )
-from kronecker_gp.models._state_space import ssm_log_marginal_likelihood  # noqa: E402
 
 # theta = log [space amplitude, space length scale, time length scale, noise]
 WIND_THETA = np.log([10.0, 2.0, 3.0, 8.0])

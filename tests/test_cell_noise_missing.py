@@ -13,10 +13,10 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 from kronecker_gp import KroneckerGP
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models import _cell_noise_missing
-from kronecker_gp.models._cell_noise import cell_noise_variance_correction
-from kronecker_gp.models._cell_noise_missing import observed_variance_correction_mc
-from kronecker_gp.models._missing import variance_correction_exact
+from kronecker_gp.solvers import _cell_noise_missing
+from kronecker_gp.solvers._cell_noise import cell_noise_variance_correction
+from kronecker_gp.solvers._cell_noise_missing import observed_variance_correction_mc
+from kronecker_gp.solvers._eigen_missing import variance_correction_exact
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 #: The outer CG runs to cg_tol=1e-12; the observed-cell system's condition

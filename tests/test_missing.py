@@ -9,16 +9,18 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteK
 from kronecker_gp import KroneckerGP
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models import _block_jacobi, _kronecker_gp, _missing
-from kronecker_gp.models._block_jacobi import BlockJacobi
-from kronecker_gp.models._likelihood import GridPosterior
-from kronecker_gp.models._missing import (
+from kronecker_gp.linalg import _block_jacobi
+from kronecker_gp.linalg._block_jacobi import BlockJacobi
+from kronecker_gp.linalg._eigenbasis import GridPosterior
+from kronecker_gp.models import _kronecker_gp
+from kronecker_gp.solvers import _eigen_missing as _missing
+from kronecker_gp.solvers._eigen import GridSolver
+from kronecker_gp.solvers._eigen_missing import (
     SchurSystem,
     missing_factorize,
     variance_correction_exact,
     variance_correction_mc,
 )
-from kronecker_gp.models._solver import GridSolver
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 NOISE = 0.01

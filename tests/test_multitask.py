@@ -242,7 +242,7 @@ def test_task_kernel_bad_theta_length():
 
 
 # -- the pure algebra of C (x) R + S (x) O, complete and with missing cells ------------
-from kronecker_gp.models._multitask_likelihood import (  # noqa: E402
+from kronecker_gp.solvers._multitask import (  # noqa: E402
     gradient_matrices,
     multitask_factorize,
     predict_moments,
@@ -765,7 +765,7 @@ def test_lmc_kernel_list_length_must_match(rng):
 @pytest.mark.parametrize(("noise", "missing"), CASES)
 @pytest.mark.parametrize("side", ["task", "input"])
 def test_trace_matrix_matches_dense(side, noise, missing, rng):
-    from kronecker_gp.models._multitask_likelihood import missing_cells, trace_matrix
+    from kronecker_gp.solvers._multitask import missing_cells, trace_matrix
 
     c, r, s, o, s_dense, o_dense, _, obs = _two_kron_inputs(
         rng, noise=noise, missing=missing
@@ -784,7 +784,7 @@ def test_trace_matrix_matches_dense(side, noise, missing, rng):
 
 
 def test_nearest_kronecker_product_weights(rng):
-    from kronecker_gp.models._multitask_iterative import nkp_weights
+    from kronecker_gp.solvers._multitask_iterative import nkp_weights
 
     b1, b2 = random_spd(3, random_state=rng), random_spd(3, random_state=rng)
     k1, k2 = random_spd(5, random_state=rng), random_spd(5, random_state=rng)
@@ -801,7 +801,7 @@ def test_nearest_kronecker_product_weights(rng):
 
 
 def test_remaining_error_messages(rng):
-    from kronecker_gp.models._multitask_likelihood import whitened_eigh
+    from kronecker_gp.solvers._multitask import whitened_eigh
 
     with pytest.raises(
         ValueError, match="Gradient can only be evaluated when Y is None"

@@ -5,7 +5,7 @@ import tracemalloc
 import numpy as np
 import scipy.linalg
 
-from kronecker_gp.models._slq import lanczos_logdet_solve, lanczos_tridiagonal
+from kronecker_gp.linalg._krylov import lanczos_logdet_solve, lanczos_tridiagonal
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 

@@ -8,7 +8,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 from kronecker_gp import KroneckerGP
 from kronecker_gp._grid import Grid
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models import _ssm_cell_noise
+from kronecker_gp.solvers import _kalman_cell_noise as _ssm_cell_noise
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 KERNELS = [ConstantKernel(1.2) * RBF(1.5), Matern(4.0, nu=1.5)]

@@ -5,7 +5,7 @@ import pytest
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 
 from kronecker_gp import KroneckerGP
-from kronecker_gp.models import _ssm_missing_predict
+from kronecker_gp.solvers import _kalman_missing_predict as _ssm_missing_predict
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 

@@ -13,19 +13,16 @@ from sklearn.gaussian_process.kernels import (
     WhiteKernel,
 )
 
-import kronecker_gp.models._kalman as kalman
-from kronecker_gp.models._kalman import step_tables
-from kronecker_gp.models._likelihood import (
+import kronecker_gp.linalg.kalman._filter as kalman
+from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
+from kronecker_gp.linalg._eigenbasis import (
     factor_gradient_matrix,
     factorize,
     lml_gradient,
 )
-from kronecker_gp.models._ssm_kernels import (
-    discretize,
-    is_markov_kernel,
-    kernel_to_state_space,
-)
-from kronecker_gp.models._state_space import (
+from kronecker_gp.linalg.kalman._filter import step_tables
+from kronecker_gp.linalg.kalman._model import discretize
+from kronecker_gp.solvers._kalman_series import (
     ssm_log_marginal_likelihood,
     ssm_predict,
     ssm_sample,

@@ -419,7 +419,7 @@ def matern_log_spectrum(
 
 
 # ------------------------------------------------------------------ kernels
-def _check_nodes(X: ArrayLike, n_nodes: int, name: str) -> IntArray:
+def check_nodes(X: ArrayLike, n_nodes: int, name: str) -> IntArray:
     """Return a column of integer node indices in ``[0, n_nodes)`` or raise."""
     arr = as_float_array(X, name, ndim=(1, 2))
     arr = arr.reshape(-1, 1) if arr.ndim == 1 else arr
@@ -537,8 +537,8 @@ class _GraphKernel(Kernel):
         if eval_gradient and Y is not None:
             raise ValueError("Gradient can only be evaluated when Y is None.")
         u, s, ds = self.spectrum(eval_gradient)
-        ux = u[_check_nodes(X, self.n_nodes, "X")]
-        uy = ux if Y is None else u[_check_nodes(Y, self.n_nodes, "Y")]
+        ux = u[check_nodes(X, self.n_nodes, "X")]
+        uy = ux if Y is None else u[check_nodes(Y, self.n_nodes, "Y")]
         K = (ux * s) @ uy.T
         if not eval_gradient:
             return K
@@ -548,7 +548,7 @@ class _GraphKernel(Kernel):
     def diag(self, X: ArrayLike) -> FloatArray:
         """Return ``np.diag(self(X))``: ``sum_p U[x, p]^2 s_p``, cost O(n n_X)."""
         u, s, _ = self.spectrum()
-        ux = u[_check_nodes(X, self.n_nodes, "X")]
+        ux = u[check_nodes(X, self.n_nodes, "X")]
         return np.asarray((ux * ux) @ s)
 
     def is_stationary(self) -> bool:

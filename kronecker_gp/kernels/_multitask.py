@@ -11,7 +11,7 @@ from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 
 
-def _check_int(value: object, name: str, low: int, high: int | None = None) -> int:
+def check_int(value: object, name: str, low: int, high: int | None = None) -> int:
     """Return ``value`` as an int in ``[low, high]`` or raise ``ValueError``."""
     ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if not ok or value < low or (high is not None and value > high):  # type: ignore[operator]
@@ -201,8 +201,8 @@ class CoregionalizationKernel(Kernel):
 
     # -- validated views of the parameters ------------------------------------------
     def _shape(self) -> tuple[int, int]:
-        n_tasks = _check_int(self.n_tasks, "n_tasks", 1)
-        return n_tasks, _check_int(self.rank, "rank", 1, n_tasks)
+        n_tasks = check_int(self.n_tasks, "n_tasks", 1)
+        return n_tasks, check_int(self.rank, "rank", 1, n_tasks)
 
     def _loadings(self) -> FloatArray:
         n_tasks, rank = self._shape()

@@ -440,3 +440,12 @@ __all__ = [
     "kron_quad_form",
     "kron_solve_shifted",
 ]
+
+
+def face_split_rows(mats: list[FloatArray]) -> FloatArray:
+    """Return the explicit face-splitting product (rows ``kron(A_1[i], ...)``)."""
+    out = mats[0]
+    m = out.shape[0]
+    for a in mats[1:]:
+        out = (out[:, :, None] * a[:, None, :]).reshape(m, -1)
+    return out

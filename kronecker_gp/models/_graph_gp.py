@@ -14,9 +14,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
-from kronecker_gp.kernels._graph import _check_nodes, laplacian_eigh
+from kronecker_gp.kernels._graph import check_nodes, laplacian_eigh
 from kronecker_gp.linalg import kron_matvec, kron_outer
-from kronecker_gp.models._graph_likelihood import (
+from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
+from kronecker_gp.solvers._graph import (
     CompletePath,
     SchurPath,
     SubgridPath,
@@ -24,7 +25,6 @@ from kronecker_gp.models._graph_likelihood import (
     product_spectrum,
     rotate,
 )
-from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 
 #: The sub-grid path stores one (n_o^P x n_o^P) block per fully observed
 #: eigenvector; above this many float64 entries the Schur path is used.
@@ -156,7 +156,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
     :math:`O(\sum_d n_d^3 + N \sum_d n_d)` once, then :math:`O(N)` per
     likelihood and gradient on a complete grid; :math:`O(n_F (n_o^P)^2
     n_P)` when whole nodes of some axes are unobserved (see
-    :class:`~kronecker_gp.models._graph_likelihood.SubgridPath`);
+    :class:`~kronecker_gp.solvers._graph.SubgridPath`);
     scattered NaN cells use the Schur-complement solver of ``KroneckerGP``.
 
     References
@@ -286,7 +286,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             if c is None:
                 out.append(None)
                 continue
-            idx = _check_nodes(c, n, f"coords[{d}]")
+            idx = check_nodes(c, n, f"coords[{d}]")
             if np.unique(idx).size != idx.size:
                 raise ValueError(f"coords[{d}] repeats a node; give each node once.")
             out.append(idx)
@@ -323,7 +323,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
                 f"X must have {len(shape)} columns (one node index per graph); "
                 f"got {X.shape[1]}."
             )
-        idx = [_check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(shape)]
+        idx = [check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(shape)]
         cells = np.ravel_multi_index(tuple(idx), shape)
         if np.unique(cells).size != cells.size:
             raise ValueError("X repeats a grid cell; average or drop duplicate rows.")
@@ -583,7 +583,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
     def _cells(self, X: ArrayLike) -> IntArray:
         X = np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
         idx = [
-            _check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(self.shape_)
+            check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(self.shape_)
         ]
         return np.asarray(np.ravel_multi_index(tuple(idx), self.shape_))
 

@@ -17,9 +17,9 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
-from kronecker_gp.models._kronecker_gp_ssm import _sort_axis
+from kronecker_gp.models._kronecker_gp_ssm import sort_axis
 from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
-from kronecker_gp.models._solver import SolveResult
+from kronecker_gp.solvers._eigen import SolveResult
 
 #: fit(X, y) warns when the grid spanned by the rows is this many times larger.
 SPARSE_GRID_RATIO = 20
@@ -404,7 +404,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             )
             ssm_axis = None
         if ssm_axis is not None:
-            grid, y, cell_noise = _sort_axis(grid, y, ssm_axis, cell_noise)
+            grid, y, cell_noise = sort_axis(grid, y, ssm_axis, cell_noise)
             self.grid_ = grid
         self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
         self._solver = self._make_solver(y, cell_noise)

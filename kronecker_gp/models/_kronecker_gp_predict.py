@@ -20,27 +20,27 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import kron_matvec, kron_outer
-from kronecker_gp.models._cell_noise import (
+from kronecker_gp.models._kronecker_gp_setup import SetupMixin
+from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin
+from kronecker_gp.solvers._cell_noise import (
     CellNoiseSystem,
     cell_noise_covariance_correction,
     cell_noise_variance_correction,
 )
-from kronecker_gp.models._cell_noise_missing import (
+from kronecker_gp.solvers._cell_noise_missing import (
     ObservedCellNoiseSystem,
     observed_variance_correction,
 )
-from kronecker_gp.models._kronecker_gp_setup import SetupMixin
-from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin
-from kronecker_gp.models._missing import (
+from kronecker_gp.solvers._eigen import GridSolver
+from kronecker_gp.solvers._eigen_missing import (
     covariance_correction,
     variance_correction,
 )
-from kronecker_gp.models._posterior import (
+from kronecker_gp.solvers._posterior import (
     grid_moments,
     point_moments,
     prior_grid_samples,
 )
-from kronecker_gp.models._solver import GridSolver
 
 
 class PredictionMixin(SetupMixin, StateSpaceMixin):

@@ -18,7 +18,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.models._optimize import check_optimizer_params
-from kronecker_gp.models._solver import GridSolver
+from kronecker_gp.solvers._eigen import GridSolver
 
 
 class SetupMixin:

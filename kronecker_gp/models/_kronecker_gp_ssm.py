@@ -1,7 +1,7 @@
 """KroneckerGP's state-space route: the estimator side (a mixin).
 
-The numerics live in :mod:`kronecker_gp.models._ssm_route` and
-:mod:`kronecker_gp.models._state_space`; this mixin chooses the axis, checks
+The numerics live in :mod:`kronecker_gp.solvers._kalman` and
+:mod:`kronecker_gp.solvers._kalman_series`; this mixin chooses the axis, checks
 that the route applies, and maps the estimator's methods onto it.
 """
 
@@ -15,13 +15,13 @@ import numpy as np
 
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
+from kronecker_gp.kernels._markov import is_markov_kernel
 from kronecker_gp.linalg import kron_outer
-from kronecker_gp.models._missing import SolverInfo
-from kronecker_gp.models._ssm_kernels import is_markov_kernel
-from kronecker_gp.models._ssm_route import StateSpaceRoute
+from kronecker_gp.solvers._kalman import StateSpaceRoute
+from kronecker_gp.solvers._protocol import SolverInfo
 
 
-def _sort_axis(
+def sort_axis(
     grid: Grid, y: FloatArray, axis: int, cell_noise: FloatArray | None = None
 ) -> tuple[Grid, FloatArray, FloatArray | None]:
     """Sort the coordinates of ``axis`` increasingly, with ``y`` and ``cell_noise``.

@@ -16,29 +16,26 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import CoregionalizationKernel
-from kronecker_gp.kernels._multitask import _check_int, default_loadings
+from kronecker_gp.kernels._multitask import check_int, default_loadings
 from kronecker_gp.models._multitask_gp_predict import MultiTaskPredictionMixin
-from kronecker_gp.models._multitask_iterative import (
-    LMCSystem,
-    lmc_evaluate,
-)
-from kronecker_gp.models._multitask_likelihood import (
-    gradient_matrices,
-    multitask_factorize,
-    two_kron_eigh,
-)
 from kronecker_gp.models._optimize import (
     check_optimizer_params,
     log_noise_bounds,
     maximise_lml,
 )
+from kronecker_gp.solvers._multitask import (
+    gradient_matrices,
+    multitask_factorize,
+    two_kron_eigh,
+)
+from kronecker_gp.solvers._multitask_iterative import LMCSystem, lmc_evaluate
 
 _MODELS = ("icm", "lmc")
 _TASK_NOISE = ("per_task", "shared")
 
 
 def _check_rank(rank: object, n_tasks: int) -> int:
-    return _check_int(rank, "rank", 1, n_tasks)
+    return check_int(rank, "rank", 1, n_tasks)
 
 
 def _check_choice(value: object, name: str, choices: tuple[str, ...]) -> str:

@@ -15,14 +15,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kronecker_gp._typing import ArrayLike, FloatArray
-from kronecker_gp.models._multitask_iterative import (
-    lmc_joint_covariance,
-    lmc_predict,
-)
-from kronecker_gp.models._multitask_likelihood import (
-    predict_joint_covariance,
-    predict_moments,
-)
+from kronecker_gp.solvers._multitask import predict_joint_covariance, predict_moments
+from kronecker_gp.solvers._multitask_iterative import lmc_joint_covariance, lmc_predict
 
 _MODELS = ("icm", "lmc")
 _TASK_NOISE = ("per_task", "shared")

@@ -4,11 +4,11 @@ The observed cells ``o`` (the missing ones ``m`` carry no data) have covariance
 :math:`A_{oo} = K_{oo} + D_{oo}`, :math:`D = \operatorname{diag}(d)` the known
 per-cell noise variances. It has neither a Kronecker eigenbasis (``D`` is not a
 multiple of ``I``) nor the complete-grid structure that
-:mod:`~kronecker_gp.models._cell_noise` preconditions with, so it is solved by
+:mod:`~kronecker_gp.solvers._cell_noise` preconditions with, so it is solved by
 conjugate gradients **on the observed cells** preconditioned with
 :math:`M_{oo} = (K + \bar s I)_{oo}`, :math:`\bar s` the geometric mean of the
 observed ``d``. :math:`M_{oo}^{-1}` is applied exactly through the
-missing-cell Schur complement of :mod:`~kronecker_gp.models._missing`,
+missing-cell Schur complement of :mod:`~kronecker_gp.solvers._eigen_missing`,
 
 .. math::
     E_o M_{oo}^{-1} E_o^T = Z = P - P E_m P_{mm}^{-1} E_m^T P,
@@ -73,24 +73,24 @@ import numpy as np
 
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import face_split_matvec, kron_matvec
-from kronecker_gp.models._cell_noise import (
-    CellNoiseSystem,
-    cell_noise_variance_correction,
-)
-from kronecker_gp.models._likelihood import (
+from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
     TraceCorrection,
     grid_eigen,
     lml_gradient,
 )
-from kronecker_gp.models._missing import (
+from kronecker_gp.linalg._krylov import lanczos_logdet_solve
+from kronecker_gp.solvers._cell_noise import (
+    CellNoiseSystem,
+    cell_noise_variance_correction,
+)
+from kronecker_gp.solvers._eigen_missing import (
     SchurSystem,
-    SolverInfo,
-    _n_test,
-    lanczos_logdet_solve,
     missing_factorize,
+    n_test_points,
     variance_correction,
 )
+from kronecker_gp.solvers._protocol import SolverInfo
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -398,7 +398,7 @@ def observed_variance_correction(
     minus this. Exact (one preconditioned CG solve per test point) while
     ``M N sum(n_d) <= 2^26`` or ``M <= n_samples``; above that it is split as
     :math:`k^T (P - Z) k + k^T (Z - A_{oo}^{-1}) k`, the first part by the
-    missing-cell path (:func:`~kronecker_gp.models._missing.variance_correction`,
+    missing-cell path (:func:`~kronecker_gp.solvers._eigen_missing.variance_correction`,
     exact or Monte Carlo) and the second by the unbiased Monte Carlo estimate
     of :func:`observed_variance_correction_mc`.
 
@@ -422,7 +422,7 @@ def observed_variance_correction(
     """
     n = int(np.prod(system.post.shape))
     rotation = n * sum(int(x.shape[1]) for x in v)
-    m_pts = _n_test(v, grid)
+    m_pts = n_test_points(v, grid)
     if m_pts * rotation <= EXACT_VARIANCE_WORK or m_pts <= n_samples:
         return cell_noise_variance_correction(system, v, grid=grid)
     schur = variance_correction(

@@ -4,7 +4,7 @@ The grid's covariance is :math:`K_{rest} \otimes K_t + sI` after moving the
 state-space axis ``t`` last; :math:`K_{rest} = \bigotimes_e K_e` is rotated
 away with its factors' eigendecompositions, leaving
 :math:`S = \prod_e n_e` independent series solved exactly by the functions in
-:mod:`kronecker_gp.models._state_space` in :math:`O(S n_t d^3)`.
+:mod:`kronecker_gp.solvers._kalman_series` in :math:`O(S n_t d^3)`.
 
 The space gradient needs the full rotated matrix :math:`G` (not only its
 diagonal), because the eigenvectors move with the space hyperparameters: for
@@ -23,29 +23,30 @@ from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
-from kronecker_gp.models._missing import SolverInfo, face_split_rows
-from kronecker_gp.models._ssm_cell_noise import (
+from kronecker_gp.linalg._identities import face_split_rows
+from kronecker_gp.solvers._kalman_cell_noise import (
     CellNoiseSeries,
     cell_noise_correction,
     cell_noise_lml,
     cell_noise_samples,
 )
-from kronecker_gp.models._ssm_missing import (
+from kronecker_gp.solvers._kalman_missing import (
     SeriesOperator,
     SSMSchurSystem,
     ssm_missing_lml,
 )
-from kronecker_gp.models._ssm_missing_predict import (
+from kronecker_gp.solvers._kalman_missing_predict import (
     covariance_correction,
     matheron_samples,
     variance_correction,
 )
-from kronecker_gp.models._state_space import (
+from kronecker_gp.solvers._kalman_series import (
     ssm_log_marginal_likelihood,
     ssm_predict,
     ssm_sample,
     ssm_solve,
 )
+from kronecker_gp.solvers._protocol import SolverInfo
 
 
 def contract_space_gradient(
@@ -97,10 +98,10 @@ class StateSpaceRoute:
         Targets (normalised), zero on missing cells.
     missing : ndarray of bool of the grid shape or None
         Missing cells (solved through the Schur complement of
-        :mod:`kronecker_gp.models._ssm_missing`); None for a complete grid.
+        :mod:`kronecker_gp.solvers._kalman_missing`); None for a complete grid.
     method : {"auto", "exact", "cg"}
         Missing-cell solver (see
-        :class:`~kronecker_gp.models._ssm_missing.SSMSchurSystem`).
+        :class:`~kronecker_gp.solvers._kalman_missing.SSMSchurSystem`).
     tol, max_iter : float, int
         CG settings.
     n_probes : int
@@ -109,7 +110,7 @@ class StateSpaceRoute:
         Seed of the probes (the estimated objective is deterministic).
     cell_noise : ndarray of the grid shape or None
         Known per-cell noise variances (scaled by the fitted noise), solved by
-        :mod:`kronecker_gp.models._ssm_cell_noise`; complete grids only.
+        :mod:`kronecker_gp.solvers._kalman_cell_noise`; complete grids only.
     """
 
     axis: int
@@ -140,7 +141,7 @@ class StateSpaceRoute:
         """Eigendecompose the other factors and rotate the targets.
 
         With missing cells the rotated data are set later (to the padded
-        ``U^T r`` of :func:`~kronecker_gp.models._ssm_missing.ssm_missing_lml`).
+        ``U^T r`` of :func:`~kronecker_gp.solvers._kalman_missing.ssm_missing_lml`).
         """
         if space_grams:
             ws, us = kron_eigh(space_grams)

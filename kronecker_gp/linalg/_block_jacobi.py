@@ -34,7 +34,7 @@ import numpy as np
 
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import kron_matvec
-from kronecker_gp.models._likelihood import GridPosterior
+from kronecker_gp.linalg._eigenbasis import GridPosterior
 
 #: Cells per diagonal block (a run along the blocking axis is cut into pieces
 #: of at most this many cells).

@@ -48,7 +48,7 @@ from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
 
 from kronecker_gp._typing import BoolArray, FloatArray
-from kronecker_gp.models._multitask_likelihood import (
+from kronecker_gp.solvers._multitask import (
     MissingCells,
     TwoKronEigen,
     missing_cells,

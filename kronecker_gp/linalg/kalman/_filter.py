@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
-from kronecker_gp.models._ssm_kernels import StateSpaceModel, discretize
+from kronecker_gp.linalg.kalman._model import StateSpaceModel, discretize
 
 #: Relative change of every covariance slot below which a time-invariant
 #: filter is treated as converged (its gains are then frozen).
@@ -191,7 +191,7 @@ class FilterStore:
     hmu: FloatArray
 
 
-def _new_store(n: int, n_s: int, n_r: int, d: int) -> FilterStore:
+def new_store(n: int, n_s: int, n_r: int, d: int) -> FilterStore:
     return FilterStore(
         np.empty((n, n_s, d)),
         np.empty((n, n_s)),
@@ -200,7 +200,7 @@ def _new_store(n: int, n_s: int, n_r: int, d: int) -> FilterStore:
     )
 
 
-def _converged(new: FloatArray, old: FloatArray) -> bool:
+def converged(new: FloatArray, old: FloatArray) -> bool:
     """Whether every extended covariance slot changed by at most STEADY_RTOL."""
     diff = np.abs(new - old).max(axis=(0, 2))
     return bool(np.all(diff <= STEADY_RTOL * np.abs(new).max(axis=(0, 2))))
@@ -269,7 +269,7 @@ def filter_store(
         np.zeros((n_s, d * d)),
     )
     hm, hh = np.kron(np.eye(d), tab.h).T, np.kron(tab.h, tab.h)
-    fs = _new_store(n, n_s, n_r, d)
+    fs = new_store(n, n_s, n_r, d)
     hdh = np.empty((n if track_d else 0, n_s))
     mus = np.empty((n if keep else 0, n_s, n_r, d))
     covs = np.empty((n if keep else 0, n_s, d * d))
@@ -302,7 +302,7 @@ def filter_store(
         else:
             mu = mup
         if may_freeze and not frozen and k >= tab.steady_from:
-            frozen = _converged(new[:, None], cov[:, None])
+            frozen = converged(new[:, None], cov[:, None])
         cov = new
         if keep:
             mus[k], covs[k] = mu, cov
@@ -495,12 +495,12 @@ def ffbs(
             gain = np.swapaxes(np.linalg.solve(pred, a @ p), 1, 2)
             mean = m + gain @ (x - a @ m)
             cond = p - gain @ (a @ p)
-        x = mean + _sqrt_psd(cond) @ rng.standard_normal((n_s, d, n_samples))
+        x = mean + sqrt_psd(cond) @ rng.standard_normal((n_s, d, n_samples))
         out[k] = root_w[:, None] * (tab.h @ x)
     return out
 
 
-def _sqrt_psd(c: FloatArray) -> FloatArray:
+def sqrt_psd(c: FloatArray) -> FloatArray:
     """Batched symmetric square root factor ``R R^T = c`` (negatives clipped)."""
     vals, vecs = np.linalg.eigh(0.5 * (c + np.swapaxes(c, 1, 2)))
     return vecs * np.sqrt(np.maximum(vals, 0.0))[:, None, :]

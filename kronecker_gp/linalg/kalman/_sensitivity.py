@@ -1,6 +1,6 @@
 r"""Batched Kalman filter with sensitivity equations: LML and gradient (private).
 
-The filter of :mod:`kronecker_gp.models._kalman` (unit-model covariance,
+The filter of :mod:`kronecker_gp.linalg.kalman._filter` (unit-model covariance,
 mean divided by :math:`w_i`, time-major inputs) extended by the derivatives of
 every recursion w.r.t. the time kernel's log-hyperparameters, the series
 weight :math:`w_i` and :math:`\log s`. All of them are carried in one
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.models._kalman import FilterStore, Tables, _converged, _new_store
+from kronecker_gp.linalg.kalman._filter import FilterStore, Tables, converged, new_store
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -103,7 +103,7 @@ def filter_lml(
         np.zeros(n_s),
         np.zeros((n_s, ne - 1)),
     )
-    fs = _new_store(n, n_s, 1, d) if store else None
+    fs = new_store(n, n_s, 1, d) if store else None
     st.logdet_weight = logdet_weight
     k0 = _lml_transient(tab, y, w, noise, st, fs=fs)
     if k0 < n:
@@ -142,7 +142,7 @@ def _lml_transient(
         buf.v[j], buf.hz[j], buf.sx[j] = v, hz, st.sx
         if fs is not None:
             fs.g[k] = st.g[:, 0]
-        done = k >= tab.steady_from and _converged(new, st.cov)
+        done = k >= tab.steady_from and converged(new, st.cov)
         st.cov = new
         if done or j == buf.size - 1 or k == y.shape[0] - 1:
             _block_sums(st, buf, k + 1 - buf.lo, w, iw, fs=fs)

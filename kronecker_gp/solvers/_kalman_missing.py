@@ -1,10 +1,10 @@
 r"""Missing cells on the state-space route: the Schur method with Kalman solves.
 
-The incomplete-grid method of :mod:`kronecker_gp.models._missing` needs only
+The incomplete-grid method of :mod:`kronecker_gp.solvers._eigen_missing` needs only
 products with :math:`P = A^{-1}`, :math:`A = K_{rest} \otimes K_t + sI` on the
 *complete* grid. On the state-space route that product is a rotation by the
 other factors' eigenvectors, one Kalman filter and adjoint pass per rotated
-series (:func:`~kronecker_gp.models._state_space.ssm_solve`) and the rotation
+series (:func:`~kronecker_gp.solvers._kalman_series.ssm_solve`) and the rotation
 back, :math:`O(N (S + d^2))` for ``N`` cells and ``S`` series, so missing cells
 keep working at :math:`10^5+` time steps. With ``m`` missing cells:
 
@@ -41,14 +41,19 @@ import scipy.linalg
 from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp._typing import FloatArray, IntArray
+from kronecker_gp.kernels._markov import kernel_to_state_space
 from kronecker_gp.linalg import kron_matvec
-from kronecker_gp.models._kalman import _sqrt_psd, adjoint, filter_store, step_tables
-from kronecker_gp.models._kalman_sensitivity import filter_lml
-from kronecker_gp.models._missing import CGRecorder, lanczos_logdet_solve
-from kronecker_gp.models._ssm_kernels import kernel_to_state_space
-from kronecker_gp.models._state_space import (
-    _merge,
+from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.linalg.kalman._filter import (
+    adjoint,
+    filter_store,
+    sqrt_psd,
+    step_tables,
+)
+from kronecker_gp.linalg.kalman._sensitivity import filter_lml
+from kronecker_gp.solvers._kalman_series import (
     kalman_solve,
+    merge_times,
     ssm_predict,
     ssm_solve,
 )
@@ -66,7 +71,9 @@ _QUAD_CHUNK_ENTRIES = 2**26
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-def _chunks(n_cols: int, per_col: int, budget: int = _CHUNK_ENTRIES) -> list[slice]:
+def column_chunks(
+    n_cols: int, per_col: int, budget: int = _CHUNK_ENTRIES
+) -> list[slice]:
     step = max(1, budget // max(per_col, 1))
     return [slice(lo, min(n_cols, lo + step)) for lo in range(0, n_cols, step)]
 
@@ -129,7 +136,7 @@ class SeriesOperator:
 
     def cross_mean(self, b_rot: FloatArray, pred_times: FloatArray) -> FloatArray:
         r"""Return :math:`k_t(t^*, t) (w_i K_t + sI)^{-1} b_i`, shape (S, m, k)."""
-        merged, obs, pos = _merge(self.times, pred_times)
+        merged, obs, pos = merge_times(self.times, pred_times)
         tab = step_tables(kernel_to_state_space(self.kernel_t), merged, False)
         s, _, k = b_rot.shape
         full = np.zeros((merged.size, s, k))
@@ -172,7 +179,7 @@ class SeriesOperator:
         times = self.times if times is None else times
         tab = step_tables(kernel_to_state_space(self.kernel_t), times, False)
         d, s, n = tab.A.shape[1], self.n_series, times.size
-        roots = _sqrt_psd(tab.Q[:, 0].reshape(-1, d, d))
+        roots = sqrt_psd(tab.Q[:, 0].reshape(-1, d, d))
         x = np.zeros((s * n_samples, d))
         out = np.empty((s * n_samples, n))
         for k in range(n):
@@ -194,7 +201,7 @@ def joint_prior(
     Simulated on the merged timeline (no noise); returns ``(f_train, f_test)``
     of shapes (S, n_t, k) and (S, m, k) in series layout.
     """
-    merged, obs, pos = _merge(op.times, test_times)
+    merged, obs, pos = merge_times(op.times, test_times)
     f = op.unrotate(op.prior_rot(n_samples, rng, merged, noisy=False))
     return f[:, obs], f[:, pos]
 
@@ -217,7 +224,7 @@ def stacked_gradient(
     nt, d = tab.n_theta, tab.A.shape[1]
     s, n = op.n_series, op.times.size
     theta, off, diag, log_noise = np.zeros(nt), np.zeros((s, s)), np.zeros(s), 0.0
-    for sl in _chunks(v_rot.shape[2], s * n * (d + 4), _QUAD_CHUNK_ENTRIES):
+    for sl in column_chunks(v_rot.shape[2], s * n * (d + 4), _QUAD_CHUNK_ENTRIES):
         k, c = sl.stop - sl.start, coef[sl]
         stacked = v_rot[:, :, sl].transpose(1, 2, 0).reshape(n, k * s)  # (n, k*S)
         w = np.tile(op.weights, k)
@@ -291,7 +298,7 @@ class SSMSchurSystem(CGRecorder):
         pmm = np.empty((m, m))
         py = np.empty_like(y)
         logdet = 0.0
-        for i, sl in enumerate(_chunks(m + 1, n_cells)):
+        for i, sl in enumerate(column_chunks(m + 1, n_cells)):
             cols = self.pad(np.eye(m)[:, max(sl.start - 1, 0) : sl.stop - 1])
             if i == 0:
                 cols = np.concatenate([y[:, :, None], cols], axis=2)

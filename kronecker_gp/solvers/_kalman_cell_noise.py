@@ -3,7 +3,7 @@ r"""Known per-cell noise on the state-space route (complete grids).
 With per-cell variances ``d`` the covariance :math:`A = K + D` is not
 rotated into independent series. Split it as :math:`A = M + W`,
 :math:`M = K + \bar s I` with :math:`\bar s = \min d` (solved exactly by the
-Kalman route, :class:`~kronecker_gp.models._ssm_missing.SeriesOperator`) and
+Kalman route, :class:`~kronecker_gp.solvers._kalman_missing.SeriesOperator`) and
 :math:`W = D - \bar s I = V^2 \succeq 0`. Then, with
 :math:`B = I + V M^{-1} V`,
 
@@ -34,8 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.models._missing import CGRecorder, lanczos_logdet_solve
-from kronecker_gp.models._ssm_missing import (
+from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.solvers._kalman_missing import (
     SeriesOperator,
     joint_prior,
     stacked_gradient,
@@ -143,7 +143,7 @@ def cell_noise_lml(
         Source of the probes (seeded by the caller).
     eval_gradient : bool
         Also return the gradient w.r.t. the kernels (theta and the rotated
-        space Gram, as :func:`~kronecker_gp.models._ssm_missing.stacked_gradient`)
+        space Gram, as :func:`~kronecker_gp.solvers._kalman_missing.stacked_gradient`)
         and w.r.t. the log of the noise scale (``d`` proportional to it).
     need_lml : bool, default=True
         If False (and no gradient), skip the estimate (the LML is NaN).

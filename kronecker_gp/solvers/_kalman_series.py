@@ -4,7 +4,7 @@ On a grid with covariance :math:`K = K_s \otimes K_t + sI` and
 :math:`K_s = U \operatorname{diag}(w) U^T`, rotating the other axes away,
 :math:`\tilde Y = U^T Y` (rows are series), leaves ``S`` independent 1-D GPs,
 series ``i`` with covariance :math:`w_i K_t + sI`. When the time kernel is
-Markov (see :mod:`kronecker_gp.models._ssm_kernels`) each series is solved
+Markov (see :mod:`kronecker_gp.kernels._markov`) each series is solved
 exactly by a Kalman filter and smoother in :math:`O(n_t d^3)`; the passes
 here loop over time in Python and are vectorised across series, so the cost
 is :math:`O(S n_t d^3)` time and :math:`O(S n_t d)` memory.
@@ -36,15 +36,15 @@ import numpy as np
 from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray, IntArray
-from kronecker_gp.models._kalman import (
+from kronecker_gp.kernels._markov import kernel_to_state_space
+from kronecker_gp.linalg.kalman._filter import (
     adjoint,
     ffbs,
     filter_store,
     smoother_moments,
     step_tables,
 )
-from kronecker_gp.models._kalman_sensitivity import filter_lml
-from kronecker_gp.models._ssm_kernels import kernel_to_state_space
+from kronecker_gp.linalg.kalman._sensitivity import filter_lml
 
 __all__ = [
     "SSMGradient",
@@ -334,7 +334,7 @@ def kalman_solve(
     return x, float(np.sum(np.log(filt.store.s)))
 
 
-def _merge(
+def merge_times(
     times: FloatArray, pred: ArrayLike | None
 ) -> tuple[FloatArray, BoolArray, IntArray]:
     """Merge query times into the grid timeline; return times, obs and positions."""
@@ -371,7 +371,7 @@ def _merged_timeline(
     """
     t = _check_times(times)
     y, w = _check_series(Y_rot, "Y_rot", t.size, weights, noise)
-    merged, obs, pos = _merge(t, pred_times)
+    merged, obs, pos = merge_times(t, pred_times)
     tab = step_tables(kernel_to_state_space(kernel_t), merged, False)
     full = np.zeros((merged.size, y.shape[0], 1))
     full[obs, :, 0] = y.T

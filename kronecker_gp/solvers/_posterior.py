@@ -14,7 +14,7 @@ from kronecker_gp.linalg import (
     factor_eigh,
     kron_matvec,
 )
-from kronecker_gp.models._likelihood import GridPosterior
+from kronecker_gp.linalg._eigenbasis import GridPosterior
 
 
 def _clip_variance(var: FloatArray) -> FloatArray:

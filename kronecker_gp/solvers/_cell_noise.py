@@ -26,19 +26,15 @@ import numpy as np
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_matvec
-from kronecker_gp.models._likelihood import (
+from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
     TraceCorrection,
     grid_eigen,
     lml_gradient,
 )
-from kronecker_gp.models._missing import (
-    CGRecorder,
-    SolverInfo,
-    _n_test,
-    _test_rows,
-    lanczos_logdet_solve,
-)
+from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.solvers._eigen_missing import n_test_points, test_rows
+from kronecker_gp.solvers._protocol import SolverInfo
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -175,13 +171,13 @@ def cell_noise_variance_correction(
     :math:`k_{**} - k^T P k` plus this term. Test points are processed in
     chunks; each costs one preconditioned CG solve.
     """
-    m_pts = _n_test(v, grid)
+    m_pts = n_test_points(v, grid)
     n = int(np.prod([x.shape[1] for x in v]))
     step = max(1, 2**22 // n)
     out = np.empty(m_pts)
     for lo in range(0, m_pts, step):
         sl = slice(lo, min(m_pts, lo + step))
-        k_rot = _test_rows(v, grid, sl).T  # U^T k_i as columns
+        k_rot = test_rows(v, grid, sl).T  # U^T k_i as columns
         k = system.unrot(k_rot)
         p_k = system.post.inv_lam[:, None] * k_rot
         a_inv_k = system.rot(system.solve(k))
@@ -193,6 +189,6 @@ def cell_noise_covariance_correction(
     system: CellNoiseSystem, v: list[FloatArray]
 ) -> FloatArray:
     r"""Return :math:`K_{x*}^T (P - A^{-1}) K_{x*}` for a few scattered points."""
-    k_rot = _test_rows(v, False, slice(0, v[0].shape[0])).T
+    k_rot = test_rows(v, False, slice(0, v[0].shape[0])).T
     a_inv_k = system.rot(system.solve(system.unrot(k_rot)))
     return np.asarray(k_rot.T @ (system.post.inv_lam[:, None] * k_rot - a_inv_k))

@@ -8,15 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from kronecker_gp._typing import FloatArray, IntArray
-from kronecker_gp.models._cell_noise import CellNoiseSystem, cell_noise_factorize
-from kronecker_gp.models._cell_noise_missing import cell_noise_missing_factorize
-from kronecker_gp.models._likelihood import (
+from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
     factorize,
     grid_eigen,
     lml_gradient,
 )
-from kronecker_gp.models._missing import SchurSystem, SolverInfo, missing_factorize
+from kronecker_gp.solvers._cell_noise import CellNoiseSystem, cell_noise_factorize
+from kronecker_gp.solvers._cell_noise_missing import cell_noise_missing_factorize
+from kronecker_gp.solvers._eigen_missing import SchurSystem, missing_factorize
+from kronecker_gp.solvers._protocol import SolverInfo
 
 
 @dataclass
@@ -41,7 +42,8 @@ class GridSolver:
     missing : ndarray of int or None
         Flat indices of missing cells; None for a complete grid.
     method : {"auto", "exact", "cg"}
-        Missing-cell solver (see :class:`~kronecker_gp.models._missing.SchurSystem`).
+        Missing-cell solver (see
+        :class:`~kronecker_gp.solvers._eigen_missing.SchurSystem`).
     tol, max_iter : float, int
         CG settings.
     n_probes : int

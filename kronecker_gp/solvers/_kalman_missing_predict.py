@@ -1,7 +1,7 @@
 r"""Predictions with missing cells on the state-space route.
 
 Variances, covariances and posterior samples given the observed cells, from
-the fitted :class:`~kronecker_gp.models._ssm_missing.SSMSchurSystem`: the
+the fitted :class:`~kronecker_gp.solvers._kalman_missing.SSMSchurSystem`: the
 complete-grid quantities plus the missing-cell corrections
 :math:`g^T P_{mm}^{-1} g`, :math:`g_j = k_*^T P e_j` (a predictive mean with
 data :math:`e_j`), or Matheron's rule for samples.
@@ -12,7 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.models._ssm_missing import SSMSchurSystem, _chunks, joint_prior
+from kronecker_gp.solvers._kalman_missing import (
+    SSMSchurSystem,
+    column_chunks,
+    joint_prior,
+)
 
 
 def _g_columns(
@@ -35,7 +39,7 @@ def covariance_correction(
     m = system.n_missing
     n_cells = system.op.n_series * system.op.times.size
     g = np.empty((n_test, m))
-    for sl in _chunks(m, max(n_cells, n_test)):
+    for sl in column_chunks(m, max(n_cells, n_test)):
         g[:, sl] = project(_g_columns(system, np.eye(m)[:, sl], pred_times))  # type: ignore[operator]
     return np.asarray(g @ system.pmm_solve(g.T))
 
@@ -87,7 +91,7 @@ def variance_correction(
     proj = project  # type: ignore[assignment]
     if _exact_variance_affordable(m, n_test, n_cells):
         g = np.empty((n_test, m))
-        for sl in _chunks(m, max(n_cells, n_test)):
+        for sl in column_chunks(m, max(n_cells, n_test)):
             g[:, sl] = proj(_g_columns(system, np.eye(m)[:, sl], pred_times))  # type: ignore[operator]
         return np.sum(g * system.pmm_solve(g.T).T, axis=1)
     w_rot = system.op.prior_rot(n_samples, rng)

@@ -19,11 +19,11 @@ reuses the complete-grid formulas.
 
 On the CG path :math:`P_{mm}` is preconditioned by its block-Jacobi part
 :math:`C = L L^T` (runs of missing cells along one grid axis, see
-:mod:`~kronecker_gp.models._block_jacobi`), and beyond the exact path's size
+:mod:`~kronecker_gp.linalg._block_jacobi`), and beyond the exact path's size
 bounds :math:`\log|P_{mm}| = \log|C| + \log|L^{-1} P_{mm} L^{-T}|` with the
 second term estimated by stochastic Lanczos quadrature (run through CG, so
 the memory is :math:`O(m k)` for ``k`` probes, see
-:mod:`~kronecker_gp.models._slq`). Its standard error is the probe spread
+:mod:`~kronecker_gp.linalg._krylov`). Its standard error is the probe spread
 over :math:`\sqrt{k}`; it grows as :math:`\sqrt{m}` while the LML grows as
 ``N``. Measured with 32 probes (random 30 % missing, benchmark problem of
 ``benchmarks/bench_missing.py``): 1.0e-4 of the LML at 40 x 50, 5.5e-5 at
@@ -43,20 +43,16 @@ References
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 import scipy.linalg
-from sklearn.exceptions import ConvergenceWarning
 
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import face_split_gram, face_split_matvec, kron_matvec
-from kronecker_gp.models._block_jacobi import BlockJacobi
-from kronecker_gp.models._likelihood import GridPosterior, TraceCorrection
-from kronecker_gp.models._slq import lanczos_logdet_solve
+from kronecker_gp.linalg._block_jacobi import BlockJacobi
+from kronecker_gp.linalg._eigenbasis import GridPosterior, TraceCorrection
+from kronecker_gp.linalg._identities import face_split_rows
+from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.solvers._protocol import SolverInfo
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -74,129 +70,6 @@ EXACT_VARIANCE_WORK = 2**33
 MATVEC_COLUMNS = 8
 
 
-@dataclass
-class SolverInfo:
-    """What a missing-cell solve did (stored as ``KroneckerGP.solver_info_``)."""
-
-    path: str
-    n_missing: int
-    iterations: int = 0
-    residual: float = 0.0
-    lml_std_error: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def batched_cg(
-    matvec: Callable[[FloatArray], FloatArray],
-    b: FloatArray,
-    *,
-    precond: FloatArray | Callable[[FloatArray], FloatArray] | None,
-    rtol: float,
-    maxiter: int,
-) -> tuple[FloatArray, int, FloatArray]:
-    """Conjugate gradients on independent right-hand sides, vectorised.
-
-    Parameters
-    ----------
-    matvec : callable
-        ``X (m, k) -> A X`` for a symmetric positive-definite ``A``.
-    b : ndarray of shape (m, k)
-        Right-hand sides.
-    precond : ndarray of shape (m,), callable or None
-        Inverse of a Jacobi (diagonal) preconditioner, or a callable applying
-        an SPD preconditioner's inverse to ``(m, k)`` blocks.
-    rtol : float
-        Stop each column when ``||b - A x|| <= rtol ||b||``.
-    maxiter : int
-        Iteration cap.
-
-    Returns
-    -------
-    x : ndarray of shape (m, k)
-    iterations : int
-    relres : ndarray of shape (k,)
-        Final relative residuals (recomputed, not recursive).
-    """
-    apply: Callable[[FloatArray], FloatArray]
-    if precond is None or not callable(precond):
-        diag = np.ones(b.shape[0]) if precond is None else np.asarray(precond)
-
-        def apply(r: FloatArray) -> FloatArray:
-            return diag[:, None] * r
-
-    else:
-        apply = precond
-    x = np.zeros_like(b)
-    r = b.copy()
-    z = apply(r)
-    p = z.copy()
-    rz = np.sum(r * z, axis=0)
-    bnorm = np.linalg.norm(b, axis=0)
-    bnorm[bnorm == 0] = 1.0
-    it = 0
-    while it < maxiter:
-        active = np.linalg.norm(r, axis=0) > rtol * bnorm
-        if not active.any():
-            break
-        it += 1
-        ap = matvec(p)
-        pap = np.sum(p * ap, axis=0)
-        step = np.where(active, rz / np.where(pap > 0, pap, 1.0), 0.0)
-        x += step * p
-        r -= step * ap
-        z = apply(r)
-        rz_new = np.sum(r * z, axis=0)
-        p = z + np.where(active, rz_new / np.where(rz > 0, rz, 1.0), 0.0) * p
-        rz = rz_new
-    relres = np.linalg.norm(b - matvec(x), axis=0) / bnorm
-    return x, it, relres
-
-
-def face_split_rows(mats: list[FloatArray]) -> FloatArray:
-    """Return the explicit face-splitting product (rows ``kron(A_1[i], ...)``)."""
-    out = mats[0]
-    m = out.shape[0]
-    for a in mats[1:]:
-        out = (out[:, :, None] * a[:, None, :]).reshape(m, -1)
-    return out
-
-
-class CGRecorder:
-    """Runs :func:`batched_cg` and keeps the worst iteration count and residual.
-
-    Subclasses set ``tol`` and ``max_iter``; non-convergence (a residual above
-    ten times ``tol``) warns with the residual reached.
-    """
-
-    tol: float
-    max_iter: int
-    iterations: int = 0
-    residual: float = 0.0
-
-    def _run_cg(
-        self,
-        matvec: Callable[[FloatArray], FloatArray],
-        b: FloatArray,
-        precond: FloatArray | Callable[[FloatArray], FloatArray] | None,
-        what: str,
-    ) -> FloatArray:
-        x, it, relres = batched_cg(
-            matvec, b, precond=precond, rtol=self.tol, maxiter=self.max_iter
-        )
-        worst = float(relres.max(initial=0.0))
-        self.iterations = max(self.iterations, it)
-        self.residual = max(self.residual, worst)
-        if worst > 10 * self.tol:
-            warnings.warn(
-                f"CG on the {what} system stopped after {it} iterations at relative "
-                f"residual {worst:.2e} (tol {self.tol:.0e}); raise cg_max_iter or "
-                "loosen cg_tol.",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
-        return x
-
-
 class SchurSystem(CGRecorder):
     r"""The observed-cell system of a grid GP through the missing-cell Schur complement.
 
@@ -209,7 +82,7 @@ class SchurSystem(CGRecorder):
     method : {"auto", "exact", "cg"}
         ``"exact"`` forms :math:`P_{mm}` and factors it (cost
         :math:`O(m^2 N + m^3)`); ``"cg"`` solves by CG preconditioned with
-        the block-Jacobi factor of :class:`~kronecker_gp.models._block_jacobi.
+        the block-Jacobi factor of :class:`~kronecker_gp.linalg._block_jacobi.
         BlockJacobi` (each iteration two complete-grid rotations); ``"auto"``
         picks exact while ``m <= 3000``, ``m N <= 2^24`` and ``m^2 N <= 2^31``
         (``small``; the CG path then still takes :math:`\log|P_{mm}|` from a
@@ -220,7 +93,7 @@ class SchurSystem(CGRecorder):
         CG iteration cap; non-convergence warns with the residual reached.
     block_axis : int or None, default=None
         Grid axis of the block-Jacobi factor (CG path); None chooses it with
-        :func:`~kronecker_gp.models._block_jacobi.best_axis`.
+        :func:`~kronecker_gp.linalg._block_jacobi.best_axis`.
     """
 
     def __init__(
@@ -431,7 +304,7 @@ def missing_factorize(
     system : SchurSystem
         For later solves (predictive variances).
     correction : TraceCorrection or None
-        For :func:`~kronecker_gp.models._likelihood.lml_gradient`.
+        For :func:`~kronecker_gp.linalg._eigenbasis.lml_gradient`.
     info : SolverInfo
         Path, iterations, residual and the LML's standard error.
     """
@@ -506,7 +379,7 @@ def _p_columns(system: SchurSystem, c: FloatArray) -> FloatArray:
     return out
 
 
-def _test_rows(v: list[FloatArray], grid: bool, sl: slice) -> FloatArray:
+def test_rows(v: list[FloatArray], grid: bool, sl: slice) -> FloatArray:
     """Explicit rows ``U^T k_i`` (chunk, N) for test points ``i`` in ``sl``."""
     if not grid:
         return face_split_rows([x[sl] for x in v])
@@ -515,7 +388,7 @@ def _test_rows(v: list[FloatArray], grid: bool, sl: slice) -> FloatArray:
     return face_split_rows([x[i] for x, i in zip(v, idx)])
 
 
-def _n_test(v: list[FloatArray], grid: bool) -> int:
+def n_test_points(v: list[FloatArray], grid: bool) -> int:
     return int(np.prod([x.shape[0] for x in v])) if grid else int(v[0].shape[0])
 
 
@@ -543,14 +416,14 @@ def variance_correction_exact(
     ndarray of shape (M,)
         Non-negative corrections, in C order for a grid.
     """
-    m_pts = _n_test(v, grid)
+    m_pts = n_test_points(v, grid)
     n = int(np.prod([x.shape[1] for x in v]))
     step = max(1, EXACT_MAX_ENTRIES // max(n, system.n_missing))
     out = np.empty(m_pts)
     inv = system.post.inv_lam
     for lo in range(0, m_pts, step):
         sl = slice(lo, min(m_pts, lo + step))
-        g = system.take_missing(inv[:, None] * _test_rows(v, grid, sl).T)
+        g = system.take_missing(inv[:, None] * test_rows(v, grid, sl).T)
         out[sl] = np.sum(g * system.pmm_solve(g), axis=0)
     return out
 
@@ -623,7 +496,7 @@ def variance_correction(
     """
     n = int(np.prod(system.post.shape))
     rotation = n * sum(int(x.shape[1]) for x in v)  # flops of one grid rotation
-    exact_cheap = _n_test(v, grid) * rotation <= EXACT_VARIANCE_WORK
-    if system.method == "exact" or exact_cheap or _n_test(v, grid) <= n_samples:
+    exact_cheap = n_test_points(v, grid) * rotation <= EXACT_VARIANCE_WORK
+    if system.method == "exact" or exact_cheap or n_test_points(v, grid) <= n_samples:
         return variance_correction_exact(system, v, grid=grid)
     return variance_correction_mc(system, v, grid=grid, n_samples=n_samples, rng=rng)[0]

@@ -16,7 +16,7 @@ graph, whatever the hyperparameters: the basis is computed once, and
   block diagonal in the eigenbasis of the fully observed axes: blocks of the
   size of the observed sub-grid of the other axes;
 * scattered missing cells use the Schur-complement solver of
-  :mod:`kronecker_gp.models._missing` with :math:`(\lambda + s)^{-1}` replaced
+  :mod:`kronecker_gp.solvers._eigen_missing` with :math:`(\lambda + s)^{-1}` replaced
   by :math:`(g + s)^{-1}` (its ``GridPosterior.eigvals`` then hold the
   Laplacian eigenvalues; only their sizes are read).
 
@@ -42,8 +42,9 @@ from kronecker_gp.kernels._graph import (
     normalised_spectrum,
 )
 from kronecker_gp.linalg import kron_matvec
-from kronecker_gp.models._likelihood import GridPosterior
-from kronecker_gp.models._missing import SchurSystem, SolverInfo, missing_factorize
+from kronecker_gp.linalg._eigenbasis import GridPosterior
+from kronecker_gp.solvers._eigen_missing import SchurSystem, missing_factorize
+from kronecker_gp.solvers._protocol import SolverInfo
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 #: Largest intermediate array (float64 entries) built at once.

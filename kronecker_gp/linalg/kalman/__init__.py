@@ -1,0 +1,1 @@
+"""Kalman filtering, smoothing and sensitivities: pure functions over series."""
