@@ -51,7 +51,7 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
 
 from kronecker_gp import KroneckerGP  # noqa: E402
 from kronecker_gp.kernels import KroneckerKernel  # noqa: E402
-from kronecker_gp.solvers import _eigen_missing as _missing  # noqa: E402
+from kronecker_gp import _budgets  # noqa: E402
 
 PATTERNS = ["random-0.1", "random-0.3", "random-0.7", "block-outage", "future-slice"]
 
@@ -137,9 +137,9 @@ def dense_check(size: tuple[int, int], pattern: str) -> dict[str, Any]:
     for solver in ("exact", "cg", "slq"):
         # "slq": the CG path with the log-determinant estimator forced even
         # where P_mm is cheap to factor
-        exact_max = _missing.EXACT_MAX_MISSING
+        saved = (_budgets.EXACT_FLOPS_BUDGET, _budgets.EXACT_PREFERENCE)
         if solver == "slq":
-            _missing.EXACT_MAX_MISSING = 0
+            _budgets.EXACT_FLOPS_BUDGET = _budgets.EXACT_PREFERENCE = 0.0
         try:
             gp = _model(THETA_TRUE)
             gp.set_params(solver="cg" if solver == "slq" else solver)
@@ -147,7 +147,7 @@ def dense_check(size: tuple[int, int], pattern: str) -> dict[str, Any]:
             m = gp.predict_grid([sites, times]).reshape(-1)
             lml = gp.log_marginal_likelihood_value_
         finally:
-            _missing.EXACT_MAX_MISSING = exact_max
+            _budgets.EXACT_FLOPS_BUDGET, _budgets.EXACT_PREFERENCE = saved
         out[f"{solver}_mean_rel_err"] = float(
             np.abs(m - m_ref).max() / np.abs(m_ref).max()
         )

@@ -1,23 +1,52 @@
-"""Dispatch between the complete-grid and the missing-cell (Schur) solves."""
+"""The eigen routes: complete grids, missing cells, per-cell noise.
+
+:class:`GridSolver` holds the data and settings of every route that rotates
+the grid by the factors' eigenvectors; its :meth:`GridSolver.factorize`
+returns an :class:`EigenFactorization`, which predicts and samples on each of
+those routes (complete grid, Schur complement on the missing cells, per-cell
+noise, both).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray, IntArray
+from kronecker_gp.linalg import kron_matvec, kron_outer
 from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
     factorize,
     grid_eigen,
     lml_gradient,
 )
-from kronecker_gp.solvers._cell_noise import CellNoiseSystem, cell_noise_factorize
-from kronecker_gp.solvers._cell_noise_missing import cell_noise_missing_factorize
-from kronecker_gp.solvers._eigen_missing import SchurSystem, missing_factorize
-from kronecker_gp.solvers._protocol import SolverInfo
+from kronecker_gp.solvers._cell_noise import (
+    CellNoiseSystem,
+    cell_noise_covariance_correction,
+    cell_noise_factorize,
+    cell_noise_variance_correction,
+)
+from kronecker_gp.solvers._cell_noise_missing import (
+    ObservedCellNoiseSystem,
+    cell_noise_missing_factorize,
+    observed_variance_correction,
+)
+from kronecker_gp.solvers._eigen_missing import (
+    SchurSystem,
+    covariance_correction,
+    missing_factorize,
+    variance_correction,
+)
+from kronecker_gp.solvers._posterior import (
+    grid_moments,
+    point_moments,
+    prior_grid_samples,
+)
+from kronecker_gp.solvers._protocol import Factorization, SolverInfo
 
 
 @dataclass
@@ -69,6 +98,36 @@ class GridSolver:
     seed: int = 0
     cell_noise: FloatArray | None = None
     block_axis: int | None = None
+    coords: list[FloatArray] = field(default_factory=list)
+
+    def factorize(
+        self,
+        kernel: Any,
+        noise: float,
+        *,
+        eval_gradient: bool = False,
+        noise_free: bool = True,
+        need_lml: bool = True,
+    ) -> EigenFactorization:
+        """Factorise at the kernel's hyperparameters on the training grid."""
+        if eval_gradient:
+            pairs = kernel.factor_grams(self.coords, eval_gradient=True)
+            res = self.solve(
+                [k for k, _ in pairs],
+                noise,
+                [g for _, g in pairs],
+                noise_free=noise_free,
+            )
+        else:
+            res = self.solve(
+                kernel.factor_grams(self.coords),
+                noise,
+                noise_free=noise_free,
+                need_lml=need_lml,
+            )
+        return EigenFactorization(
+            self, res.post, res.system, float(noise), res.lml, res.grad, res.info
+        )
 
     def solve(
         self,
@@ -139,3 +198,129 @@ class GridSolver:
                 post, grad_grams, noise_free=noise_free, correction=corr
             )
         return SolveResult(post, lml, grad, system, info)
+
+
+@dataclass
+class EigenFactorization(Factorization):
+    """Predictions and samples of the eigen routes at fixed hyperparameters.
+
+    The complete-grid moments come from the eigenbasis; a missing-cell or
+    per-cell-noise ``system`` adds its correction to the variances and
+    covariances, and replaces the weights of Matheron's rule.
+    """
+
+    solver: GridSolver
+    post: GridPosterior
+    system: SchurSystem | CellNoiseSystem | None
+    noise: float
+    lml: float
+    grad: FloatArray | None
+    info: SolverInfo
+
+    def alpha(self) -> FloatArray:
+        """Return ``(K + noise)^{-1} y`` on the training grid (zero where missing)."""
+        return self.post.alpha()
+
+    def _rotated(self, cross: list[FloatArray]) -> list[FloatArray]:
+        return [c @ u for c, u in zip(cross, self.post.eigvecs)]
+
+    def predict_points(
+        self, kernel: Any, parts: list[FloatArray], *, std: bool, cov: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean and variances (``std``) or covariance (``cov``) at points."""
+        kernels, coords = kernel.kernels, self.solver.coords
+        cross = [k(p, c) for k, p, c in zip(kernels, parts, coords)]
+        prior: FloatArray | None = None
+        if cov:
+            prior = np.ones((parts[0].shape[0], parts[0].shape[0]))
+            for k, p in zip(kernels, parts):
+                prior = prior * k(p)
+        elif std:
+            prior = np.ones(parts[0].shape[0])
+            for k, p in zip(kernels, parts):
+                prior = prior * k.diag(p)
+        mean, second = point_moments(self.post, cross, prior, full_cov=cov)
+        if self.system is not None and second is not None:
+            v = self._rotated(cross)
+            if cov:
+                second = second + self._covariance_correction(v)
+            else:
+                second = second + self._variance_correction(v, grid=False)
+        return mean, second
+
+    def predict_grid(
+        self, kernel: Any, test: Grid, *, std: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean and variance on a test grid (mode products only)."""
+        kernels, coords = kernel.kernels, self.solver.coords
+        cross = [k(t, c) for k, t, c in zip(kernels, test.coords, coords)]
+        prior = None
+        if std:
+            prior = kron_outer([k.diag(t) for k, t in zip(kernels, test.coords)])
+        same = [
+            t.shape == c.shape and np.array_equal(t, c)
+            for t, c in zip(test.coords, coords)
+        ]
+        mean, var = grid_moments(self.post, cross, prior, same=same)
+        if self.system is not None and var is not None:
+            var = var + self._variance_correction(self._rotated(cross), grid=True)
+        return mean, var
+
+    def _covariance_correction(self, v: list[FloatArray]) -> FloatArray:
+        if isinstance(self.system, CellNoiseSystem):
+            return cell_noise_covariance_correction(self.system, v)
+        assert self.system is not None
+        return covariance_correction(self.system, v)
+
+    def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
+        rng = np.random.default_rng(self.solver.seed)
+        n_samples = int(self.solver.n_probes)
+        if isinstance(self.system, ObservedCellNoiseSystem):
+            return observed_variance_correction(
+                self.system, v, grid=grid, n_samples=n_samples, rng=rng
+            )
+        if isinstance(self.system, CellNoiseSystem):
+            return cell_noise_variance_correction(self.system, v, grid=grid)
+        assert self.system is not None
+        return variance_correction(
+            self.system, v, grid=grid, n_samples=n_samples, rng=rng
+        )
+
+    def sample_grid(
+        self, kernel: Any, test: Grid, n_samples: int, rng: np.random.Generator
+    ) -> FloatArray:
+        r"""Posterior samples on a grid by Matheron's rule.
+
+        :math:`f_* + K_{*x} (K + D)^{-1} (y - f_x - \varepsilon)` with
+        :math:`(f_*, f_x)` a joint prior sample on the union of the test and
+        training axes (exact, at the cost of a fit on that union grid); with
+        missing cells only the observed residuals enter.
+        """
+        solver = self.solver
+        union, idx_train, idx_test = [], [], []
+        for tr, te in zip(solver.coords, test.coords):
+            both, inv = np.unique(np.vstack([tr, te]), axis=0, return_inverse=True)
+            inv = inv.reshape(-1)
+            union.append(both)
+            idx_train.append(inv[: tr.shape[0]])
+            idx_test.append(inv[tr.shape[0] :])
+        shape = tuple(u.shape[0] for u in union)
+        f = prior_grid_samples(kernel.factor_grams(union), n_samples, rng)
+        f = f.reshape(*shape, n_samples)
+        cols = np.arange(n_samples)
+        f_train = f[np.ix_(*idx_train, cols)].reshape(-1, n_samples)
+        f_test = f[np.ix_(*idx_test, cols)].reshape(-1, n_samples)
+        scale = 1.0 if solver.cell_noise is None else solver.cell_noise[:, None]
+        eps = np.sqrt(self.noise * scale) * rng.standard_normal(f_train.shape)
+        resid = solver.y[:, None] - f_train - eps
+        cross = [k(t, c) for k, t, c in zip(kernel.kernels, test.coords, solver.coords)]
+        if self.system is not None:
+            resid[solver.missing] = 0.0  # only the observed residuals enter
+        resid_rot = kron_matvec([u.T for u in self.post.eigvecs], resid)
+        if self.system is None:
+            weights = self.post.inv_lam[:, None] * resid_rot
+        elif isinstance(self.system, CellNoiseSystem):
+            weights = self.system.rot(self.system.solve(resid))
+        else:
+            weights = self.system.observed_solve_rot(resid_rot)
+        return np.asarray(f_test + kron_matvec(self._rotated(cross), weights))

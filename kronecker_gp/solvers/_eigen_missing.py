@@ -46,28 +46,29 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray, IntArray
-from kronecker_gp.linalg import face_split_gram, face_split_matvec, kron_matvec
+from kronecker_gp.linalg import face_split_matvec, kron_matvec
 from kronecker_gp.linalg._block_jacobi import BlockJacobi
 from kronecker_gp.linalg._eigenbasis import GridPosterior, TraceCorrection
 from kronecker_gp.linalg._identities import face_split_rows
 from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._protocol import SolverInfo
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 
-#: The exact path forms P_mm (m x m, cost m^2 N) and two (N x m) arrays; "auto"
-#: uses it while m * N <= EXACT_MAX_ENTRIES, m^2 N <= EXACT_MAX_FLOPS and
-#: m <= EXACT_MAX_MISSING (beyond that the CG path is cheaper).
-EXACT_MAX_ENTRIES = 2**24
-EXACT_MAX_FLOPS = 2**31
-EXACT_MAX_MISSING = 3000
+#: Entries of the temporaries of one chunk (rows of U, columns of P E_m).
+EXACT_MAX_ENTRIES = _budgets.CHUNK_ENTRIES
 #: Predictive variances on the CG path are exact (one CG solve per test point)
 #: while test points x (flops of one grid rotation) stays below this; above it
 #: the missing-cell correction is sampled (one CG solve per sample).
 EXACT_VARIANCE_WORK = 2**33
 #: Columns per pass of P_mm products on the CG path (bounds grid temporaries).
 MATVEC_COLUMNS = 8
+#: Columns of P E_m per pass when forming P_mm exactly: wide enough for
+#: BLAS-3 mode products, narrow enough that the (N, k) temporaries stay small.
+SCHUR_COLUMNS = 64
 
 
 class SchurSystem(CGRecorder):
@@ -80,13 +81,16 @@ class SchurSystem(CGRecorder):
     missing : ndarray of int
         Flat C-order indices of the missing cells (at least one).
     method : {"auto", "exact", "cg"}
-        ``"exact"`` forms :math:`P_{mm}` and factors it (cost
-        :math:`O(m^2 N + m^3)`); ``"cg"`` solves by CG preconditioned with
-        the block-Jacobi factor of :class:`~kronecker_gp.linalg._block_jacobi.
+        ``"exact"`` forms :math:`P_{mm}` column by column with mode products
+        (``m`` complete-grid solves, :math:`O(m N \sum_d n_d)`) and factors it
+        (:math:`O(m^3)`); ``"cg"`` solves by CG preconditioned with the
+        block-Jacobi factor of :class:`~kronecker_gp.linalg._block_jacobi.
         BlockJacobi` (each iteration two complete-grid rotations); ``"auto"``
-        picks exact while ``m <= 3000``, ``m N <= 2^24`` and ``m^2 N <= 2^31``
-        (``small``; the CG path then still takes :math:`\log|P_{mm}|` from a
-        Cholesky factor, see :func:`missing_factorize`).
+        asks the cost model (:func:`~kronecker_gp.solvers._cost.
+        choose_schur_method`), which takes the exact path wherever it is
+        affordable (``small``; the CG path then still takes
+        :math:`\log|P_{mm}|` from a Cholesky factor, see
+        :func:`missing_factorize`).
     tol : float
         Relative residual at which CG stops.
     max_iter : int
@@ -105,21 +109,20 @@ class SchurSystem(CGRecorder):
         tol: float = 1e-10,
         max_iter: int = 2000,
         block_axis: int | None = None,
+        n_probes: int = 32,
     ) -> None:
         self.post = post
         self.missing = np.asarray(missing, dtype=np.intp)
         self.tol, self.max_iter = tol, max_iter
         m, n = self.missing.size, int(np.prod(post.shape))
-        #: whether forming and factoring P_mm is cheap (the exact path's bounds)
-        self.small = (
-            m <= EXACT_MAX_MISSING
-            and m * n <= EXACT_MAX_ENTRIES
-            and m * m * n <= EXACT_MAX_FLOPS
+        solve = eigen_solve_flops(post.shape)
+        #: the cost model's choice, and whether exact would be its own choice
+        self.choice = choose_schur_method(method, m, n, solve, n_probes)
+        self.small = self.choice.method == "exact" or (
+            choose_schur_method("auto", m, n, solve, n_probes).method == "exact"
+            and self.choice.exact_bytes <= _budgets.CG_EXACT_LOGDET_BYTES
         )
-        if method == "auto":
-            method = "exact" if self.small else "cg"
-        self.method = method
-        self._f: FloatArray | None = None
+        self.method = self.choice.method
         self._chol: tuple[FloatArray, bool] | None = None
         self.block: BlockJacobi | None = None
         self._block_axis = block_axis
@@ -130,19 +133,44 @@ class SchurSystem(CGRecorder):
         self.residual = 0.0
 
     def _factor_exact(self) -> tuple[FloatArray, bool]:
-        """Form ``U[missing, :]`` and the Cholesky factor of ``P_mm`` (once)."""
+        """Form ``P_mm`` by mode products and factor it (once)."""
         if self._chol is None:
-            idx = np.unravel_index(self.missing, self.post.shape)
-            rows = [u[i, :] for u, i in zip(self.post.eigvecs, idx)]  # (m, n_d)
-            self._f = face_split_rows(rows)  # (m, N): U[missing, :]
-            pmm = face_split_gram(rows, self.post.inv_lam)
             try:
-                self._chol = scipy.linalg.cho_factor(pmm, lower=True)
+                self._chol = scipy.linalg.cho_factor(
+                    self._pmm_by_mode_products(), lower=True
+                )
             except np.linalg.LinAlgError:
                 raise np.linalg.LinAlgError(
                     "the missing-cell system is singular; increase noise."
                 ) from None
         return self._chol
+
+    def _column_chunks(self) -> list[slice]:
+        """Chunks of missing cells whose ``(N, k)`` temporaries stay small."""
+        n = int(np.prod(self.post.shape))
+        step = max(1, min(SCHUR_COLUMNS, EXACT_MAX_ENTRIES // max(n, 1)))
+        return [slice(lo, lo + step) for lo in range(0, self.n_missing, step)]
+
+    def _rotated_columns(self, sl: slice) -> FloatArray:
+        """Return ``U^T P E_m`` for the missing cells ``sl``, shape (N, k)."""
+        idx = np.unravel_index(self.missing[sl], self.post.shape)
+        rows = [u[i, :] for u, i in zip(self.post.eigvecs, idx)]  # U[missing[sl], :]
+        return self.post.inv_lam[:, None] * face_split_rows(rows).T
+
+    def _pmm_by_mode_products(self) -> FloatArray:
+        r"""Form ``P_mm`` from the columns ``P E_m`` (``m`` complete-grid solves).
+
+        Each chunk of columns is ``U diag(1 / (lambda + s)) U[missing]^T``, one
+        mode product per factor: :math:`O(m N \sum_d n_d)` in all instead of
+        the :math:`O(m^2 N)` of the Gram of the rows ``U[missing]``, and
+        :math:`O(m^2 + N k)` memory.
+        """
+        m = self.n_missing
+        pmm = np.empty((m, m))
+        for sl in self._column_chunks():
+            cols = kron_matvec(self.post.eigvecs, self._rotated_columns(sl))
+            pmm[:, sl] = cols[self.missing]
+        return 0.5 * (pmm + pmm.T)
 
     @property
     def n_missing(self) -> int:
@@ -151,16 +179,12 @@ class SchurSystem(CGRecorder):
 
     def pad_rot(self, c: FloatArray) -> FloatArray:
         """Return ``U^T E_m c``: missing-cell values rotated into the eigenbasis."""
-        if self._f is not None:
-            return np.asarray(self._f.T @ c)
         full = np.zeros((int(np.prod(self.post.shape)), c.shape[1]))
         full[self.missing] = c
         return kron_matvec([u.T for u in self.post.eigvecs], full)
 
     def take_missing(self, x_rot: FloatArray) -> FloatArray:
         """Return ``(U x_rot)_m``: a rotated vector's values on the missing cells."""
-        if self._f is not None:
-            return np.asarray(self._f @ x_rot)
         return kron_matvec(self.post.eigvecs, x_rot)[self.missing]
 
     def pmm_matvec(self, v: FloatArray) -> FloatArray:
@@ -232,12 +256,20 @@ class SchurSystem(CGRecorder):
         return 2.0 * float(np.sum(np.log(np.diag(self._factor_exact()[0]))))
 
     def exact_correction(self) -> TraceCorrection:
-        """Return the exact trace correction ``(Q P_mm^{-1}, Q)`` in the eigenbasis."""
+        r"""Return the exact trace correction in the eigenbasis.
+
+        With :math:`Q = U^T P E_m` and :math:`P_{mm} = L L^T`, the term
+        :math:`Q P_{mm}^{-1} Q^T = Z Z^T` for :math:`Z = Q L^{-T}`: one
+        ``(N, m)`` array, built in column chunks and solved in place.
+        """
         chol = self._factor_exact()
-        assert self._f is not None
-        q = self.post.inv_lam[:, None] * self._f.T  # U^T P E_m, shape (N, m)
-        r = scipy.linalg.cho_solve(chol, q.T).T
-        return TraceCorrection(np.asarray(r), q, 1.0)
+        z = np.empty((int(np.prod(self.post.shape)), self.n_missing))
+        for sl in self._column_chunks():
+            z[:, sl] = self._rotated_columns(sl)
+        z = scipy.linalg.solve_triangular(
+            chol[0], z.T, lower=True, overwrite_b=True, check_finite=False
+        ).T
+        return TraceCorrection(z, z, 1.0)
 
 
 def missing_factorize(
@@ -309,7 +341,13 @@ def missing_factorize(
         Path, iterations, residual and the LML's standard error.
     """
     system = SchurSystem(
-        post, missing, method=method, tol=tol, max_iter=max_iter, block_axis=block_axis
+        post,
+        missing,
+        method=method,
+        tol=tol,
+        max_iter=max_iter,
+        block_axis=block_axis,
+        n_probes=n_probes,
     )
     rot = [u.T for u in post.eigvecs]
     y_rot = kron_matvec(rot, y_pad)
@@ -317,6 +355,7 @@ def missing_factorize(
     lam = 1.0 / post.inv_lam
     n_obs = y_pad.size - system.n_missing
     info = SolverInfo(path=f"schur-{system.method}", n_missing=system.n_missing)
+    info.extra.update(system.choice.as_dict())
     correction = None
     if not (need_lml or eval_gradient) and system.method != "exact":
         logdet_pmm = np.nan

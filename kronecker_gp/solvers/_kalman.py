@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.gaussian_process.kernels import Kernel
@@ -30,6 +31,7 @@ from kronecker_gp.solvers._kalman_cell_noise import (
     cell_noise_lml,
     cell_noise_samples,
 )
+from kronecker_gp.solvers._kalman_factorization import KalmanFactorization
 from kronecker_gp.solvers._kalman_missing import (
     SeriesOperator,
     SSMSchurSystem,
@@ -123,7 +125,40 @@ class StateSpaceRoute:
     n_probes: int = 32
     seed: int = 0
     cell_noise: FloatArray | None = None
+    coords: list[FloatArray] = field(default_factory=list)
     _cells: tuple[IntArray, IntArray] | None = field(default=None, repr=False)
+
+    def factorize(
+        self,
+        kernel: Any,
+        noise: float,
+        *,
+        eval_gradient: bool = False,
+        noise_free: bool = True,
+        need_lml: bool = True,
+    ) -> KalmanFactorization:
+        """Factorise at the kernel's hyperparameters on the training grid."""
+        kernel_t = kernel.kernels[self.axis]
+        grams = [
+            k(c, eval_gradient=eval_gradient)
+            for d, (k, c) in enumerate(zip(kernel.kernels, self.coords))
+            if d != self.axis
+        ]
+        if eval_gradient:
+            lml, parts, state = self.lml(
+                [k for k, _ in grams],
+                kernel_t,
+                noise,
+                [g for _, g in grams],
+                noise_free=noise_free,
+            )
+            grad = np.concatenate(parts) if parts else np.zeros(0)
+        else:
+            lml, _, state = self.lml(grams, kernel_t, noise, need_lml=need_lml)
+            grad = None
+        info = state.info or SolverInfo("state-space", 0, extra={"axis": self.axis})
+        info.extra["n_series"] = state.weights.size
+        return KalmanFactorization(self, state, kernel_t, float(lml), grad, info)
 
     def __post_init__(self) -> None:
         if self.missing is not None and self.missing.any():
@@ -137,7 +172,7 @@ class StateSpaceRoute:
         """Return the targets as (S, n_t), the state-space axis last."""
         return np.moveaxis(self.y, self.axis, -1).reshape(-1, self.times.size)
 
-    def factorize(self, space_grams: Sequence[FloatArray], noise: float) -> SSMState:
+    def space_eigen(self, space_grams: Sequence[FloatArray], noise: float) -> SSMState:
         """Eigendecompose the other factors and rotate the targets.
 
         With missing cells the rotated data are set later (to the padded
@@ -171,7 +206,7 @@ class StateSpaceRoute:
         cells the LML and gradient are those of the observed cells (exact on
         the exact path, estimated on the CG path; see ``state.info``).
         """
-        state = self.factorize(space_grams, noise)
+        state = self.space_eigen(space_grams, noise)
         want = space_grad_grams is not None
         args = (kernel_t, self.times, state.y_rot, state.weights, noise)
         if self.cell_noise is not None:
@@ -191,6 +226,7 @@ class StateSpaceRoute:
                 method=self.method,
                 tol=self.tol,
                 max_iter=self.max_iter,
+                n_probes=self.n_probes,
             )
             fit = ssm_missing_lml(
                 system,
@@ -208,7 +244,11 @@ class StateSpaceRoute:
                 iterations=system.iterations,
                 residual=system.residual,
                 lml_std_error=fit.std_error,
-                extra={"axis": self.axis, "lanczos_steps": fit.lanczos_steps},
+                extra={
+                    "axis": self.axis,
+                    "lanczos_steps": fit.lanczos_steps,
+                    **system.choice.as_dict(),
+                },
             )
         if not want:
             return float(lml), None, state

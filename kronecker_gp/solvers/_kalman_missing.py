@@ -40,6 +40,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.gaussian_process.kernels import Kernel
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels._markov import kernel_to_state_space
 from kronecker_gp.linalg import kron_matvec
@@ -51,6 +52,7 @@ from kronecker_gp.linalg.kalman._filter import (
     step_tables,
 )
 from kronecker_gp.linalg.kalman._sensitivity import filter_lml
+from kronecker_gp.solvers._cost import choose_schur_method
 from kronecker_gp.solvers._kalman_series import (
     kalman_solve,
     merge_times,
@@ -58,12 +60,6 @@ from kronecker_gp.solvers._kalman_series import (
     ssm_solve,
 )
 
-#: "auto" forms P_mm (m extra right-hand sides in the data's Kalman pass) and
-#: takes the exact gradient (m stacked sensitivity columns) while
-#: m <= SSM_EXACT_MAX_MISSING and m * N <= SSM_EXACT_MAX_ENTRIES; above, CG
-#: with stochastic estimates.
-SSM_EXACT_MAX_MISSING = 256
-SSM_EXACT_MAX_ENTRIES = 2**25
 #: Columns per batched pass: keeps each pass's arrays near this many entries
 #: (the time loop's Python overhead is paid once per pass, so wide passes pay).
 _CHUNK_ENTRIES = 2**24
@@ -245,6 +241,19 @@ def stacked_gradient(
     return theta, space, log_noise
 
 
+def kalman_solve_flops(op: SeriesOperator, n_cells: int) -> float:
+    """Return the cost model's flops of one complete-grid solve on this route.
+
+    A rotation by the other factors' eigenvectors there and back, plus one
+    Kalman pass per series; the pass's per-cell cost (``KALMAN_CELL_FLOPS``
+    times the squared state dimension) includes the exact path's stacked
+    sensitivity columns, which cost several passes each.
+    """
+    d = kernel_to_state_space(op.kernel_t).state_dim
+    rotation = 4.0 * sum(u.shape[0] for u in op.eigvecs)
+    return float(n_cells) * (rotation + _budgets.KALMAN_CELL_FLOPS * d * d)
+
+
 class SSMSchurSystem(CGRecorder):
     r"""The observed-cell system on the state-space route (Schur complement).
 
@@ -256,8 +265,8 @@ class SSMSchurSystem(CGRecorder):
         Series and time index of each missing cell (series layout).
     method : {"auto", "exact", "cg"}
         ``"exact"`` forms :math:`P_{mm}` (``m`` solves) and factors it;
-        ``"cg"`` uses Jacobi-preconditioned CG; ``"auto"`` is exact while
-        ``m <= 256`` and ``m N <= 2^25``.
+        ``"cg"`` uses Jacobi-preconditioned CG; ``"auto"`` asks the cost model
+        (:func:`~kronecker_gp.solvers._cost.choose_schur_method`).
     tol, max_iter : float, int
         CG settings (non-convergence warns with the residual).
     """
@@ -271,15 +280,15 @@ class SSMSchurSystem(CGRecorder):
         method: str = "auto",
         tol: float = 1e-10,
         max_iter: int = 2000,
+        n_probes: int = 32,
     ) -> None:
         self.op, self.s_idx, self.t_idx = op, s_idx, t_idx
         self.tol, self.max_iter = tol, max_iter
         self.iterations, self.residual = 0, 0.0
         m, n_cells = s_idx.size, op.n_series * op.times.size
-        if method == "auto":
-            small = m <= SSM_EXACT_MAX_MISSING and m * n_cells <= SSM_EXACT_MAX_ENTRIES
-            method = "exact" if small else "cg"
-        self.method = method
+        solve = kalman_solve_flops(op, n_cells)
+        self.choice = choose_schur_method(method, m, n_cells, solve, n_probes)
+        self.method = self.choice.method
         self._chol: tuple[FloatArray, bool] | None = None
         self._diag: FloatArray | None = None
 

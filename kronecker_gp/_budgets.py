@@ -1,0 +1,76 @@
+"""Every size, time and tolerance budget of the route choice, in one place.
+
+Each constant says what it bounds and the measurement that set it. The cost
+model (:mod:`kronecker_gp.solvers._cost`) compares estimated flops and bytes
+of the candidate routes; these constants are its only fixed numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+#: An exact route is taken, even where an iterative one is estimated cheaper,
+#: while its work stays below this many flops: about 2-5 s of BLAS-3 work on
+#: one shared core (a 60 x 80 grid with 1,468 missing cells needs 1.2e10 for
+#: fit and the training grid's exact variance; measured 1.8 s in issue 11).
+EXACT_FLOPS_BUDGET = 4e10
+#: An exact route is taken whenever it is estimated at most this many times
+#: the iterative route's work: exact answers are worth some speed, and the
+#: iterative estimates below are optimistic under load (small BLAS calls
+#: slowed 25x on a shared machine where the large exact ones slowed 3x).
+EXACT_PREFERENCE = 4.0
+#: With ``solver="cg"`` asked for (the O(N)-memory method), the exact
+#: log-determinant of the Schur complement is still taken while it needs at
+#: most this many bytes (32 MB; a 40 x 50 grid with 600 missing cells needs 22).
+CG_EXACT_LOGDET_BYTES = 2**25
+#: Fraction of the memory available at fit time that one route may plan for.
+MEMORY_FRACTION = 0.5
+#: Memory assumed when the operating system does not say (bytes).
+DEFAULT_MEMORY = 8 * 2**30
+
+#: CG iterations the cost model assumes for a missing-cell solve (16 at
+#: 200 x 250 with 30 % missing, 30-60 near the bounds; BENCHMARKS.md issue 3).
+CG_ITERATIONS = 40
+#: Flops-equivalent per cell and squared state dimension of one Kalman pass
+#: with its sensitivity columns, as the cost model counts them: the time
+#: loop's vectorised steps run far below BLAS-3 speed. Set so that the exact
+#: path stops near 256 missing cells on a 12 x 6,574 grid, where it was
+#: measured to stop paying off (issue 7).
+KALMAN_CELL_FLOPS = 2000.0
+#: Lanczos steps per probe of stochastic Lanczos quadrature (the runs stop at
+#: residual 1e-6, typically after 20-40 steps).
+LANCZOS_STEPS = 30
+
+#: CG tolerance floor of the hyperparameter search's likelihood evaluations.
+SEARCH_CG_TOL = 1e-6
+#: Probe count cap of the search's stochastic estimates (CG paths): the
+#: probes' Lanczos runs dominate an evaluation, and the (seeded, hence
+#: deterministic) estimated objective with 8 probes has its optimum within
+#: the estimates' error of the one with 32 (see BENCHMARKS.md, issue 3).
+SEARCH_PROBES = 8
+
+#: Entries of the temporaries of one pass of a chunked computation (64 MB of
+#: float64): predictions at many points, Schur columns, variance corrections.
+CHUNK_ENTRIES = 2**23
+
+
+def available_memory() -> int:
+    """Return the memory available now, in bytes (``DEFAULT_MEMORY`` if unknown).
+
+    Examples
+    --------
+    >>> available_memory() > 0
+    True
+    """
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES")
+        size = os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return DEFAULT_MEMORY
+    if pages <= 0 or size <= 0:
+        return DEFAULT_MEMORY
+    return int(pages) * int(size)
