@@ -18,7 +18,12 @@ from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
 from kronecker_gp.models._kronecker_gp_ssm import _sort_axis
-from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
+from kronecker_gp.models._optimize import (
+    kernel_labels,
+    log_noise_bounds,
+    maximise_lml,
+    param_label,
+)
 from kronecker_gp.models._solver import SolveResult
 
 #: fit(X, y) warns when the grid spanned by the rows is this many times larger.
@@ -526,6 +531,8 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 random_state=self.random_state,
                 verbose=self.verbose,
                 name=type(self).__name__,
+                labels=kernel_labels(self.kernel_)
+                + param_label("noise", 1, self.noise_bounds),
             )
         finally:
             solver.tol, solver.n_probes = fit_tol, fit_probes
