@@ -16,6 +16,7 @@ from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.models._contract import lml_float, query_lml
 from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
 from kronecker_gp.models._kronecker_gp_ssm import _sort_axis
 from kronecker_gp.models._optimize import (
@@ -556,12 +557,14 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         eval_gradient : bool, default=False
             Also return the gradient w.r.t. ``theta``.
         clone_kernel : bool, default=True
-            Kept for API parity with ``GaussianProcessRegressor``; the fitted
-            kernel is never modified.
+            As in ``GaussianProcessRegressor``: True leaves every fitted
+            attribute unchanged; False moves ``kernel_`` (and ``noise_``) to
+            ``theta`` afterwards, without refitting (``alpha_`` and the
+            stored factorisation keep the fitted values).
 
         Returns
         -------
-        lml : float
+        lml : numpy.float64
             The log marginal likelihood.
         grad : ndarray of shape (n_theta,)
             Its gradient, if ``eval_gradient``.
@@ -575,7 +578,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
-            return self.log_marginal_likelihood_value_
+            return lml_float(self.log_marginal_likelihood_value_)
         theta = as_float_array(theta, "theta", ndim=1)
         saved = self._theta()
         if theta.shape[0] != saved.shape[0]:
@@ -586,11 +589,13 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 f"{' + log(noise)' if self._noise_log_bounds is not None else ''}); "
                 f"got {theta.shape[0]}."
             )
-        try:
-            lml, grad = self._lml_at(theta, eval_gradient)
-        finally:
-            self._set_theta(saved)
-        return (lml, grad) if eval_gradient else lml
+        return query_lml(
+            self,
+            theta,
+            eval_gradient=eval_gradient,
+            clone_kernel=clone_kernel,
+            names=["kernel_", "kernels_", "noise_", "_last_solve", "_ssm_std_error"],
+        )
 
     @property
     def log_marginal_likelihood_value_(self) -> float:
