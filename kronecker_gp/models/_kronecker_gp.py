@@ -16,7 +16,7 @@ from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models._contract import lml_float, query_lml
+from kronecker_gp.models._contract import check_conditioning, lml_float, query_lml
 from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
 from kronecker_gp.models._kronecker_gp_ssm import _sort_axis
 from kronecker_gp.models._optimize import (
@@ -483,7 +483,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         need_lml: bool = True,
     ) -> SolveResult:
         try:
-            return self._solver.solve(
+            res = self._solver.solve(
                 grams,
                 self.noise_,
                 grad_grams,
@@ -495,6 +495,11 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 f"{exc} The factorisation failed at theta={self._theta()!r}; increase "
                 "noise or its lower bound."
             ) from None
+        if self._solver.cell_noise is None:
+            check_conditioning(
+                res.post.eigvals, self.noise_, self.kernel_, "KroneckerGP"
+            )
+        return res
 
     def _lml_at(
         self, theta: FloatArray, eval_gradient: bool
