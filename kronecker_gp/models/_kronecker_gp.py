@@ -620,8 +620,9 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         return float(self._lml_value)
 
     def __sklearn_tags__(self) -> Any:
-        """Declare a single-output regressor."""
+        """Declare a single-output regressor that predicts from the prior unfitted."""
         tags = super().__sklearn_tags__()
+        tags.requires_fit = False
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = False
         return tags

@@ -29,6 +29,7 @@ from kronecker_gp.models._cell_noise_missing import (
     ObservedCellNoiseSystem,
     observed_variance_correction,
 )
+from kronecker_gp.models._contract import prior_predict, prior_predict_grid
 from kronecker_gp.models._kronecker_gp_setup import SetupMixin
 from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin
 from kronecker_gp.models._missing import (
@@ -70,6 +71,9 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
         r"""Predict the latent function at arbitrary points (on or off the grid).
 
+        Before ``fit`` this is the prior (zero mean, the kernels as given), as
+        in ``GaussianProcessRegressor``.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -95,6 +99,10 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
             )
+        if not hasattr(self, "kernel_"):  # unfitted: the prior, as sklearn
+            X = self._check_X(X)
+            kernel = self._build_kernel(self._resolve_axes(X.shape[1]))
+            return prior_predict(kernel, X, return_std, return_cov)  # type: ignore[no-any-return]
         check_is_fitted(self)
         X = self._check_X(X)
         if self._ssm is not None:
@@ -128,6 +136,8 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
         r"""Predict the latent function on a grid, returning grid-shaped arrays.
 
+        Before ``fit`` this is the prior (zero mean, the kernels as given).
+
         Parameters
         ----------
         coords : list of array-like
@@ -145,6 +155,11 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
         -----
         Mode products only: :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
         """
+        if not hasattr(self, "kernel_"):  # unfitted: the prior on the grid
+            grid = Grid(check_coords(coords))
+            kernel = self._build_kernel(grid.block_axes())
+            self._check_params(kernel, len(grid.shape))
+            return prior_predict_grid(kernel.kernels, grid.coords, return_std)  # type: ignore[no-any-return]
         check_is_fitted(self)
         test = self._check_test_coords(coords)
         if self._ssm is not None:
