@@ -16,8 +16,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from sklearn.utils.validation import validate_data
 
-from kronecker_gp._typing import FloatArray
+from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp.linalg import kron_outer
 
 #: Largest condition number of ``K + noise I`` accepted by the eigen routes.
@@ -271,3 +272,49 @@ def safe_normalisation(y: FloatArray) -> tuple[float, float]:
     std = float(np.std(unit))
     eps = float(np.finfo(float).eps)
     return float(np.mean(unit)) * scale, std * scale if std >= 10 * eps else 1.0
+
+
+def validate_targets_with_nan(
+    estimator: object, X: ArrayLike, y: ArrayLike
+) -> tuple[FloatArray, FloatArray]:
+    """Validate ``fit(X, y)`` as scikit-learn does, but keep NaN in ``y``.
+
+    The one rule for missing targets: NaN in ``y`` (as in a grid's ``Y``)
+    marks a missing observation; ``X`` must be finite, and ``y`` may not
+    hold infinite values. Everything else (shapes, ``n_features_in_``,
+    feature names, ``y=None``) is ``sklearn.utils.validation.validate_data``.
+
+    Parameters
+    ----------
+    estimator : estimator instance
+        The estimator being fitted (``n_features_in_`` is set on it).
+    X : array-like of shape (n_samples, n_features)
+        Inputs.
+    y : array-like of shape (n_samples,)
+        Targets, NaN where missing.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, n_features)
+    y : ndarray of shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kronecker_gp import KroneckerGP
+    >>> X, y = validate_targets_with_nan(KroneckerGP(), [[0.0], [1.0]], [1.0, np.nan])
+    >>> y.tolist()
+    [1.0, nan]
+    """
+    missing = None
+    if y is not None:
+        y_arr = np.asarray(y)
+        if y_arr.dtype.kind == "f":
+            missing = np.isnan(y_arr).reshape(-1)
+            y = np.where(np.isnan(y_arr), 0.0, y_arr)
+    X, y_out = validate_data(estimator, X, y, y_numeric=True, dtype=np.float64)  # type: ignore[arg-type]
+    X_arr = np.asarray(X, dtype=np.float64)
+    y_float = np.array(y_out, dtype=np.float64)
+    if missing is not None and missing.size == y_float.size:
+        y_float[missing] = np.nan
+    return X_arr, y_float

@@ -10,13 +10,18 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.gaussian_process.kernels import Kernel
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models._contract import check_conditioning, lml_float, query_lml
+from kronecker_gp.models._contract import (
+    check_conditioning,
+    lml_float,
+    query_lml,
+    validate_targets_with_nan,
+)
 from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
 from kronecker_gp.models._kronecker_gp_ssm import _sort_axis
 from kronecker_gp.models._optimize import (
@@ -259,7 +264,9 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Rows whose column groups (``axes``) lie on a Cartesian product.
         y : array-like of shape (n_samples,)
-            Targets.
+            Targets; NaN marks a missing observation, exactly as NaN in
+            ``Y`` does for :meth:`fit_grid` (the cell is missing, and grid
+            slices left without an observation are dropped).
 
         Returns
         -------
@@ -269,7 +276,8 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``X`` repeats a grid cell or has non-finite values.
+            If ``X`` repeats a grid cell, ``X`` has NaN or infinite values,
+            ``y`` has infinite values or no finite one.
 
         Warns
         -----
@@ -277,8 +285,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             If the grid spanned by the rows has over 20 times more cells than
             there are rows (scattered data).
         """
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        X, y = validate_targets_with_nan(self, X, y)
         axes = self._resolve_axes(X.shape[1])
         grid, cell = grid_from_rows(X, axes, complete=False)
         if grid.size > SPARSE_GRID_RATIO * X.shape[0]:
@@ -292,17 +299,23 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             )
         y_grid = np.full(grid.size, np.nan)
         y_grid[cell] = y
-        cells = None
-        if not np.isscalar(self.noise):
-            v = as_float_array(self.noise, "noise", ndim=1)
-            if v.shape != y.shape:
-                raise ValueError(
-                    f"noise given per sample must have shape {y.shape} (like y); "
-                    f"got {v.shape}."
-                )
-            cells = np.full(grid.size, np.nan)
-            cells[cell] = v
-        return self._fit(grid, y_grid, axes, cells)
+        if np.isscalar(self.noise):
+            grid, Y = drop_empty_slices(grid, y_grid.reshape(grid.shape))
+            return self._fit(grid, np.asarray(Y).reshape(-1), axes)
+        v = as_float_array(self.noise, "noise", ndim=1)
+        if v.shape != y.shape:
+            raise ValueError(
+                "noise must be a scalar or an array with same number of entries as "
+                f"y ({y.shape[0]}); got shape {v.shape}."
+            )
+        cells = np.full(grid.size, np.nan)
+        cells[cell] = v
+        grid, Y, V = drop_empty_slices(
+            grid, y_grid.reshape(grid.shape), cells.reshape(grid.shape)
+        )
+        return self._fit(
+            grid, np.asarray(Y).reshape(-1), axes, np.asarray(V).reshape(-1)
+        )
 
     def fit_grid(self, coords: Sequence[ArrayLike], Y: ArrayLike) -> KroneckerGP:
         """Fit on a grid given by per-axis coordinates and grid-shaped targets.
