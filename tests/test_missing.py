@@ -6,13 +6,12 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern, WhiteKernel
 
-from kronecker_gp import KroneckerGP
+from kronecker_gp import KroneckerGP, _budgets
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import _block_jacobi
 from kronecker_gp.linalg._block_jacobi import BlockJacobi
 from kronecker_gp.linalg._eigenbasis import GridPosterior
-from kronecker_gp import _budgets
 from kronecker_gp.models import _kronecker_gp
 from kronecker_gp.solvers import _eigen_missing as _missing
 from kronecker_gp.solvers._eigen import GridSolver

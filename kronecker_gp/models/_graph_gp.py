@@ -16,7 +16,13 @@ from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels._graph import check_nodes, laplacian_eigh
 from kronecker_gp.linalg import kron_matvec, kron_outer
-from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
+from kronecker_gp.models._contract import lml_float, query_lml
+from kronecker_gp.models._optimize import (
+    Label,
+    check_optimizer_params,
+    maximise_lml,
+    param_label,
+)
 from kronecker_gp.solvers._graph import (
     CompletePath,
     SchurPath,
@@ -519,8 +525,17 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
                 n_restarts=int(self.n_restarts_optimizer),
                 random_state=self.random_state,
                 name=type(self).__name__,
+                labels=self._labels(),
             )
         )
+
+    def _labels(self) -> list[Label]:
+        """Names and bounds (as given) of the theta entries, for the warnings."""
+        out: list[Label] = []
+        for name, size, _ in self._specs:
+            attr = self._scale_name if name == "scale" else name
+            out += param_label(attr, size, getattr(self, f"{attr}_bounds"))
+        return out
 
     def log_marginal_likelihood(
         self,
@@ -538,11 +553,14 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         eval_gradient : bool, default=False
             Also return the gradient w.r.t. ``theta``.
         clone_kernel : bool, default=True
-            Kept for API parity with ``GaussianProcessRegressor``.
+            As in ``GaussianProcessRegressor``: True leaves every fitted
+            attribute unchanged; False moves the fitted hyperparameters
+            (``amplitude_``, ``noise_``, ...) to ``theta`` afterwards, without
+            refitting.
 
         Returns
         -------
-        lml : float
+        lml : numpy.float64
         grad : ndarray of shape (n_theta,), if ``eval_gradient``
 
         Raises
@@ -554,7 +572,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
-            return self.log_marginal_likelihood_value_
+            return lml_float(self.log_marginal_likelihood_value_)
         theta = as_float_array(theta, "theta", ndim=1)
         if theta.shape != self.theta_.shape:
             raise ValueError(
@@ -563,11 +581,16 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             )
         state = dict(self._path.__dict__)
         try:
-            lml, grad = self._evaluate(theta, eval_gradient)
+            return query_lml(
+                self,
+                theta,
+                eval_gradient=eval_gradient,
+                clone_kernel=clone_kernel,
+                names=["amplitude_", "noise_", "nu_", "_scale"],
+                lml_at=self._evaluate,
+            )
         finally:
-            self._set_theta(self.theta_)
             self._path.__dict__.update(state)
-        return (lml, grad) if eval_gradient else lml  # type: ignore[return-value]
 
     # ------------------------------------------------------------- prediction
     def _apply_k(self, w: FloatArray) -> FloatArray:

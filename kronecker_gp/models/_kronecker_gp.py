@@ -10,15 +10,26 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.gaussian_process.kernels import Kernel
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.models._contract import (
+    check_conditioning,
+    lml_float,
+    query_lml,
+    validate_targets_with_nan,
+)
 from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
 from kronecker_gp.models._kronecker_gp_ssm import sort_axis
-from kronecker_gp.models._optimize import log_noise_bounds, maximise_lml
+from kronecker_gp.models._optimize import (
+    kernel_labels,
+    log_noise_bounds,
+    maximise_lml,
+    param_label,
+)
 from kronecker_gp.solvers._eigen import SolveResult
 
 #: fit(X, y) warns when the grid spanned by the rows is this many times larger.
@@ -253,7 +264,9 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
             Rows whose column groups (``axes``) lie on a Cartesian product.
         y : array-like of shape (n_samples,)
-            Targets.
+            Targets; NaN marks a missing observation, exactly as NaN in
+            ``Y`` does for :meth:`fit_grid` (the cell is missing, and grid
+            slices left without an observation are dropped).
 
         Returns
         -------
@@ -263,7 +276,8 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         Raises
         ------
         ValueError
-            If ``X`` repeats a grid cell or has non-finite values.
+            If ``X`` repeats a grid cell, ``X`` has NaN or infinite values,
+            ``y`` has infinite values or no finite one.
 
         Warns
         -----
@@ -271,8 +285,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             If the grid spanned by the rows has over 20 times more cells than
             there are rows (scattered data).
         """
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        X, y = validate_targets_with_nan(self, X, y)
         axes = self._resolve_axes(X.shape[1])
         grid, cell = grid_from_rows(X, axes, complete=False)
         if grid.size > SPARSE_GRID_RATIO * X.shape[0]:
@@ -286,17 +299,23 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             )
         y_grid = np.full(grid.size, np.nan)
         y_grid[cell] = y
-        cells = None
-        if not np.isscalar(self.noise):
-            v = as_float_array(self.noise, "noise", ndim=1)
-            if v.shape != y.shape:
-                raise ValueError(
-                    f"noise given per sample must have shape {y.shape} (like y); "
-                    f"got {v.shape}."
-                )
-            cells = np.full(grid.size, np.nan)
-            cells[cell] = v
-        return self._fit(grid, y_grid, axes, cells)
+        if np.isscalar(self.noise):
+            grid, Y = drop_empty_slices(grid, y_grid.reshape(grid.shape))
+            return self._fit(grid, np.asarray(Y).reshape(-1), axes)
+        v = as_float_array(self.noise, "noise", ndim=1)
+        if v.shape != y.shape:
+            raise ValueError(
+                "noise must be a scalar or an array with same number of entries as "
+                f"y ({y.shape[0]}); got shape {v.shape}."
+            )
+        cells = np.full(grid.size, np.nan)
+        cells[cell] = v
+        grid, Y, V = drop_empty_slices(
+            grid, y_grid.reshape(grid.shape), cells.reshape(grid.shape)
+        )
+        return self._fit(
+            grid, np.asarray(Y).reshape(-1), axes, np.asarray(V).reshape(-1)
+        )
 
     def fit_grid(self, coords: Sequence[ArrayLike], Y: ArrayLike) -> KroneckerGP:
         """Fit on a grid given by per-axis coordinates and grid-shaped targets.
@@ -477,7 +496,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         need_lml: bool = True,
     ) -> SolveResult:
         try:
-            return self._solver.solve(
+            res = self._solver.solve(
                 grams,
                 self.noise_,
                 grad_grams,
@@ -489,6 +508,11 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 f"{exc} The factorisation failed at theta={self._theta()!r}; increase "
                 "noise or its lower bound."
             ) from None
+        if self._solver.cell_noise is None:
+            check_conditioning(
+                res.post.eigvals, self.noise_, self.kernel_, "KroneckerGP"
+            )
+        return res
 
     def _lml_at(
         self, theta: FloatArray, eval_gradient: bool
@@ -526,6 +550,8 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 random_state=self.random_state,
                 verbose=self.verbose,
                 name=type(self).__name__,
+                labels=kernel_labels(self.kernel_)
+                + param_label("noise", 1, self.noise_bounds),
             )
         finally:
             solver.tol, solver.n_probes = fit_tol, fit_probes
@@ -549,12 +575,14 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         eval_gradient : bool, default=False
             Also return the gradient w.r.t. ``theta``.
         clone_kernel : bool, default=True
-            Kept for API parity with ``GaussianProcessRegressor``; the fitted
-            kernel is never modified.
+            As in ``GaussianProcessRegressor``: True leaves every fitted
+            attribute unchanged; False moves ``kernel_`` (and ``noise_``) to
+            ``theta`` afterwards, without refitting (``alpha_`` and the
+            stored factorisation keep the fitted values).
 
         Returns
         -------
-        lml : float
+        lml : numpy.float64
             The log marginal likelihood.
         grad : ndarray of shape (n_theta,)
             Its gradient, if ``eval_gradient``.
@@ -568,7 +596,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
-            return self.log_marginal_likelihood_value_
+            return lml_float(self.log_marginal_likelihood_value_)
         theta = as_float_array(theta, "theta", ndim=1)
         saved = self._theta()
         if theta.shape[0] != saved.shape[0]:
@@ -579,11 +607,13 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 f"{' + log(noise)' if self._noise_log_bounds is not None else ''}); "
                 f"got {theta.shape[0]}."
             )
-        try:
-            lml, grad = self._lml_at(theta, eval_gradient)
-        finally:
-            self._set_theta(saved)
-        return (lml, grad) if eval_gradient else lml
+        return query_lml(
+            self,
+            theta,
+            eval_gradient=eval_gradient,
+            clone_kernel=clone_kernel,
+            names=["kernel_", "kernels_", "noise_", "_last_solve", "_ssm_std_error"],
+        )
 
     @property
     def log_marginal_likelihood_value_(self) -> float:
@@ -603,8 +633,9 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         return float(self._lml_value)
 
     def __sklearn_tags__(self) -> Any:
-        """Declare a single-output regressor."""
+        """Declare a single-output regressor that predicts from the prior unfitted."""
         tags = super().__sklearn_tags__()
+        tags.requires_fit = False
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = False
         return tags

@@ -20,6 +20,7 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import kron_matvec, kron_outer
+from kronecker_gp.models._contract import prior_predict, prior_predict_grid
 from kronecker_gp.models._kronecker_gp_setup import SetupMixin
 from kronecker_gp.models._kronecker_gp_ssm import StateSpaceMixin
 from kronecker_gp.solvers._cell_noise import (
@@ -60,15 +61,23 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
         return np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
 
     def _scale(
-        self, mean: FloatArray, var: FloatArray | None
+        self, mean: FloatArray, var: FloatArray | None, *, as_std: bool = False
     ) -> tuple[FloatArray, FloatArray | None]:
+        # as_std: sqrt before scaling, so std * y_train_std_ cannot overflow
         mean = mean * self.y_train_std_ + self.y_train_mean_
-        return mean, None if var is None else var * self.y_train_std_**2
+        if var is None:
+            return mean, None
+        if as_std:
+            return mean, np.sqrt(var) * self.y_train_std_
+        return mean, var * self.y_train_std_**2
 
     def predict(
         self, X: ArrayLike, return_std: bool = False, return_cov: bool = False
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
         r"""Predict the latent function at arbitrary points (on or off the grid).
+
+        Before ``fit`` this is the prior (zero mean, the kernels as given), as
+        in ``GaussianProcessRegressor``.
 
         Parameters
         ----------
@@ -95,13 +104,17 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
             )
+        if not hasattr(self, "kernel_"):  # unfitted: the prior, as sklearn
+            X = self._check_X(X)
+            kernel = self._build_kernel(self._resolve_axes(X.shape[1]))
+            return prior_predict(kernel, X, return_std, return_cov)  # type: ignore[no-any-return]
         check_is_fitted(self)
         X = self._check_X(X)
         if self._ssm is not None:
             if return_cov:
                 return self._scale(*self._ssm_predict_cov(X))  # type: ignore[return-value]
-            mean, var = self._scale(*self._ssm_predict(X, return_std))
-            return mean if var is None else (mean, np.sqrt(var))
+            mean, std = self._scale(*self._ssm_predict(X, return_std), as_std=True)
+            return mean if std is None else (mean, std)
         parts = [X[:, cols] for cols in self.axes_]
         cross = [
             k(p, c) for k, p, c in zip(self.kernel_.kernels, parts, self.grid_.coords)
@@ -118,15 +131,15 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
                 second = second + self._covariance_correction(v)
             else:
                 second = second + self._variance_correction(v, grid=False)
-        mean, second = self._scale(mean, second)
-        if second is None:
-            return mean
-        return (mean, np.sqrt(second)) if return_std else (mean, second)
+        mean, second = self._scale(mean, second, as_std=return_std)
+        return mean if second is None else (mean, second)
 
     def predict_grid(
         self, coords: Sequence[ArrayLike], return_std: bool = False
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
         r"""Predict the latent function on a grid, returning grid-shaped arrays.
+
+        Before ``fit`` this is the prior (zero mean, the kernels as given).
 
         Parameters
         ----------
@@ -145,6 +158,11 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
         -----
         Mode products only: :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
         """
+        if not hasattr(self, "kernel_"):  # unfitted: the prior on the grid
+            grid = Grid(check_coords(coords))
+            kernel = self._build_kernel(grid.block_axes())
+            self._check_params(kernel, len(grid.shape))
+            return prior_predict_grid(kernel.kernels, grid.coords, return_std)  # type: ignore[no-any-return]
         check_is_fitted(self)
         test = self._check_test_coords(coords)
         if self._ssm is not None:
@@ -170,10 +188,10 @@ class PredictionMixin(SetupMixin, StateSpaceMixin):
         if self._system is not None and var is not None:
             v = [c @ u for c, u in zip(cross, self._post.eigvecs)]
             var = var + self._variance_correction(v, grid=True)
-        mean, var = self._scale(mean, var)
-        if var is None:
+        mean, std = self._scale(mean, var, as_std=True)
+        if std is None:
             return mean.reshape(test.shape)
-        return mean.reshape(test.shape), np.sqrt(var).reshape(test.shape)
+        return mean.reshape(test.shape), std.reshape(test.shape)
 
     def _covariance_correction(self, v: list[FloatArray]) -> FloatArray:
         if isinstance(self._system, CellNoiseSystem):

@@ -17,6 +17,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.models._contract import safe_normalisation
 from kronecker_gp.models._optimize import check_optimizer_params
 from kronecker_gp.solvers._eigen import GridSolver
 
@@ -94,8 +95,7 @@ class SetupMixin:
     def _normalisation(self, y: FloatArray) -> tuple[float, float]:
         if not self.normalize_y:
             return 0.0, 1.0
-        std = float(np.nanstd(y))
-        return float(np.nanmean(y)), std if std > 0 else 1.0
+        return safe_normalisation(y)  # NaN cells ignored, no overflow
 
     def _make_solver(
         self, y: FloatArray, cell_noise: FloatArray | None = None

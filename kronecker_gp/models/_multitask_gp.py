@@ -17,11 +17,15 @@ from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import CoregionalizationKernel
 from kronecker_gp.kernels._multitask import check_int, default_loadings
+from kronecker_gp.models._contract import lml_float, query_lml, safe_normalisation
 from kronecker_gp.models._multitask_gp_predict import MultiTaskPredictionMixin
 from kronecker_gp.models._optimize import (
+    Label,
     check_optimizer_params,
+    kernel_labels,
     log_noise_bounds,
     maximise_lml,
+    param_label,
 )
 from kronecker_gp.solvers._multitask import (
     gradient_matrices,
@@ -420,9 +424,8 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         if not self.normalize_y:
             return np.zeros(t), np.ones(t)
         masked = np.where(observed, Y, np.nan)
-        mean = np.nan_to_num(np.nanmean(masked, axis=0))
-        std = np.nan_to_num(np.nanstd(masked, axis=0))
-        return mean, np.where(std > 0, std, 1.0)
+        stats = [safe_normalisation(masked[:, j]) for j in range(t)]  # no overflow
+        return np.array([m for m, _ in stats]), np.array([s for _, s in stats])
 
     # ------------------------------------------------------- hyperparameters
     @property
@@ -533,8 +536,19 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
                 random_state=self.random_state,
                 verbose=self.verbose,
                 name=type(self).__name__,
+                labels=self._labels(),
             )
         )
+
+    def _labels(self) -> list[Label]:
+        """Names and bounds of the theta entries, for the optimiser's warnings."""
+        many = len(self.kernels_) > 1
+        out: list[Label] = []
+        for q, (task, k) in enumerate(zip(self.task_kernels_, self.kernels_)):
+            at = f"[{q}]" if many else ""
+            out += [(f"task_kernel{at}__{n}", m, b) for n, m, b in kernel_labels(task)]
+            out += [(f"kernel{at}__{n}", m, b) for n, m, b in kernel_labels(k)]
+        return out + param_label("noise", self._n_noise, self.noise_bounds)
 
     def _store(self) -> None:
         self.kernel_, self.task_kernel_ = self.kernels_[0], self.task_kernels_[0]
@@ -567,12 +581,13 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         eval_gradient : bool, default=False
             Also return the gradient w.r.t. ``theta``.
         clone_kernel : bool, default=True
-            Kept for API parity with ``GaussianProcessRegressor``; the fitted
-            kernels are never modified.
+            As in ``GaussianProcessRegressor``: True leaves every fitted
+            attribute unchanged; False moves the fitted kernels (and
+            ``noise_``) to ``theta`` afterwards, without refitting.
 
         Returns
         -------
-        lml : float
+        lml : numpy.float64
             The log marginal likelihood (of the observed outputs only).
         grad : ndarray of shape (n_theta,)
             Its gradient, if ``eval_gradient``.
@@ -586,7 +601,7 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
-            return self.log_marginal_likelihood_value_
+            return lml_float(self.log_marginal_likelihood_value_)
         theta = as_float_array(theta, "theta", ndim=1)
         saved = self._theta()
         if theta.shape[0] != saved.shape[0]:
@@ -596,11 +611,20 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
                 f"per latent process {sizes}, log-noise {self._n_noise}); got "
                 f"{theta.shape[0]}."
             )
-        try:
-            lml, grad = self._lml_at(theta, eval_gradient)
-        finally:
-            self._set_theta(saved)
-        return (lml, grad) if eval_gradient else lml
+        return query_lml(
+            self,
+            theta,
+            eval_gradient=eval_gradient,
+            clone_kernel=clone_kernel,
+            names=[
+                "kernels_",
+                "task_kernels_",
+                "kernel_",
+                "task_kernel_",
+                "noise_",
+                "log_marginal_likelihood_stderr_",
+            ],
+        )
 
     def __sklearn_tags__(self) -> Any:
         """Declare a multi-output regressor that accepts 1-D targets too."""
