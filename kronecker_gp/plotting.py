@@ -58,9 +58,15 @@ def _check_kind(kind: str) -> str:
 
 def _model_coords(model: Any, coords: Sequence[ArrayLike] | None) -> list[FloatArray]:
     """Return the model's per-axis coordinates (the training grid by default)."""
-    from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
+    from sklearn.exceptions import NotFittedError  # noqa: PLC0415
 
-    check_is_fitted(model)
+    # not check_is_fitted: a GP regressor predicts from its prior unfitted
+    # (requires_fit=False), but only a fitted one has a training grid
+    if not hasattr(model, "grid_"):
+        raise NotFittedError(
+            f"This {type(model).__name__} instance is not fitted yet; call fit or "
+            "fit_grid before plotting its posterior."
+        )
     if coords is None:
         coords = model.grid_.coords
     if len(coords) != 2:

@@ -279,7 +279,7 @@ def _test_basis(gp, test):
     cross = [
         k(t, c) for k, t, c in zip(gp.kernels_, check_coords(test), gp.grid_.coords)
     ]
-    return [c @ u for c, u in zip(cross, gp._post.eigvecs)]
+    return [c @ u for c, u in zip(cross, gp._fact.post.eigvecs)]
 
 
 def test_variance_monte_carlo_is_unbiased(rng):
@@ -287,10 +287,10 @@ def test_variance_monte_carlo_is_unbiased(rng):
     mask = _mask("random-0.5", Y.shape, rng)
     gp = _fit(coords, Y, v, mask, noise_bounds="fixed", solver="exact")
     basis = _test_basis(gp, [coords[0][:5] + 0.1, np.linspace(0, 11, 9)])
-    total = cell_noise_variance_correction(gp._system, basis, grid=True)
-    target = total - variance_correction_exact(gp._system.schur, basis, grid=True)
+    total = cell_noise_variance_correction(gp._fact.system, basis, grid=True)
+    target = total - variance_correction_exact(gp._fact.system.schur, basis, grid=True)
     est, se = observed_variance_correction_mc(
-        gp._system, basis, grid=True, n_samples=400, rng=np.random.default_rng(0)
+        gp._fact.system, basis, grid=True, n_samples=400, rng=np.random.default_rng(0)
     )
     assert np.all(np.abs(est - target) <= 5 * se + 1e-12)
     assert se.max() <= 0.1 * np.abs(total).max()

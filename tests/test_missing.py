@@ -156,7 +156,7 @@ def test_estimated_lml_within_stated_error(rng, monkeypatch):
     est, ref = gp.log_marginal_likelihood_value_, exact.log_marginal_likelihood_value_
     assert gp.solver_info_.extra["logdet"] == "slq"
     # the block axis chosen at the first solve is kept for later evaluations
-    assert gp._solver.block_axis == gp.solver_info_.extra["block_axis"]
+    assert gp._route.block_axis == gp.solver_info_.extra["block_axis"]
     err = gp.solver_info_.lml_std_error
     assert 0 < err < 1e-3 * abs(ref)
     assert abs(est - ref) <= 4 * err
@@ -180,9 +180,9 @@ def test_block_jacobi_estimate_has_smaller_spread_than_jacobi(rng, monkeypatch):
         monkeypatch.setattr(_block_jacobi, "BLOCK_SIZE", size)
         runs = [
             missing_factorize(
-                gp._post,
-                gp._solver.y,
-                gp._solver.missing,
+                gp._fact.post,
+                gp._route.y,
+                gp._route.missing,
                 method="cg",
                 tol=1e-10,
                 max_iter=500,
@@ -262,12 +262,12 @@ def test_monte_carlo_variance_within_stated_error(rng):
     mask = rng.random(Y.shape) < 0.3
     gp = KroneckerGP(_kernels(), noise=NOISE, optimizer=None, solver="cg")
     gp.fit_grid(coords, np.where(mask, np.nan, Y))
-    system = SchurSystem(gp._post, np.flatnonzero(mask), method="cg")
+    system = SchurSystem(gp._fact.post, np.flatnonzero(mask), method="cg")
     test = [coords[0][:5] + 0.1, np.linspace(0, 14, 9)]
     cross = [
         k(t, c) for k, t, c in zip(gp.kernels_, check_coords(test), gp.grid_.coords)
     ]
-    v = [c @ u for c, u in zip(cross, gp._post.eigvecs)]
+    v = [c @ u for c, u in zip(cross, gp._fact.post.eigvecs)]
     exact = variance_correction_exact(system, v, grid=True)
     est, se = variance_correction_mc(
         system, v, grid=True, n_samples=400, rng=np.random.default_rng(0)
@@ -369,9 +369,9 @@ def test_search_uses_looser_cg_tol_and_refit_uses_cg_tol(rng, monkeypatch):
     monkeypatch.setattr(GridSolver, "solve", recording)
     gp = KroneckerGP(_kernels(), noise=0.1, solver="cg", random_state=0)
     gp.fit_grid(coords, Yn)
-    assert set(tols[:-1]) == {_kronecker_gp.SEARCH_CG_TOL} and tols[-1] == 1e-10
+    assert set(tols[:-1]) == {_budgets.SEARCH_CG_TOL} and tols[-1] == 1e-10
     assert gp.solver_info_.residual <= 1e-10
-    monkeypatch.setattr(_kronecker_gp, "SEARCH_CG_TOL", 0.0)
+    monkeypatch.setattr(_budgets, "SEARCH_CG_TOL", 0.0)
     tight = KroneckerGP(_kernels(), noise=0.1, solver="cg", random_state=0)
     tight.fit_grid(coords, Yn)
     # the optimum moves far less than the estimator's error would move it
@@ -383,7 +383,7 @@ def test_pmm_matvec_in_column_chunks_matches_dense(rng):
     mask = rng.random(Y.shape) < 0.4
     gp = KroneckerGP(_kernels(), noise=NOISE, optimizer=None).fit_grid(coords, Y)
     missing = np.flatnonzero(mask)
-    system = SchurSystem(gp._post, missing, method="cg")
+    system = SchurSystem(gp._fact.post, missing, method="cg")
     kk = KroneckerKernel(_kernels(), axes=[[0, 1], [2]])
     a = kk(Grid(check_coords(coords)).to_rows()) + NOISE * np.eye(Y.size)
     p_mm = np.linalg.inv(a)[np.ix_(missing, missing)]

@@ -186,7 +186,7 @@ def test_system_solves_match_dense(rng, method):
     coords, Y = _grid(rng, frac=0.3, n_sites=3, n_t=20)
     gp = KroneckerGP(KERNELS, noise=0.1, optimizer=None, state_space=1, solver=method)
     gp.fit_grid(coords, Y)
-    system = gp._ssm_state.system
+    system = gp._fact.state.system
     grams = gp.kernel_.factor_grams(gp.grid_.coords)
     dense = np.kron(grams[0], grams[1]) + 0.1 * np.eye(60)
     p = np.linalg.inv(dense)

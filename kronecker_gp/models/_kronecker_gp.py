@@ -2,48 +2,50 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.gaussian_process.kernels import Kernel
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
-from kronecker_gp._typing import ArrayLike, FloatArray
+from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.models._base import build_kernel, check_test_coords, resolve_axes
 from kronecker_gp.models._contract import (
     check_conditioning,
     lml_float,
+    prior_predict,
+    prior_predict_grid,
     query_lml,
+    safe_normalisation,
     validate_targets_with_nan,
 )
-from kronecker_gp.models._kronecker_gp_predict import PredictionMixin
-from kronecker_gp.models._kronecker_gp_ssm import sort_axis
 from kronecker_gp.models._optimize import (
+    check_optimizer_params,
     kernel_labels,
     log_noise_bounds,
     maximise_lml,
     param_label,
 )
-from kronecker_gp.solvers._eigen import SolveResult
+from kronecker_gp.solvers import SolverOptions, select_solver
+from kronecker_gp.solvers._posterior import prior_grid_samples
+from kronecker_gp.solvers._protocol import Factorization
 
 #: fit(X, y) warns when the grid spanned by the rows is this many times larger.
 SPARSE_GRID_RATIO = 20
-#: CG tolerance floor of the hyperparameter search's likelihood evaluations.
-SEARCH_CG_TOL = 1e-6
-#: Probe count cap of the search's stochastic estimates (CG paths): the
-#: probes' Lanczos runs dominate an evaluation, and the (seeded, hence
-#: deterministic) estimated objective with 8 probes has its optimum within
-#: the estimates' error of the one with 32 (see BENCHMARKS.md, issue 3).
-SEARCH_PROBES = 8
 
 
-class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
+class KroneckerGP(RegressorMixin, BaseEstimator):
     r"""Exact Gaussian-process regression on a grid with a product kernel.
 
     The covariance of the targets on a grid of ``D`` axes is
@@ -213,7 +215,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
     True
     """
 
-    _last_solve: tuple[FloatArray, SolveResult] | None
+    _last_fact: tuple[FloatArray, Factorization] | None
     _lml_value: float | None
 
     def __init__(
@@ -286,7 +288,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             there are rows (scattered data).
         """
         X, y = validate_targets_with_nan(self, X, y)
-        axes = self._resolve_axes(X.shape[1])
+        axes = resolve_axes(self.kernels, self.axes, X.shape[1])
         grid, cell = grid_from_rows(X, axes, complete=False)
         if grid.size > SPARSE_GRID_RATIO * X.shape[0]:
             warnings.warn(
@@ -398,76 +400,116 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         axes: list[list[int]],
         cell_noise: FloatArray | None = None,
     ) -> KroneckerGP:
+        """Validate, choose the route, optimise theta, factorise, store."""
         t0 = time.perf_counter()
-        kernel = self._build_kernel(axes)
+        kernel = build_kernel(self.kernels, axes)
         self._check_params(kernel, len(grid.shape))
         self.axes_ = axes
-        self.grid_ = grid
-        self._ssm = None
-        ssm_axis = self._state_space_axis(grid, kernel)
-        if (
-            ssm_axis is not None
-            and self.state_space == "auto"
-            and cell_noise is not None
-            and np.isnan(y).any()
-        ):
-            # the filtering route takes per-cell noise or missing cells, not
-            # both: "auto" falls back to the eigen route (an explicit axis raises)
-            warnings.warn(
-                f"axis {ssm_axis} has {grid.shape[ssm_axis]} points, but per-cell "
-                "noise together with missing cells is not taken by the "
-                "state-space route: that axis goes through its eigendecomposition "
-                "(cubic in its length).",
-                UserWarning,
-                stacklevel=3,
-            )
-            ssm_axis = None
-        if ssm_axis is not None:
-            grid, y, cell_noise = sort_axis(grid, y, ssm_axis, cell_noise)
-            self.grid_ = grid
-        self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
-        self._solver = self._make_solver(y, cell_noise)
-        self._last_solve = None  # never reuse a factorisation of other data
-        if ssm_axis is not None:
-            self._ssm = self._make_route(grid, ssm_axis, cell_noise)
+        self.y_train_mean_, self.y_train_std_ = (
+            safe_normalisation(y) if self.normalize_y else (0.0, 1.0)
+        )
+        y = (y - self.y_train_mean_) / self.y_train_std_
+        if cell_noise is not None:
+            cell_noise = self._check_cell_noise(cell_noise, np.flatnonzero(np.isnan(y)))
+        choice = select_solver(
+            grid,
+            kernel,
+            y,
+            cell_noise=cell_noise,
+            state_space=self.state_space,
+            state_space_min_size=int(self.state_space_min_size),
+            options=self._options(),
+        )
+        self.grid_, self._route = choice.grid, choice.solver
+        self._last_fact = None
         self.kernel_ = kernel
         self.noise_ = float(self.noise) if cell_noise is None else 1.0
         self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
-        if self._ssm is not None:
-            return self._finish_state_space(t0)
-        # an estimated LML (missing cells, CG path) is computed on first access
-        last = getattr(self, "_last_solve", None)
-        self._last_solve = None
-        if (
-            last is not None
-            and last[1].system is None
-            and np.array_equal(last[0], self._theta())
-        ):
-            res = last[1]  # the optimiser's last evaluation was at theta_
-        else:
-            res = self._solve(self.kernel_.factor_grams(grid.coords), need_lml=False)
-        self._post, self._system = res.post, res.system
-        self._lml_value = None if np.isnan(res.lml) else res.lml
-        self.solver_info_ = res.info
+        self._fact = self._fitted_factorization()
+        # an estimated LML (CG paths) is computed on first access, see the property
+        self._lml_value = None if np.isnan(self._fact.lml) else float(self._fact.lml)
+        self.solver_info_ = self._fact.info
+        self.solver_info_.extra.update(route=choice.route, route_reason=choice.reason)
         self.theta_ = self._theta()
         if cell_noise is not None:
-            observed_noise = np.where(np.isnan(y), np.nan, cell_noise)
-            self.noise_variances_ = (self.noise_ * observed_noise).reshape(grid.shape)
+            self.noise_variances_ = self._noise_variances()
         self.kernels_ = list(self.kernel_.kernels)
-        self._alpha_cache = None
         self.fit_time_ = time.perf_counter() - t0
         return self
+
+    def _options(self) -> SolverOptions:
+        seed = (
+            self.random_state if isinstance(self.random_state, numbers.Integral) else 0
+        )
+        return SolverOptions(
+            method=self.solver,
+            tol=float(self.cg_tol),
+            max_iter=int(self.cg_max_iter),
+            n_probes=int(self.n_probes),
+            seed=int(seed),
+        )
+
+    def _noise_variances(self) -> FloatArray:
+        """``noise_ * noise`` on the training grid in data units, NaN where missing."""
+        route = self._route
+        cells = np.asarray(route.cell_noise, dtype=float).reshape(-1)
+        missing = np.zeros(cells.size, dtype=bool)
+        if getattr(route, "missing", None) is not None:
+            missing = np.asarray(route.missing).reshape(-1)
+            if missing.dtype != bool:
+                flags = np.zeros(cells.size, dtype=bool)
+                flags[missing] = True
+                missing = flags
+        out = np.where(missing, np.nan, self.noise_ * cells * self.y_train_std_**2)
+        return out.reshape(self.grid_.shape)
+
+    def _fitted_factorization(self) -> Factorization:
+        last, self._last_fact = self._last_fact, None
+        if last is not None and np.array_equal(last[0], self._theta()):
+            if not np.isnan(last[1].lml) and last[1].info.lml_std_error == 0:
+                return last[1]  # the optimiser's last evaluation was at theta_
+        return self._factorize(need_lml=False)
 
     @property
     def alpha_(self) -> FloatArray:
         """``(K + noise I)^{-1} y`` on the training grid (computed on first access)."""
         if getattr(self, "_alpha_cache", None) is None:
-            if not hasattr(self, "_post"):
+            if not hasattr(self, "_fact"):
                 raise AttributeError("alpha_")
-            self._alpha_cache = self._post.alpha()
+            self._alpha_cache = self._fact.alpha()
         return self._alpha_cache
+
+    # ------------------------------------------------------------ parameters
+    def _check_params(self, kernel: KroneckerKernel, n_axes: int) -> None:
+        if len(kernel.kernels) != n_axes:
+            raise ValueError(
+                f"kernels has {len(kernel.kernels)} entries but the grid has {n_axes} "
+                "axes; give one kernel per axis."
+            )
+        noise = self.noise
+        if np.isscalar(noise) and (
+            isinstance(noise, bool)
+            or not isinstance(noise, numbers.Real)
+            or not (np.isfinite(noise) and noise > 0)
+        ):
+            raise ValueError(f"noise must be a positive finite number; got {noise!r}.")
+        check_optimizer_params(self.optimizer, self.n_restarts_optimizer)
+
+    def _check_cell_noise(self, v: FloatArray, missing: IntArray) -> FloatArray:
+        # values on missing cells carry no information: accept NaN or anything
+        v = v.copy()
+        v[missing] = np.nan
+        seen = v[~np.isnan(v)]
+        n_nan = v.size - missing.size - seen.size
+        if n_nan or np.any(seen <= 0):
+            raise ValueError(
+                "noise given per cell must be positive and finite on every observed "
+                f"cell; got min {float(seen.min(initial=np.inf))!r} and {n_nan} NaN on "
+                "observed cells. Give NaN (or any value) only where Y is NaN."
+            )
+        return v / self.y_train_std_**2
 
     # ------------------------------------------------------- hyperparameters
     def _bounds(self) -> FloatArray:
@@ -488,18 +530,15 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         if self._noise_log_bounds is not None:
             self.noise_ = float(np.exp(theta[n_k]))
 
-    def _solve(
-        self,
-        grams: Sequence[FloatArray],
-        grad_grams: Sequence[FloatArray] | None = None,
-        *,
-        need_lml: bool = True,
-    ) -> SolveResult:
+    def _factorize(
+        self, *, eval_gradient: bool = False, need_lml: bool = True, route: Any = None
+    ) -> Factorization:
+        """Factorise at the current hyperparameters, with a remedy on failure."""
         try:
-            res = self._solver.solve(
-                grams,
+            fact = (route or self._route).factorize(
+                self.kernel_,
                 self.noise_,
-                grad_grams,
+                eval_gradient=eval_gradient,
                 noise_free=self._noise_log_bounds is not None,
                 need_lml=need_lml,
             )
@@ -508,38 +547,33 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 f"{exc} The factorisation failed at theta={self._theta()!r}; increase "
                 "noise or its lower bound."
             ) from None
-        if self._solver.cell_noise is None:
-            check_conditioning(
-                res.post.eigvals, self.noise_, self.kernel_, "KroneckerGP"
-            )
-        return res
+        spectrum = fact.spectrum()
+        if spectrum is not None and self._route.cell_noise is None:
+            check_conditioning(spectrum, self.noise_, self.kernel_, "KroneckerGP")
+        return fact
 
     def _lml_at(
         self, theta: FloatArray, eval_gradient: bool
     ) -> tuple[float, FloatArray]:
         self._set_theta(theta)
-        if self._ssm is not None:
-            return self._ssm_lml(eval_gradient)
+        fact = self._factorize(
+            eval_gradient=eval_gradient, route=getattr(self, "_search_route", None)
+        )
         if not eval_gradient:
-            return self._solve(
-                self.kernel_.factor_grams(self.grid_.coords)
-            ).lml, np.zeros(0)
-        pairs = self.kernel_.factor_grams(self.grid_.coords, eval_gradient=True)
-        res = self._solve([k for k, _ in pairs], [g for _, g in pairs])
-        self._last_solve = (self._theta(), res)
-        assert res.grad is not None
-        return res.lml, res.grad
+            return fact.lml, np.zeros(0)
+        self._last_fact = (self._theta(), fact)
+        assert fact.grad is not None
+        return fact.lml, fact.grad
 
     def _optimise(self) -> None:
         # the search's CG solves stop at max(cg_tol, SEARCH_CG_TOL) and its
-        # estimates use at most SEARCH_PROBES probes; fit then solves once
+        # estimates use at most SEARCH_PROBES probes; fit then factorises once
         # more at cg_tol at the optimum, and estimates with n_probes
-        solver, route = self._solver, self._ssm
-        fit_tol, fit_probes = solver.tol, solver.n_probes
-        solver.tol = max(fit_tol, SEARCH_CG_TOL)
-        solver.n_probes = min(fit_probes, SEARCH_PROBES)
-        if route is not None:
-            route.tol, route.n_probes = solver.tol, solver.n_probes
+        fit = self._options()
+        search = fit.for_search()
+        self._search_route = replace(
+            self._route, tol=search.tol, n_probes=search.n_probes
+        )
         try:
             theta = maximise_lml(
                 self._lml_at,
@@ -554,9 +588,16 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
                 + param_label("noise", 1, self.noise_bounds),
             )
         finally:
-            solver.tol, solver.n_probes = fit_tol, fit_probes
-            if route is not None:
-                route.tol, route.n_probes = fit_tol, fit_probes
+            # keep what the search settled (the block-Jacobi axis), at fit settings
+            self._route = replace(
+                self._search_route, tol=fit.tol, n_probes=fit.n_probes
+            )
+            del self._search_route
+        if self._last_fact is not None and (search.tol, search.n_probes) != (
+            fit.tol,
+            fit.n_probes,
+        ):
+            self._last_fact = None  # evaluated at the search's looser settings
         self._set_theta(theta)
 
     def log_marginal_likelihood(
@@ -564,7 +605,7 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         theta: ArrayLike | None = None,
         eval_gradient: bool = False,
         clone_kernel: bool = True,
-    ) -> float | tuple[float, FloatArray]:
+    ) -> Any:
         """Return the exact log marginal likelihood of ``theta`` on the training grid.
 
         Parameters
@@ -583,7 +624,8 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         lml : numpy.float64
-            The log marginal likelihood.
+            The log marginal likelihood (estimated, with
+            ``solver_info_.lml_std_error``, where the route is iterative).
         grad : ndarray of shape (n_theta,)
             Its gradient, if ``eval_gradient``.
 
@@ -612,25 +654,223 @@ class KroneckerGP(PredictionMixin, RegressorMixin, BaseEstimator):
             theta,
             eval_gradient=eval_gradient,
             clone_kernel=clone_kernel,
-            names=["kernel_", "kernels_", "noise_", "_last_solve", "_ssm_std_error"],
+            names=["kernel_", "kernels_", "noise_", "_last_fact"],
         )
 
     @property
     def log_marginal_likelihood_value_(self) -> float:
-        """Log marginal likelihood at ``theta_`` (estimated on the CG path)."""
+        """Log marginal likelihood at ``theta_``.
+
+        Exact routes compute it during ``fit``. Where the route estimates it
+        (iterative paths: ``solver_info_.lml_std_error > 0``) it is computed on
+        first access, which costs about ``n_probes`` times a fit with fixed
+        hyperparameters (the probes' Lanczos runs); a fit that optimised the
+        hyperparameters has paid that cost already in each evaluation.
+        """
         if getattr(self, "_lml_value", None) is None:
-            if not hasattr(self, "_solver"):
+            if not hasattr(self, "_route"):
                 raise AttributeError("log_marginal_likelihood_value_ is set by fit.")
-            if self._ssm is not None:
-                self._lml_value = self._ssm_lml(False)[0]
-                self.solver_info_.lml_std_error = self._ssm_std_error
-                return float(self._lml_value)
-            res = self._solve(self.kernel_.factor_grams(self.grid_.coords))
-            self._lml_value = float(res.lml)
-            self.solver_info_.lml_std_error = res.info.lml_std_error
-            self.solver_info_.extra.update(res.info.extra)
+            fact = self._factorize(need_lml=True)
+            self._lml_value = float(fact.lml)
+            self.solver_info_.lml_std_error = fact.info.lml_std_error
+            self.solver_info_.extra.update(fact.info.extra)
         assert self._lml_value is not None
         return float(self._lml_value)
+
+    # ------------------------------------------------------------ prediction
+    def _check_X(self, X: ArrayLike) -> FloatArray:
+        return np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
+
+    def _scale(
+        self, mean: FloatArray, var: FloatArray | None, *, as_std: bool = False
+    ) -> tuple[FloatArray, FloatArray | None]:
+        # as_std: sqrt before scaling, so std * y_train_std_ cannot overflow
+        mean = mean * self.y_train_std_ + self.y_train_mean_
+        if var is None:
+            return mean, None
+        if as_std:
+            return mean, np.sqrt(var) * self.y_train_std_
+        return mean, var * self.y_train_std_**2
+
+    def predict(
+        self, X: ArrayLike, return_std: bool = False, return_cov: bool = False
+    ) -> FloatArray | tuple[FloatArray, FloatArray]:
+        r"""Predict the latent function at arbitrary points (on or off the grid).
+
+        Before ``fit`` this is the prior (zero mean, the kernels as given), as
+        in ``GaussianProcessRegressor``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Query points, columns as in ``fit`` (for :meth:`fit_grid`: the
+            per-axis coordinates concatenated in axis order).
+        return_std : bool, default=False
+            Also return the posterior standard deviation (noise excluded).
+        return_cov : bool, default=False
+            Also return the posterior covariance (noise excluded).
+
+        Returns
+        -------
+        y_mean : ndarray of shape (n_samples,)
+        y_std : ndarray of shape (n_samples,), optional
+        y_cov : ndarray of shape (n_samples, n_samples), optional
+
+        Notes
+        -----
+        Cost :math:`O(M N)` for ``M`` points (:math:`O(M^2 N)` with the
+        covariance); no :math:`N \times N` array is formed. Means and standard
+        deviations are computed in chunks of points whose temporaries stay
+        near ``CHUNK_ENTRIES`` (64 MB), so memory does not grow with ``M``.
+        """
+        if return_std and return_cov:
+            raise RuntimeError(
+                "At most one of return_std or return_cov can be requested."
+            )
+        if not hasattr(self, "kernel_"):  # unfitted: the prior, as sklearn
+            X = self._check_X(X)
+            kernel = build_kernel(
+                self.kernels, resolve_axes(self.kernels, self.axes, X.shape[1])
+            )
+            return prior_predict(kernel, X, return_std, return_cov)  # type: ignore[no-any-return]
+        check_is_fitted(self)
+        X = self._check_X(X)
+        parts = [X[:, cols] for cols in self.axes_]
+        if return_cov:
+            mean, cov = self._fact.predict_points(
+                self.kernel_, parts, std=False, cov=True
+            )
+            mean, cov = self._scale(mean, cov)
+            return mean, cov  # type: ignore[return-value]
+        width = self.grid_.size if return_std else 0
+        width += 4 * sum(self.grid_.shape)
+        step = max(1, _budgets.CHUNK_ENTRIES // width)
+        means, stds = [], []
+        for lo in range(0, X.shape[0], step):
+            chunk = [p[lo : lo + step] for p in parts]
+            mean, var = self._fact.predict_points(
+                self.kernel_, chunk, std=return_std, cov=False
+            )
+            mean, std = self._scale(mean, var, as_std=True)
+            means.append(mean)
+            stds.append(std)
+        mean = np.concatenate(means) if means else np.zeros(0)
+        if not return_std:
+            return mean
+        return mean, np.concatenate(stds) if stds else np.zeros(0)
+
+    def predict_grid(
+        self, coords: Sequence[ArrayLike], return_std: bool = False
+    ) -> FloatArray | tuple[FloatArray, FloatArray]:
+        r"""Predict the latent function on a grid, returning grid-shaped arrays.
+
+        Before ``fit`` this is the prior (zero mean, the kernels as given).
+
+        Parameters
+        ----------
+        coords : list of array-like
+            Per-axis test coordinates, each (m_d,) or (m_d, p_d), in the
+            training axes' order.
+        return_std : bool, default=False
+            Also return the posterior standard deviation (noise excluded).
+
+        Returns
+        -------
+        mean : ndarray of shape (m_1, ..., m_D)
+        std : ndarray of shape (m_1, ..., m_D), optional
+
+        Notes
+        -----
+        Mode products only: :math:`O(\sum_d m_d n_d^2 + M \sum_d n_d)`.
+        """
+        if not hasattr(self, "kernel_"):  # unfitted: the prior on the grid
+            grid = Grid(check_coords(coords))
+            kernel = build_kernel(self.kernels, grid.block_axes())
+            self._check_params(kernel, len(grid.shape))
+            return prior_predict_grid(kernel.kernels, grid.coords, return_std)  # type: ignore[no-any-return]
+        check_is_fitted(self)
+        test = check_test_coords(self.grid_, coords)
+        mean, var = self._fact.predict_grid(self.kernel_, test, std=return_std)
+        mean, std = self._scale(mean, var, as_std=True)
+        if std is None:
+            return mean.reshape(test.shape)
+        return mean.reshape(test.shape), std.reshape(test.shape)
+
+    # ----------------------------------------------------------------- sampling
+    def sample_y(
+        self, X: ArrayLike, n_samples: int = 1, random_state: Any = 0
+    ) -> FloatArray:
+        """Draw posterior (after fit) or prior (before fit) samples at points ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_points, n_features)
+            Query points.
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=0
+            As in ``GaussianProcessRegressor.sample_y``.
+
+        Returns
+        -------
+        ndarray of shape (n_points, n_samples)
+            The samples (latent function, noise excluded).
+        """
+        rng = check_random_state(random_state)
+        if hasattr(self, "kernel_"):
+            mean, cov = self.predict(X, return_cov=True)
+        else:
+            X = as_float_array(X, "X", ndim=2)
+            axes = resolve_axes(self.kernels, self.axes, X.shape[1])
+            kernel = build_kernel(self.kernels, axes)
+            mean, cov = np.zeros(X.shape[0]), kernel(X)
+        return rng.multivariate_normal(mean, cov, n_samples).T
+
+    def sample_grid(
+        self,
+        coords: Sequence[ArrayLike],
+        n_samples: int = 1,
+        random_state: int | np.random.Generator | None = None,
+    ) -> FloatArray:
+        r"""Draw exact posterior (after fit) or prior samples on a grid.
+
+        Parameters
+        ----------
+        coords : list of array-like
+            Per-axis coordinates of the sample grid.
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, Generator or None, default=None
+            Seed for reproducible samples.
+
+        Returns
+        -------
+        ndarray of shape (m_1, ..., m_D, n_samples)
+            The samples (latent function, noise excluded).
+
+        Notes
+        -----
+        Prior samples are :math:`(\bigotimes_d L_d) z` with factor square roots
+        :math:`L_d L_d^T = K_d`. Posterior samples use Matheron's rule,
+        :math:`f_* + K_{*x} (K + sI)^{-1} (y - f_x - \varepsilon)`, with
+        :math:`(f_*, f_x)` a joint prior sample on the union of the test and
+        training axes: exact, at the cost of a fit on that union grid (on the
+        state-space route: forward filtering, backward sampling).
+        """
+        rng = np.random.default_rng(random_state)
+        if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+            raise ValueError(
+                f"n_samples must be a positive integer; got {n_samples!r}."
+            )
+        if not hasattr(self, "kernel_"):
+            grid = Grid(check_coords(coords))
+            kernel = build_kernel(self.kernels, grid.block_axes())
+            z = prior_grid_samples(kernel.factor_grams(grid.coords), n_samples, rng)
+            return z.reshape(*grid.shape, n_samples)
+        test = check_test_coords(self.grid_, coords)
+        draws = self._fact.sample_grid(self.kernel_, test, int(n_samples), rng)
+        draws = draws * self.y_train_std_ + self.y_train_mean_
+        return draws.reshape(*test.shape, int(n_samples))
 
     def __sklearn_tags__(self) -> Any:
         """Declare a single-output regressor that predicts from the prior unfitted."""

@@ -1,1 +1,405 @@
-"""Solvers: one class per route from (data, grid, kernels, noise) to a factorisation."""
+"""Solvers: one class per route, and the one function that picks the route.
+
+:func:`select_solver` is the only place where a route is chosen: from the
+data's structure (complete grid, missing cells, per-cell noise; an axis that
+Kalman filtering can solve) and the cost model of
+:mod:`kronecker_gp.solvers._cost` (exact where affordable). Each route's
+``factorize(kernel, noise, ...)`` returns a
+:class:`~kronecker_gp.solvers._protocol.Factorization`.
+
+============================  ==========================================
+route (``solver_info_.path``)  structure
+============================  ==========================================
+``complete``                   complete grid, eigen route
+``schur-exact`` / ``-cg``      missing cells, Schur complement on them
+``cell-noise-cg``              per-cell noise, complete grid
+``cell-noise-schur-*``         per-cell noise and missing cells
+``state-space``                complete grid, a Markov axis by Kalman passes
+``state-space-schur-*``        missing cells on the Kalman route
+``state-space-cell-noise-cg``  per-cell noise on the Kalman route
+``spacetime-kalman``           missing cells or per-cell noise with a
+                               Markov axis: one Kalman filter over every
+                               site's state (exact, any missing pattern)
+============================  ==========================================
+
+With missing cells or per-cell noise and a Markov axis, the cost model
+compares the spatio-temporal filter (:math:`O(n_t (n_s d)^3)`) with the route
+above, and takes the cheaper; both are exact where the cost model says so.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from kronecker_gp import _budgets
+from kronecker_gp._grid import Grid
+from kronecker_gp._typing import FloatArray
+from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
+from kronecker_gp.linalg._spacetime import spacetime_cost
+from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
+from kronecker_gp.solvers._eigen import GridSolver
+from kronecker_gp.solvers._kalman import StateSpaceRoute
+from kronecker_gp.solvers._spacetime import SpaceTimeRoute
+
+__all__ = ["RouteChoice", "SolverOptions", "select_solver"]
+
+METHODS = ("auto", "exact", "cg")
+
+
+@dataclass(frozen=True)
+class SolverOptions:
+    """Numerical settings shared by every route.
+
+    Attributes
+    ----------
+    method : {"auto", "exact", "cg"}
+        Exact or iterative inference on missing cells (``"auto"``: cost model).
+    tol : float
+        CG relative residual.
+    max_iter : int
+        CG iteration cap.
+    n_probes : int
+        Probe vectors of the stochastic estimates.
+    seed : int
+        Seed of the probes (estimated objectives are deterministic).
+    """
+
+    method: str = "auto"
+    tol: float = 1e-10
+    max_iter: int = 2000
+    n_probes: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Check the method."""
+        if self.method not in METHODS:
+            raise ValueError(
+                f'solver must be "auto", "exact" or "cg"; got {self.method!r}.'
+            )
+
+    def for_search(self) -> SolverOptions:
+        """Return the looser settings of the hyperparameter search's evaluations."""
+        return replace(
+            self,
+            tol=max(self.tol, _budgets.SEARCH_CG_TOL),
+            n_probes=min(self.n_probes, _budgets.SEARCH_PROBES),
+        )
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """The route :func:`select_solver` chose.
+
+    Attributes
+    ----------
+    solver : GridSolver or StateSpaceRoute
+        The route, holding the data, the grid and the options.
+    grid : Grid
+        The training grid in the route's order (a Kalman axis sorted).
+    route : str
+        ``"eigen"`` or ``"state-space"``.
+    reason : str
+        Why, in one sentence.
+    """
+
+    solver: Any
+    grid: Grid
+    route: str
+    reason: str
+
+
+def markov_axis(grid: Grid, kernel: Any, state_space: Any, min_size: int) -> int | None:
+    """Return the axis to solve by Kalman filtering, or None.
+
+    ``"auto"`` takes the longest axis with 1-D coordinates, a Markov kernel and
+    at least ``min_size`` points; an int names the axis (checked); None never.
+    """
+    if state_space is None:
+        return None
+    candidates = [
+        d
+        for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels))
+        if c.shape[1] == 1 and is_markov_kernel(k)
+    ]
+    if isinstance(state_space, str) and state_space == "auto":
+        big = [d for d in candidates if grid.shape[d] >= min_size]
+        return max(big, key=lambda d: grid.shape[d]) if big else None
+    if (
+        isinstance(state_space, bool)
+        or not isinstance(state_space, numbers.Integral)
+        or not (0 <= int(state_space) < len(grid.shape))
+    ):
+        raise ValueError(
+            f'state_space must be "auto", None or an axis index in '
+            f"[0, {len(grid.shape)}); got {state_space!r}."
+        )
+    if state_space not in candidates:
+        raise ValueError(
+            f"state_space={state_space}: axis {state_space} needs 1-D coordinates "
+            f"and a Markov kernel; got {kernel.kernels[state_space]!r}. Use "
+            "Matern(nu=0.5), Matern(nu=1.5) or Matern(nu=2.5), optionally times "
+            "ConstantKernel, or sums of these."
+        )
+    return int(state_space)
+
+
+def sort_axis(
+    grid: Grid, y: FloatArray, axis: int, cell_noise: FloatArray | None = None
+) -> tuple[Grid, FloatArray, FloatArray | None]:
+    """Sort the coordinates of ``axis`` increasingly, with ``y`` and ``cell_noise``.
+
+    ``y`` and ``cell_noise`` are flat in C order.
+    """
+    order = np.argsort(grid.coords[axis][:, 0], kind="stable")
+    if np.all(order == np.arange(order.size)):
+        return grid, y, cell_noise
+    coords = list(grid.coords)
+    coords[axis] = coords[axis][order]
+
+    def take(x: FloatArray) -> FloatArray:
+        return np.take(x.reshape(grid.shape), order, axis=axis).reshape(-1)
+
+    return Grid(coords), take(y), None if cell_noise is None else take(cell_noise)
+
+
+def select_solver(
+    grid: Grid,
+    kernel: Any,
+    y: FloatArray,
+    *,
+    cell_noise: FloatArray | None = None,
+    state_space: Any = "auto",
+    state_space_min_size: int = 2000,
+    options: SolverOptions | None = None,
+) -> RouteChoice:
+    """Choose the route for these data: the one place that does.
+
+    Parameters
+    ----------
+    grid : Grid
+        The training grid.
+    kernel : KroneckerKernel
+        The product kernel (its factors decide which axes are Markov).
+    y : ndarray of shape (N,)
+        Targets in C order (normalised), NaN on missing cells.
+    cell_noise : ndarray of shape (N,) or None, default=None
+        Known per-cell noise variances (normalised), ignored where ``y`` is NaN.
+    state_space : "auto", int or None, default="auto"
+        The estimator's ``state_space`` parameter.
+    state_space_min_size : int, default=2000
+        Smallest axis ``"auto"`` solves by filtering.
+    options : SolverOptions, default=None
+        Numerical settings (defaults if None).
+
+    Returns
+    -------
+    RouteChoice
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.gaussian_process.kernels import RBF
+    >>> from kronecker_gp._grid import Grid
+    >>> from kronecker_gp.kernels import KroneckerKernel
+    >>> grid = Grid([np.arange(4.0)[:, None], np.arange(5.0)[:, None]])
+    >>> kernel = KroneckerKernel([RBF(), RBF()], axes=[[0], [1]])
+    >>> y = np.zeros(20)
+    >>> y[3] = np.nan
+    >>> choice = select_solver(grid, kernel, y)
+    >>> choice.route, choice.solver.missing.tolist()
+    ('eigen', [3])
+    """
+    options = options or SolverOptions()
+    missing = np.isnan(y)
+    if missing.all():
+        raise ValueError("Y has no observed cell; nothing to fit.")
+    choice = _structured_route(
+        grid,
+        kernel,
+        y,
+        cell_noise=cell_noise,
+        state_space=state_space,
+        state_space_min_size=state_space_min_size,
+        options=options,
+    )
+    if not (missing.any() or cell_noise is not None) or options.method == "cg":
+        return choice
+    return _cheaper_spacetime(
+        choice,
+        grid,
+        kernel,
+        y,
+        cell_noise=cell_noise,
+        state_space=state_space,
+        options=options,
+    )
+
+
+def _structured_route(
+    grid: Grid,
+    kernel: Any,
+    y: FloatArray,
+    *,
+    cell_noise: FloatArray | None,
+    state_space: Any,
+    state_space_min_size: int,
+    options: SolverOptions,
+) -> RouteChoice:
+    """Return the eigen or per-series Kalman route for these data."""
+    missing = np.isnan(y)
+    axis = markov_axis(grid, kernel, state_space, state_space_min_size)
+    if axis is not None and cell_noise is not None and missing.any():
+        if not (isinstance(state_space, str) and state_space == "auto"):
+            raise ValueError(
+                "the state-space route takes per-cell noise or missing cells, not "
+                "both; this fit has both. Pass state_space=None."
+            )
+        warnings.warn(
+            f"axis {axis} has {grid.shape[axis]} points, but per-cell noise "
+            "together with missing cells is not taken by the state-space route: "
+            "that axis goes through its eigendecomposition (cubic in its length).",
+            UserWarning,
+            stacklevel=4,
+        )
+        axis = None
+    if axis is None:
+        return _eigen_route(grid, y, missing, cell_noise, options)
+    grid, y, cell_noise = sort_axis(grid, y, axis, cell_noise)
+    missing = np.isnan(y)
+    route = StateSpaceRoute(
+        axis,
+        grid.coords[axis][:, 0],
+        np.where(missing, 0.0, y).reshape(grid.shape),
+        missing=missing.reshape(grid.shape) if missing.any() else None,
+        method=options.method,
+        tol=options.tol,
+        max_iter=options.max_iter,
+        n_probes=options.n_probes,
+        seed=options.seed,
+        cell_noise=None if cell_noise is None else cell_noise.reshape(grid.shape),
+        coords=list(grid.coords),
+    )
+    reason = (
+        f"axis {axis} ({grid.shape[axis]} points) has a Markov kernel: Kalman "
+        "passes, linear in its length, instead of its eigendecomposition"
+    )
+    return RouteChoice(route, grid, "state-space", reason)
+
+
+def _eigen_route(
+    grid: Grid,
+    y: FloatArray,
+    missing: Any,
+    cell_noise: FloatArray | None,
+    options: SolverOptions,
+) -> RouteChoice:
+    idx = np.flatnonzero(missing)
+    solver = GridSolver(
+        np.where(missing, 0.0, y),
+        idx if idx.size else None,
+        method=options.method,
+        tol=options.tol,
+        max_iter=options.max_iter,
+        n_probes=options.n_probes,
+        seed=options.seed,
+        cell_noise=cell_noise,
+        coords=list(grid.coords),
+    )
+    reason = "every axis through its eigendecomposition"
+    if idx.size:
+        reason += "; missing cells through the Schur complement (see the method)"
+    return RouteChoice(solver, grid, "eigen", reason)
+
+
+def _route_flops(choice: RouteChoice, n_missing: int, options: SolverOptions) -> float:
+    """Flops of one LML + gradient on the chosen eigen or Kalman route."""
+    shape = choice.grid.shape
+    n = int(np.prod(shape))
+    if choice.route == "eigen":
+        solve = eigen_solve_flops(shape)
+        setup = 10.0 * float(sum(s**3 for s in shape))
+    else:
+        other = [s for d, s in enumerate(shape) if d != choice.solver.axis]
+        solve = float(n) * (4.0 * sum(other) + _budgets.KALMAN_CELL_FLOPS * 4.0)
+        setup = 10.0 * float(sum(s**3 for s in other))
+    if n_missing == 0:  # per-cell noise, complete grid: CG with estimates
+        return setup + (1 + options.n_probes) * _budgets.CG_ITERATIONS * solve
+    pick = choose_schur_method(options.method, n_missing, n, solve, options.n_probes)
+    work = pick.exact_flops if pick.method == "exact" else pick.iterative_flops
+    return setup + work
+
+
+def _cheaper_spacetime(
+    choice: RouteChoice,
+    grid: Grid,
+    kernel: Any,
+    y: FloatArray,
+    *,
+    cell_noise: FloatArray | None,
+    state_space: Any,
+    options: SolverOptions,
+) -> RouteChoice:
+    """Return the spatio-temporal route where the cost model finds it cheaper.
+
+    ``grid``, ``y`` and ``cell_noise`` are the data as given (before any
+    sorting of ``choice``).
+    """
+    if state_space is None:
+        return choice
+    axes = (
+        [int(state_space)]
+        if not isinstance(state_space, str)
+        else [
+            d
+            for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels))
+            if c.shape[1] == 1 and is_markov_kernel(k)
+        ]
+    )
+    if not axes:
+        return choice
+    n_missing = int(np.isnan(y).sum())
+    current = _route_flops(choice, n_missing, options)
+    n_theta = int(np.asarray(kernel.theta).size) + 1
+    costs = {}
+    for d in axes:
+        n_t = grid.shape[d]
+        n_s = grid.size // n_t
+        order = kernel_to_state_space(kernel.kernels[d]).state_dim
+        costs[d] = spacetime_cost(n_s, n_t, order, n_theta)
+    axis = min(costs, key=costs.__getitem__)
+    n_s = grid.size // grid.shape[axis]
+    memory = 8.0 * (grid.shape[axis] * n_s * n_s * 4 + n_s * n_s * 16)
+    if costs[axis] >= current or memory > _budgets.MEMORY_FRACTION * (
+        _budgets.available_memory()
+    ):
+        return choice
+    grid, y, cell_noise = sort_axis(grid, y, axis, cell_noise)
+    fallback = _structured_route(
+        grid,
+        kernel,
+        y,
+        cell_noise=cell_noise,
+        state_space=None,
+        state_space_min_size=0,
+        options=options,
+    )
+    route = SpaceTimeRoute(
+        axis,
+        list(grid.coords),
+        y,
+        cell_noise,
+        fallback.solver,
+        tol=options.tol,
+        n_probes=options.n_probes,
+    )
+    reason = (
+        f"missing cells or per-cell noise with a Markov axis {axis}: one Kalman "
+        f"filter over the {n_s} sites' states, estimated {costs[axis]:.2g} flops "
+        f"against {current:.2g} on the {choice.route} route"
+    )
+    return RouteChoice(route, grid, "spacetime-kalman", reason)

@@ -217,6 +217,10 @@ class EigenFactorization(Factorization):
     grad: FloatArray | None
     info: SolverInfo
 
+    def spectrum(self) -> list[FloatArray]:
+        """Return the factors' eigenvalues."""
+        return list(self.post.eigvals)
+
     def alpha(self) -> FloatArray:
         """Return ``(K + noise)^{-1} y`` on the training grid (zero where missing)."""
         return self.post.alpha()
@@ -314,7 +318,7 @@ class EigenFactorization(Factorization):
         eps = np.sqrt(self.noise * scale) * rng.standard_normal(f_train.shape)
         resid = solver.y[:, None] - f_train - eps
         cross = [k(t, c) for k, t, c in zip(kernel.kernels, test.coords, solver.coords)]
-        if self.system is not None:
+        if solver.missing is not None:
             resid[solver.missing] = 0.0  # only the observed residuals enter
         resid_rot = kron_matvec([u.T for u in self.post.eigvecs], resid)
         if self.system is None:

@@ -60,6 +60,10 @@ class Factorization(ABC):
     grad: FloatArray | None
     info: SolverInfo
 
+    def spectrum(self) -> list[FloatArray] | None:
+        """Return the factors' eigenvalues where the route has them (else None)."""
+        return None
+
     @abstractmethod
     def alpha(self) -> FloatArray:
         """Return the weights ``(K + noise)^{-1} y`` on the training grid, flat."""

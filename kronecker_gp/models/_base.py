@@ -1,0 +1,63 @@
+"""What the grid estimators share: axes, product kernels, test grids."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+from sklearn.base import clone
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
+
+from kronecker_gp._grid import Grid, check_coords
+from kronecker_gp._typing import ArrayLike
+from kronecker_gp.kernels import KroneckerKernel
+
+
+def resolve_axes(kernels: Any, axes: Any, n_features: int) -> list[list[int]]:
+    """Return the column groups of ``X``, one per kernel.
+
+    ``axes`` given wins; else one group of all columns for a single kernel (or
+    ``kernels=None``), a ``KroneckerKernel``'s own axes, or one column per
+    kernel when there are as many kernels as columns.
+    """
+    if axes is not None:
+        return [[int(a)] if isinstance(a, numbers.Integral) else list(a) for a in axes]
+    if kernels is None:
+        return [list(range(n_features))]
+    if isinstance(kernels, KroneckerKernel):
+        return kernels.resolved_axes
+    n_k = len(kernels)
+    if n_k == 1:
+        return [list(range(n_features))]
+    if n_k != n_features:
+        raise ValueError(
+            f"{n_k} kernels but X has {n_features} columns; pass axes=[[...], ...] "
+            "to say which columns each kernel uses."
+        )
+    return [[j] for j in range(n_features)]
+
+
+def build_kernel(kernels: Any, axes: list[list[int]]) -> KroneckerKernel:
+    """Return a fresh product kernel over ``axes`` (``None``: constant x RBF)."""
+    if kernels is None:
+        return KroneckerKernel([ConstantKernel(1.0) * RBF(1.0)], axes=axes)
+    if isinstance(kernels, KroneckerKernel):
+        return clone(kernels).set_params(axes=axes)
+    if isinstance(kernels, Kernel) or not isinstance(kernels, Sequence):
+        raise TypeError(
+            "kernels must be a list of scikit-learn kernels (one per axis), a "
+            f"KroneckerKernel or None; got {type(kernels).__name__}."
+        )
+    return KroneckerKernel([clone(k) for k in kernels], axes=axes)
+
+
+def check_test_coords(train: Grid, coords: Sequence[ArrayLike]) -> Grid:
+    """Return the test grid, checked against the training grid's axis widths."""
+    test = Grid(check_coords(coords))
+    if test.widths != train.widths:
+        raise ValueError(
+            f"coords must give {len(train.widths)} axes with {train.widths} "
+            f"columns each (as in training); got {test.widths}."
+        )
+    return test

@@ -1,0 +1,160 @@
+"""The route catalogue: every route of the solver layer against one dense GP twin.
+
+Each entry names a route (``solver_info_.path``) and the estimator settings
+that lead :func:`kronecker_gp.solvers.select_solver` to it; one parametrized
+suite checks the LML, its gradient (against the dense gradient and finite
+differences), the posterior mean, standard deviation and covariance, and the
+moments of posterior samples. Adding a route is one line in ``ROUTES``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
+
+from kronecker_gp import KroneckerGP, solvers
+from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.testing import EIG_RTOL, assert_allclose
+
+SHAPE = (6, 9)
+
+#: (expected path, estimator settings, missing cells?, per-cell noise?, exact LML?);
+#: "spacetime": False keeps the cost model from the spatio-temporal filter
+ROUTES = [
+    ("complete", {"state_space": None}, False, False, True),
+    ("schur-exact", {"state_space": None, "solver": "exact"}, True, False, True),
+    ("schur-cg", {"state_space": None, "solver": "cg"}, True, False, True),
+    ("cell-noise-cg", {"state_space": None}, False, True, False),
+    ("cell-noise-schur-exact", {"state_space": None}, True, True, False),
+    ("state-space", {"state_space": 1}, False, False, True),
+    (
+        "state-space-schur-exact",
+        {"state_space": 1, "solver": "exact", "spacetime": False},
+        True,
+        False,
+        True,
+    ),
+    (
+        "state-space-cell-noise-cg",
+        {"state_space": 1, "spacetime": False},
+        False,
+        True,
+        False,
+    ),
+    ("spacetime-kalman", {"state_space": "auto"}, True, False, True),
+    ("spacetime-kalman", {"state_space": "auto"}, True, True, True),
+]
+
+
+def _kernels():
+    return [ConstantKernel(1.5) * RBF(1.2), Matern(2.0, nu=1.5)]
+
+
+def _problem(rng, missing, cell_noise):
+    s = np.sort(rng.uniform(0, 5, SHAPE[0]))
+    t = np.arange(SHAPE[1]) * 0.7
+    Y = np.sin(s)[:, None] + np.cos(t)[None, :] + 0.3 * rng.standard_normal(SHAPE)
+    if missing:
+        Y[rng.random(SHAPE) < 0.3] = np.nan
+        Y[2, :] = np.where(np.arange(SHAPE[1]) < 5, np.nan, Y[2, :])  # an outage
+    noise = 0.2
+    if cell_noise:
+        noise = rng.uniform(0.05, 0.4, SHAPE)
+    return [s, t], Y, noise
+
+
+def _dense(coords, Y, noise, kernel, noise_scale):
+    """Dense GP on the observed cells: LML, gradient, mean, var on the grid."""
+    s, t = coords
+    X = np.column_stack([np.repeat(s, t.size), np.tile(t, s.size)])
+    K, dK = kernel(X, eval_gradient=True)
+    obs = ~np.isnan(Y.reshape(-1))
+    d = noise_scale * (
+        np.full(obs.size, noise) if np.isscalar(noise) else noise.reshape(-1)
+    )
+    C = K[np.ix_(obs, obs)] + np.diag(d[obs])
+    y = Y.reshape(-1)[obs]
+    L = np.linalg.cholesky(C)
+    alpha = np.linalg.solve(C, y)
+    lml = (
+        -0.5 * y @ alpha
+        - np.log(np.diag(L)).sum()
+        - 0.5 * obs.sum() * np.log(2 * np.pi)
+    )
+    inv = np.linalg.inv(C)
+    w = np.outer(alpha, alpha) - inv
+    grads = [
+        0.5 * np.sum(w * dK[np.ix_(obs, obs)][:, :, p]) for p in range(dK.shape[2])
+    ]
+    grads.append(0.5 * np.sum(w * np.diag(d[obs])))
+    k_xo = K[:, obs]
+    mean = k_xo @ alpha
+    cov = K - k_xo @ inv @ k_xo.T
+    return lml, np.array(grads), mean, cov, X
+
+
+@pytest.mark.parametrize(
+    ("path", "settings", "missing", "cell_noise", "exact"),
+    ROUTES,
+    ids=[f"{r[0]}{'-cell' if r[3] else ''}" for r in ROUTES],
+)
+def test_route_matches_dense_twin(  # noqa: PLR0917 - the catalogue's columns
+    path, settings, missing, cell_noise, exact, rng, monkeypatch
+):
+    settings = dict(settings)
+    if not settings.pop("spacetime", True):
+        monkeypatch.setattr(
+            solvers, "_cheaper_spacetime", lambda choice, *args, **kwargs: choice
+        )
+    coords, Y, noise = _problem(rng, missing, cell_noise)
+    gp = KroneckerGP(
+        _kernels(),
+        noise=noise,
+        optimizer=None,
+        cg_tol=1e-12,
+        n_probes=32 if exact else 512,  # estimated routes: a tight estimate
+        state_space_min_size=4 if settings["state_space"] == 1 else 10**6,
+        **settings,
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == path
+    kernel = KroneckerKernel(_kernels(), axes=[[0], [1]])
+    scale = 1.0 if np.isscalar(noise) else gp.noise_  # per-cell: a learned scale
+    lml, grad, mean, cov, X = _dense(coords, Y, noise, kernel, scale)
+    rtol = EIG_RTOL if exact else 1e-6
+    # likelihood: exact routes to 1e-8; estimated ones within their stated error
+    got = gp.log_marginal_likelihood_value_
+    err = gp.solver_info_.lml_std_error
+    assert (err == 0) == exact
+    assert abs(got - lml) <= 4 * err + rtol * abs(lml)
+    # gradient: exact routes equal the dense one; every route matches finite
+    # differences of its own (deterministic) objective
+    lml_t, g = gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+    if exact:
+        assert_allclose(g, grad, rtol=1e-7, atol=1e-7 * np.abs(grad).max())
+        h = 1e-5
+        fd = [
+            (
+                gp.log_marginal_likelihood(gp.theta_ + h * e)
+                - gp.log_marginal_likelihood(gp.theta_ - h * e)
+            )
+            / (2 * h)
+            for e in np.eye(g.size)
+        ]
+        assert_allclose(g, fd, rtol=1e-5, atol=1e-5 * np.abs(g).max())
+    else:  # Hutchinson estimates with 512 probes: a few per cent
+        assert np.abs(g - grad).max() < 0.1 * np.abs(grad).max()
+    # posterior moments on the grid and covariance at points
+    m, sd = gp.predict_grid(coords, return_std=True)
+    assert_allclose(m.reshape(-1), mean, rtol=1e-7, atol=1e-9)
+    assert_allclose(sd.reshape(-1), np.sqrt(np.diag(cov)), rtol=1e-6, atol=1e-8)
+    pts = [0, 7, 20, 41]
+    m_pts, cov_pts = gp.predict(X[pts], return_cov=True)
+    assert_allclose(m_pts, mean[pts], rtol=1e-7, atol=1e-9)
+    assert_allclose(cov_pts, cov[np.ix_(pts, pts)], rtol=1e-6, atol=1e-8)
+    # posterior samples: moments within their Monte Carlo error
+    n = 400
+    draws = gp.sample_grid(coords, n_samples=n, random_state=1).reshape(-1, n)
+    sd_true = np.sqrt(np.maximum(np.diag(cov), 0))
+    assert np.all(np.abs(draws.mean(axis=1) - mean) <= 5 * sd_true / np.sqrt(n) + 1e-9)
+    assert np.all(np.abs(draws.std(axis=1) - sd_true) <= 0.25 * sd_true + 1e-9)
