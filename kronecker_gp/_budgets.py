@@ -27,6 +27,11 @@ EXACT_PREFERENCE = 4.0
 #: log-determinant of the Schur complement is still taken while it needs at
 #: most this many bytes (32 MB; a 40 x 50 grid with 600 missing cells needs 22).
 CG_EXACT_LOGDET_BYTES = 2**25
+#: The cost model moves a problem off its structured route (eigen or
+#: per-series Kalman) to the spatio-temporal filter or the dense route only
+#: when the structured route is estimated above this many flops (about 0.1 s):
+#: below it every route answers at once, and the structured one is kept.
+ROUTE_SWITCH_FLOPS = 1e8
 #: Fraction of the memory available at fit time that one route may plan for.
 MEMORY_FRACTION = 0.5
 #: Memory assumed when the operating system does not say (bytes).

@@ -13,14 +13,17 @@ import numpy as np
 import pytest
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 
-from kronecker_gp import KroneckerGP, solvers
+from kronecker_gp import KroneckerGP, _budgets, solvers
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 SHAPE = (6, 9)
 
-#: (expected path, estimator settings, missing cells?, per-cell noise?, exact LML?);
-#: "spacetime": False keeps the cost model from the spatio-temporal filter
+#: (expected path, estimator settings, missing cells? (or their fraction),
+#: per-cell noise?, exact LML?);
+#: "allow" names the one alternative route the cost model may switch to, or
+#: "none" (the grids are tiny: without "allow" the structured route is kept
+#: unless its estimate passes ROUTE_SWITCH_FLOPS, as with 512 probes)
 ROUTES = [
     ("complete", {"state_space": None}, False, False, True),
     ("schur-exact", {"state_space": None, "solver": "exact"}, True, False, True),
@@ -30,20 +33,34 @@ ROUTES = [
     ("state-space", {"state_space": 1}, False, False, True),
     (
         "state-space-schur-exact",
-        {"state_space": 1, "solver": "exact", "spacetime": False},
+        {"state_space": 1, "solver": "exact"},
         True,
         False,
         True,
     ),
     (
         "state-space-cell-noise-cg",
-        {"state_space": 1, "spacetime": False},
+        {"state_space": 1, "allow": "none"},
         False,
         True,
         False,
     ),
-    ("spacetime-kalman", {"state_space": "auto"}, True, False, True),
-    ("spacetime-kalman", {"state_space": "auto"}, True, True, True),
+    (
+        "spacetime-kalman",
+        {"state_space": "auto", "allow": "spacetime"},
+        True,
+        False,
+        True,
+    ),
+    (
+        "spacetime-kalman",
+        {"state_space": "auto", "allow": "spacetime"},
+        True,
+        True,
+        True,
+    ),
+    ("dense", {"state_space": None, "allow": "dense"}, 0.85, False, True),
+    ("dense", {"state_space": None, "allow": "dense"}, 0.85, True, True),
 ]
 
 
@@ -56,7 +73,8 @@ def _problem(rng, missing, cell_noise):
     t = np.arange(SHAPE[1]) * 0.7
     Y = np.sin(s)[:, None] + np.cos(t)[None, :] + 0.3 * rng.standard_normal(SHAPE)
     if missing:
-        Y[rng.random(SHAPE) < 0.3] = np.nan
+        fraction = 0.3 if missing is True else missing
+        Y[rng.random(SHAPE) < fraction] = np.nan
         Y[2, :] = np.where(np.arange(SHAPE[1]) < 5, np.nan, Y[2, :])  # an outage
     noise = 0.2
     if cell_noise:
@@ -103,10 +121,14 @@ def test_route_matches_dense_twin(  # noqa: PLR0917 - the catalogue's columns
     path, settings, missing, cell_noise, exact, rng, monkeypatch
 ):
     settings = dict(settings)
-    if not settings.pop("spacetime", True):
-        monkeypatch.setattr(
-            solvers, "_cheaper_spacetime", lambda choice, *args, **kwargs: choice
-        )
+    allow = settings.pop("allow", None)
+    if allow is not None:
+        monkeypatch.setattr(_budgets, "ROUTE_SWITCH_FLOPS", 0.0)
+        for name in ("spacetime", "dense"):
+            if name != allow:
+                monkeypatch.setattr(
+                    solvers, f"_{name}_candidate", lambda *args, **kwargs: None
+                )
     coords, Y, noise = _problem(rng, missing, cell_noise)
     gp = KroneckerGP(
         _kernels(),
@@ -158,3 +180,18 @@ def test_route_matches_dense_twin(  # noqa: PLR0917 - the catalogue's columns
     sd_true = np.sqrt(np.maximum(np.diag(cov), 0))
     assert np.all(np.abs(draws.mean(axis=1) - mean) <= 5 * sd_true / np.sqrt(n) + 1e-9)
     assert np.all(np.abs(draws.std(axis=1) - sd_true) <= 0.25 * sd_true + 1e-9)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_predictions_in_chunks_equal_one_pass(missing, rng, monkeypatch):
+    # bounded memory: points go through the routes in chunks; the chunk size
+    # must not change a single number
+    coords, Y, _ = _problem(rng, missing, False)
+    gp = KroneckerGP(_kernels(), noise=0.2, optimizer=None, state_space=None)
+    gp.fit_grid(coords, Y)
+    X = np.column_stack([rng.uniform(0, 5, 50), rng.uniform(0, 6, 50)])
+    mean, std = gp.predict(X, return_std=True)
+    monkeypatch.setattr(_budgets, "CHUNK_ENTRIES", 6 * sum(SHAPE) * 7)  # 7 points
+    mean_c, std_c = gp.predict(X, return_std=True)
+    assert_allclose(mean_c, mean, rtol=1e-12, atol=1e-14)
+    assert_allclose(std_c, std, rtol=1e-12, atol=1e-14)

@@ -97,21 +97,27 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         stochastic estimates; other values use seed 0, so repeated fits and
         likelihood evaluations are deterministic.
     solver : {"auto", "exact", "cg"}, default="auto"
-        How missing cells are handled (a complete grid needs no solver). Both
-        use the Schur complement :math:`P_{mm}` of :math:`(K + sI)^{-1}` on the
-        missing cells. ``"exact"`` forms and factors it (exact LML and
-        gradient; cost :math:`O(m^2 N)` for ``m`` missing cells); ``"cg"``
-        solves by block-Jacobi-preconditioned CG to ``cg_tol`` and, above the
-        exact bounds below (under them it still factors :math:`P_{mm}` for the
-        log-determinant), estimates :math:`\log|P_{mm}|` by stochastic Lanczos
+        How missing cells are handled (a complete grid needs no solver). The
+        route is chosen in one place,
+        :func:`kronecker_gp.solvers.select_solver`, by a cost model (estimated
+        flops and bytes of each candidate for this grid, this missing pattern
+        and this machine's memory; ``solver_info_.extra["route_reason"]`` says
+        why). The structured routes use the Schur complement :math:`P_{mm}`
+        of :math:`(K + sI)^{-1}` on the ``m`` missing cells: ``"exact"`` forms
+        it by mode products (``m`` complete-grid solves) and factors it (exact
+        LML and gradient); ``"cg"`` solves by block-Jacobi-preconditioned CG to
+        ``cg_tol`` and estimates :math:`\log|P_{mm}|` by stochastic Lanczos
         quadrature and the gradient's trace term by Hutchinson's estimator
         with ``n_probes`` probes (``solver_info_.lml_std_error`` gives the
-        LML's standard error). ``"auto"`` is exact while ``m <= 3000``,
-        ``m N <= 2^24`` and ``m^2 N <= 2^31`` (about a second of work). With
-        per-cell ``noise`` the same choice inverts the observed-cell
-        preconditioner (CG to 1e-6 inside), and the LML and gradient are
-        always estimated. On the state-space route (below) the exact path is
-        taken up to 256 missing cells.
+        LML's standard error; while the exact factor is cheap it is used for
+        the log-determinant). ``"auto"`` takes the exact method wherever the
+        cost model finds it affordable (budgets in
+        :mod:`kronecker_gp._budgets`), and, where cheaper, two exact routes
+        instead: one Kalman filter over every site's state when an axis has
+        a Markov kernel (``solver_info_.path == "spacetime-kalman"``), or a
+        dense Cholesky factor of the observed cells when they are few
+        (``"dense"``, e.g. scattered rows). With per-cell ``noise`` on the
+        structured routes the LML and gradient are estimated.
     cg_tol : float, default=1e-10
         Relative residual at which CG stops (``"cg"``); the posterior mean is
         then accurate to about ``cg_tol`` times the condition number of
@@ -294,8 +300,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             warnings.warn(
                 f"The {X.shape[0]} rows of X span a grid of {grid.size} cells "
                 f"({' x '.join(map(str, grid.shape))}), {grid.size / X.shape[0]:.0f}x "
-                "more than the data; the fit will be slow. Round or bin the "
-                "coordinates onto a coarser grid, or use GaussianProcessRegressor.",
+                "more than the data: the grid structure does not help here, and the "
+                "cost model fits such rows on their own covariance (the dense route, "
+                "as GaussianProcessRegressor) where that is cheaper. Round or bin "
+                "the coordinates onto a coarser grid to use the grid's structure.",
                 UserWarning,
                 stacklevel=2,
             )
@@ -721,7 +729,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Cost :math:`O(M N)` for ``M`` points (:math:`O(M^2 N)` with the
         covariance); no :math:`N \times N` array is formed. Means and standard
         deviations are computed in chunks of points whose temporaries stay
-        near ``CHUNK_ENTRIES`` (64 MB), so memory does not grow with ``M``.
+        near ``CHUNK_ENTRIES`` (64 MB), so memory does not grow with ``M``
+        (about 48 KB per point at 1000 x 1000 before).
         """
         if return_std and return_cov:
             raise RuntimeError(
@@ -742,9 +751,9 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             )
             mean, cov = self._scale(mean, cov)
             return mean, cov  # type: ignore[return-value]
-        width = self.grid_.size if return_std else 0
-        width += 4 * sum(self.grid_.shape)
-        step = max(1, _budgets.CHUNK_ENTRIES // width)
+        # per point: the cross-covariance rows, their rotations and squares
+        # (each sum(n_d) long); grid-sized work is chunked inside the routes
+        step = max(1, _budgets.CHUNK_ENTRIES // (6 * sum(self.grid_.shape)))
         means, stds = [], []
         for lo in range(0, X.shape[0], step):
             chunk = [p[lo : lo + step] for p in parts]

@@ -20,11 +20,15 @@ route (``solver_info_.path``)  structure
 ``spacetime-kalman``           missing cells or per-cell noise with a
                                Markov axis: one Kalman filter over every
                                site's state (exact, any missing pattern)
+``dense``                      few observed cells (scattered rows): one
+                               Cholesky factor of their covariance
 ============================  ==========================================
 
-With missing cells or per-cell noise and a Markov axis, the cost model
-compares the spatio-temporal filter (:math:`O(n_t (n_s d)^3)`) with the route
-above, and takes the cheaper; both are exact where the cost model says so.
+With missing cells or per-cell noise, the cost model compares the structured
+route above with the spatio-temporal filter (a Markov axis,
+:math:`O(n_t (n_s d)^3)`) and the dense route (:math:`O(n_o^3)` for ``n_o``
+observed cells), and takes the cheapest once the structured route costs more
+than ``ROUTE_SWITCH_FLOPS``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
 from kronecker_gp.linalg._spacetime import spacetime_cost
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
+from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
 from kronecker_gp.solvers._kalman import StateSpaceRoute
 from kronecker_gp.solvers._spacetime import SpaceTimeRoute
@@ -229,15 +234,31 @@ def select_solver(
     )
     if not (missing.any() or cell_noise is not None) or options.method == "cg":
         return choice
-    return _cheaper_spacetime(
-        choice,
-        grid,
-        kernel,
-        y,
-        cell_noise=cell_noise,
-        state_space=state_space,
-        options=options,
-    )
+    n_missing = int(missing.sum())
+    current = _route_flops(choice, n_missing, options)
+    if current <= _budgets.ROUTE_SWITCH_FLOPS:
+        return choice
+    candidates = [
+        _spacetime_candidate(
+            grid,
+            kernel,
+            y,
+            cell_noise=cell_noise,
+            state_space=state_space,
+            options=options,
+        ),
+        _dense_candidate(grid, kernel, y, cell_noise) if n_missing else None,
+    ]
+    structured = current
+    for candidate in candidates:
+        if candidate is not None and candidate[1] < current:
+            choice, current = candidate
+    if current < structured:
+        choice = replace(
+            choice,
+            reason=f"{choice.reason}, against {structured:.2g} on the structured route",
+        )
+    return choice
 
 
 def _structured_route(
@@ -334,8 +355,7 @@ def _route_flops(choice: RouteChoice, n_missing: int, options: SolverOptions) ->
     return setup + work
 
 
-def _cheaper_spacetime(
-    choice: RouteChoice,
+def _spacetime_candidate(
     grid: Grid,
     kernel: Any,
     y: FloatArray,
@@ -343,41 +363,33 @@ def _cheaper_spacetime(
     cell_noise: FloatArray | None,
     state_space: Any,
     options: SolverOptions,
-) -> RouteChoice:
-    """Return the spatio-temporal route where the cost model finds it cheaper.
+) -> tuple[RouteChoice, float] | None:
+    """Return the spatio-temporal route and its flops, where it applies and fits.
 
-    ``grid``, ``y`` and ``cell_noise`` are the data as given (before any
-    sorting of ``choice``).
+    ``grid``, ``y`` and ``cell_noise`` are the data as given (unsorted).
     """
     if state_space is None:
-        return choice
-    axes = (
-        [int(state_space)]
-        if not isinstance(state_space, str)
-        else [
-            d
-            for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels))
-            if c.shape[1] == 1 and is_markov_kernel(k)
-        ]
-    )
+        return None
+    axes = [
+        d
+        for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels))
+        if c.shape[1] == 1
+        and is_markov_kernel(k)
+        and (isinstance(state_space, str) or d == int(state_space))
+    ]
     if not axes:
-        return choice
-    n_missing = int(np.isnan(y).sum())
-    current = _route_flops(choice, n_missing, options)
+        return None
     n_theta = int(np.asarray(kernel.theta).size) + 1
     costs = {}
     for d in axes:
         n_t = grid.shape[d]
-        n_s = grid.size // n_t
         order = kernel_to_state_space(kernel.kernels[d]).state_dim
-        costs[d] = spacetime_cost(n_s, n_t, order, n_theta)
+        costs[d] = spacetime_cost(grid.size // n_t, n_t, order, n_theta)
     axis = min(costs, key=costs.__getitem__)
     n_s = grid.size // grid.shape[axis]
     memory = 8.0 * (grid.shape[axis] * n_s * n_s * 4 + n_s * n_s * 16)
-    if costs[axis] >= current or memory > _budgets.MEMORY_FRACTION * (
-        _budgets.available_memory()
-    ):
-        return choice
+    if memory > _budgets.MEMORY_FRACTION * _budgets.available_memory():
+        return None
     grid, y, cell_noise = sort_axis(grid, y, axis, cell_noise)
     fallback = _structured_route(
         grid,
@@ -399,7 +411,22 @@ def _cheaper_spacetime(
     )
     reason = (
         f"missing cells or per-cell noise with a Markov axis {axis}: one Kalman "
-        f"filter over the {n_s} sites' states, estimated {costs[axis]:.2g} flops "
-        f"against {current:.2g} on the {choice.route} route"
+        f"filter over the {n_s} sites' states, estimated {costs[axis]:.2g} flops"
     )
-    return RouteChoice(route, grid, "spacetime-kalman", reason)
+    return RouteChoice(route, grid, "spacetime-kalman", reason), costs[axis]
+
+
+def _dense_candidate(
+    grid: Grid, kernel: Any, y: FloatArray, cell_noise: FloatArray | None
+) -> tuple[RouteChoice, float] | None:
+    """Return the dense route and its flops where its memory fits."""
+    n_obs = int(np.sum(~np.isnan(y)))
+    if dense_bytes(n_obs) > _budgets.MEMORY_FRACTION * _budgets.available_memory():
+        return None
+    flops = dense_flops(n_obs, int(np.asarray(kernel.theta).size))
+    route = DenseRoute(list(grid.coords), y, cell_noise)
+    reason = (
+        f"{n_obs} observed cells of {grid.size}: one Cholesky factor of their "
+        f"covariance, estimated {flops:.2g} flops"
+    )
+    return RouteChoice(route, grid, "dense", reason), flops

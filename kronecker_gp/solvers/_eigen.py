@@ -45,6 +45,7 @@ from kronecker_gp.solvers._posterior import (
     grid_moments,
     point_moments,
     prior_grid_samples,
+    union_axes,
 )
 from kronecker_gp.solvers._protocol import Factorization, SolverInfo
 
@@ -301,13 +302,7 @@ class EigenFactorization(Factorization):
         missing cells only the observed residuals enter.
         """
         solver = self.solver
-        union, idx_train, idx_test = [], [], []
-        for tr, te in zip(solver.coords, test.coords):
-            both, inv = np.unique(np.vstack([tr, te]), axis=0, return_inverse=True)
-            inv = inv.reshape(-1)
-            union.append(both)
-            idx_train.append(inv[: tr.shape[0]])
-            idx_test.append(inv[tr.shape[0] :])
+        union, idx_train, idx_test = union_axes(solver.coords, test.coords)
         shape = tuple(u.shape[0] for u in union)
         f = prior_grid_samples(kernel.factor_grams(union), n_samples, rng)
         f = f.reshape(*shape, n_samples)

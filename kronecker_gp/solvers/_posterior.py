@@ -133,3 +133,22 @@ def prior_grid_samples(
     roots = [factor_sqrt(g) for g in grams]
     z = rng.standard_normal((int(np.prod([r.shape[1] for r in roots])), n_samples))
     return kron_matvec(roots, z)
+
+
+def union_axes(
+    train: Sequence[FloatArray], test: Sequence[FloatArray]
+) -> tuple[list[FloatArray], list[FloatArray], list[FloatArray]]:
+    """Return each axis' union of training and test coordinates, with indices.
+
+    For Matheron's rule: a joint prior sample on the union grid gives the
+    training and test values of one draw. Returns the union coordinates and,
+    per axis, the positions of the training and of the test coordinates in it.
+    """
+    union, idx_train, idx_test = [], [], []
+    for tr, te in zip(train, test):
+        both, inv = np.unique(np.vstack([tr, te]), axis=0, return_inverse=True)
+        inv = inv.reshape(-1)
+        union.append(both)
+        idx_train.append(inv[: tr.shape[0]])
+        idx_test.append(inv[tr.shape[0] :])
+    return union, idx_train, idx_test
