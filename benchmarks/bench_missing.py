@@ -49,9 +49,11 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
     peak_memory,
 )
 
-from kronecker_gp import KroneckerGP  # noqa: E402
+from kronecker_gp import (
+    KroneckerGP,  # noqa: E402
+    _budgets,  # noqa: E402
+)
 from kronecker_gp.kernels import KroneckerKernel  # noqa: E402
-from kronecker_gp import _budgets  # noqa: E402
 
 PATTERNS = ["random-0.1", "random-0.3", "random-0.7", "block-outage", "future-slice"]
 

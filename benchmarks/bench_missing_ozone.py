@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from kronecker_gp import _budgets as kgp_module
 from kronecker_gp import KroneckerGP
+from kronecker_gp import _budgets as kgp_module
 from kronecker_gp._cli_demo import DEMOS, load, split_cells
 from kronecker_gp.cli import make_kernel
 

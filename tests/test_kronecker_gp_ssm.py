@@ -107,12 +107,6 @@ def test_state_space_errors(rng):
         KroneckerGP([RBF(), RBF()], state_space=1, optimizer=None).fit_grid(coords, Y)
     with pytest.raises(ValueError, match="state_space must be"):
         KroneckerGP([RBF(), RBF()], state_space=5, optimizer=None).fit_grid(coords, Y)
-    Y_gap = Y.copy()
-    Y_gap[0, 0] = np.nan
-    with pytest.raises(ValueError, match="per-cell noise or missing cells, not both"):
-        KroneckerGP(
-            [RBF(), Matern(nu=0.5)], noise=np.ones((3, 10)), state_space=1
-        ).fit_grid(coords, Y_gap)
     Y[0, 0] = np.nan
     gp = KroneckerGP([RBF(), Matern(nu=0.5)], state_space=1, optimizer=None)
     gp.fit_grid(coords, np.nan_to_num(Y))
@@ -133,5 +127,11 @@ def test_auto_keeps_state_space_route_with_missing_cells(rng):
     with pytest.warns(UserWarning, match="together with missing cells"):
         gp.fit_grid(coords, Y)
     assert gp.solver_info_.path.startswith("cell-noise")
-    gp.fit_grid(coords, np.nan_to_num(Y))  # per-cell noise alone: the Kalman route
-    assert gp.solver_info_.path == "state-space-cell-noise-cg"
+    gp.fit_grid(coords, np.nan_to_num(Y))  # per-cell noise alone: a Kalman route
+    # the cost model takes the exact spatio-temporal filter over the per-series
+    # CG with estimated likelihood (3 sites: one small filter)
+    assert gp.solver_info_.path == "spacetime-kalman"
+    assert "Markov axis 1" in gp.solver_info_.extra["route_reason"]
+    # an axis named for filtering takes both per-cell noise and missing cells
+    gp.set_params(state_space=1).fit_grid(coords, Y)
+    assert gp.solver_info_.path == "spacetime-kalman"

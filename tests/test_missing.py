@@ -12,7 +12,6 @@ from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import _block_jacobi
 from kronecker_gp.linalg._block_jacobi import BlockJacobi
 from kronecker_gp.linalg._eigenbasis import GridPosterior
-from kronecker_gp.models import _kronecker_gp
 from kronecker_gp.solvers import _eigen_missing as _missing
 from kronecker_gp.solvers._eigen import GridSolver
 from kronecker_gp.solvers._eigen_missing import (

@@ -110,12 +110,15 @@ class RouteChoice:
         ``"eigen"`` or ``"state-space"``.
     reason : str
         Why, in one sentence.
+    note : str
+        A warning to give if this route is the one taken (empty: none).
     """
 
     solver: Any
     grid: Grid
     route: str
     reason: str
+    note: str = ""
 
 
 def markov_axis(grid: Grid, kernel: Any, state_space: Any, min_size: int) -> int | None:
@@ -220,6 +223,31 @@ def select_solver(
     ('eigen', [3])
     """
     options = options or SolverOptions()
+    choice = _choose_route(
+        grid,
+        kernel,
+        y,
+        cell_noise=cell_noise,
+        state_space=state_space,
+        state_space_min_size=state_space_min_size,
+        options=options,
+    )
+    if choice.note:
+        warnings.warn(choice.note, UserWarning, stacklevel=3)
+    return choice
+
+
+def _choose_route(
+    grid: Grid,
+    kernel: Any,
+    y: FloatArray,
+    *,
+    cell_noise: FloatArray | None,
+    state_space: Any,
+    state_space_min_size: int,
+    options: SolverOptions,
+) -> RouteChoice:
+    """Return the structured route, or a cheaper exact one the cost model finds."""
     missing = np.isnan(y)
     if missing.all():
         raise ValueError("Y has no observed cell; nothing to fit.")
@@ -236,7 +264,9 @@ def select_solver(
         return choice
     n_missing = int(missing.sum())
     current = _route_flops(choice, n_missing, options)
-    if current <= _budgets.ROUTE_SWITCH_FLOPS:
+    explicit = not isinstance(state_space, str) and state_space is not None
+    both = cell_noise is not None and n_missing > 0
+    if current <= _budgets.ROUTE_SWITCH_FLOPS and not (explicit and both):
         return choice
     candidates = [
         _spacetime_candidate(
@@ -250,13 +280,25 @@ def select_solver(
         _dense_candidate(grid, kernel, y, cell_noise) if n_missing else None,
     ]
     structured = current
+    if explicit and both:
+        # an axis named for Kalman filtering, with both per-cell noise and
+        # missing cells: only the spatio-temporal filter takes that
+        if candidates[0] is None:
+            raise ValueError(
+                "the per-series state-space route takes per-cell noise or missing "
+                "cells, not both, and the spatio-temporal filter does not fit in "
+                "memory here; this fit has both. Pass state_space=None."
+            )
+        choice, current = candidates[0]
+        candidates = []
     for candidate in candidates:
         if candidate is not None and candidate[1] < current:
             choice, current = candidate
     if current < structured:
         choice = replace(
             choice,
-            reason=f"{choice.reason}, against {structured:.2g} on the structured route",
+            reason=f"{choice.reason}, against {structured:.2g} on the structured "
+            "route",
         )
     return choice
 
@@ -274,22 +316,19 @@ def _structured_route(
     """Return the eigen or per-series Kalman route for these data."""
     missing = np.isnan(y)
     axis = markov_axis(grid, kernel, state_space, state_space_min_size)
+    note = ""
     if axis is not None and cell_noise is not None and missing.any():
-        if not (isinstance(state_space, str) and state_space == "auto"):
-            raise ValueError(
-                "the state-space route takes per-cell noise or missing cells, not "
-                "both; this fit has both. Pass state_space=None."
-            )
-        warnings.warn(
-            f"axis {axis} has {grid.shape[axis]} points, but per-cell noise "
-            "together with missing cells is not taken by the state-space route: "
-            "that axis goes through its eigendecomposition (cubic in its length).",
-            UserWarning,
-            stacklevel=4,
+        # the per-series Kalman route takes per-cell noise or missing cells,
+        # not both; the spatio-temporal filter takes both (see select_solver)
+        note = (
+            f"axis {axis} has {grid.shape[axis]} points, but per-cell noise together "
+            "with missing cells is not taken by the per-series state-space route, "
+            "and the spatio-temporal filter was estimated dearer: that axis goes "
+            "through its eigendecomposition (cubic in its length)."
         )
         axis = None
     if axis is None:
-        return _eigen_route(grid, y, missing, cell_noise, options)
+        return replace(_eigen_route(grid, y, missing, cell_noise, options), note=note)
     grid, y, cell_noise = sort_axis(grid, y, axis, cell_noise)
     missing = np.isnan(y)
     route = StateSpaceRoute(
