@@ -290,7 +290,7 @@ def test_demo_wind_quiet(tmp_path, capsys):
 
 
 def test_split_cells_holds_out_station_and_ten_percent():
-    from kronecker_gp._cli_demo import split_cells
+    from kronecker_gp.cli._demo import split_cells
 
     rng = np.random.default_rng(0)
     data = rng.standard_normal((20, 30))
@@ -308,7 +308,7 @@ def test_split_cells_holds_out_station_and_ten_percent():
 
 
 def test_score_and_station_mean_baseline():
-    from kronecker_gp._cli_demo import Split, score, station_mean_baseline
+    from kronecker_gp.cli._demo import Split, score, station_mean_baseline
 
     truth = np.array([1.0, np.nan, 3.0, 10.0])
     rmse, cover, n = score(truth, np.array([1.0, 0.0, 2.0, 10.0]), np.ones(4))
@@ -324,7 +324,7 @@ def test_score_and_station_mean_baseline():
 
 
 def test_time_limited_optimizer_stops_at_budget():
-    from kronecker_gp._cli_demo import _time_limited_lbfgs
+    from kronecker_gp.cli._demo import _time_limited_lbfgs
 
     info = {}
     calls = []

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from kronecker_gp._cli_demo import Loaded, Split
+from kronecker_gp.cli._demo import Loaded, Split
 
 
 def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> Any:

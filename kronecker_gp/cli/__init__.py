@@ -5,7 +5,7 @@
 the site x time grid, fits a :class:`~kronecker_gp.KroneckerGP` by maximising
 the exact log marginal likelihood and writes the posterior mean and sd of
 every grid cell. ``kronecker-gp demo`` fits a real data set end to end and
-compares it with two baselines (see :mod:`kronecker_gp._cli_demo`).
+compares it with two baselines (see :mod:`kronecker_gp.cli._demo`).
 
 Bad input stops with one line ``kronecker-gp: error: ...`` on stderr and exit
 status 2, and leaves no output file behind.
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from kronecker_gp._cli_csv import MIN_CELLS, CLIError, GridData, read_grid_csv
+from kronecker_gp.cli._csv import MIN_CELLS, CLIError, GridData, read_grid_csv
 from kronecker_gp._typing import FloatArray
 
 __all__ = ["MIN_CELLS", "CLIError", "GridData", "main", "read_grid_csv"]
@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("-q", "--quiet", action="store_true", help="print nothing")
     fit.set_defaults(func=run_fit)
 
-    from kronecker_gp._cli_demo import add_demo_parser  # noqa: PLC0415
+    from kronecker_gp.cli._demo import add_demo_parser  # noqa: PLC0415
 
     add_demo_parser(sub)
     return parser

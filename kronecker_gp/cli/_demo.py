@@ -380,7 +380,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Run ``kronecker-gp demo``: fit, score against baselines, save the plots."""
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
-    from kronecker_gp._cli_demo_plots import (  # noqa: PLC0415
+    from kronecker_gp.cli._demo_plots import (  # noqa: PLC0415
         plot_maps,
         plot_series,
         plot_surface,
