@@ -23,7 +23,7 @@ import numpy as np
 
 import kronecker_gp.models._kronecker_gp as kgp_module
 from kronecker_gp import KroneckerGP
-from kronecker_gp._cli_demo import DEMOS, load, split_cells
+from kronecker_gp.cli._demo import DEMOS, load, split_cells
 from kronecker_gp.cli import make_kernel
 
 SETTINGS: list[tuple[str, dict[str, Any], float | None]] = [
