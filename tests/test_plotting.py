@@ -199,7 +199,7 @@ def test_spatial_map_from_model(fitted):
     assert_allclose(points.get_array(), std[:, 0])
     assert_allclose(points.get_clim(), [std.min(), std.max()])
     assert_allclose(ring.get_offsets(), sites[[1]])
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("lon", "lat")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("longitude (°E)", "latitude (°N)")
     assert ax.get_title() == "posterior sd, time 3"
     assert ax.figure.axes[1].get_ylabel() == "posterior sd"
 

@@ -1,29 +1,65 @@
 """Read a long CSV (one row per site and time) onto its site x time grid.
 
-Used by ``kronecker-gp fit``. Every input problem raises :class:`CLIError`
-with a message naming the column, line or value at fault.
+Used by ``kronecker-gp fit``. The file is read once, as a stream: each row
+keeps only its site number, time number, value and line. Every input problem
+raises :class:`CLIError` with a message naming the column, line or value at
+fault; questionable but valid input adds a line to ``GridData.notes``.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kronecker_gp._typing import FloatArray
+from kronecker_gp.cli._source import (
+    DELIMITERS,
+    CLIError,
+    check_input,
+    estimate_rows,
+    open_text,
+    read_sample,
+    sample_lines,
+    sniff_delimiter,
+)
+from kronecker_gp.cli._values import (
+    check_degrees,
+    check_magnitude,
+    number,
+    parse_times,
+    sentinel_note,
+)
+
+__all__ = ["MIN_CELLS", "CLIError", "GridData", "ReadOptions", "read_grid_csv"]
 
 #: A grid needs at least this many observed cells to learn hyperparameters.
 MIN_CELLS = 10
-_MISSING = {"", "na", "nan", "null", "none"}
+#: Missing-value markers by default (compared case-insensitively).
+DEFAULT_MISSING = ("NA", "N/A", "NaN")
+#: Default cap on site x time cells (``--max-cells``).
+DEFAULT_MAX_CELLS = 2_000_000
+#: Seconds after which reading reports progress, and rows between clock checks.
+PROGRESS_AFTER, PROGRESS_EVERY = 2.0, 20000
 
 
-class CLIError(Exception):
-    """A user-facing input problem: printed as one line, exit status 2."""
+@dataclass(frozen=True)
+class ReadOptions:
+    """How to read the CSV (the ``fit`` options of the same names)."""
+
+    delimiter: str | None = None
+    decimal: str = "."
+    encoding: str | None = None
+    missing_values: tuple[str, ...] = DEFAULT_MISSING
+    time_format: str | None = None
+    max_cells: int = DEFAULT_MAX_CELLS
 
 
 @dataclass(frozen=True)
@@ -33,25 +69,38 @@ class GridData:
     Attributes
     ----------
     sites : ndarray of shape (n_sites, n_site_cols)
-        Unique site coordinates, sorted.
+        Site coordinates, in the order sites first appear in the file.
     times : ndarray of shape (n_times,)
-        Unique times, sorted (days since the first date for dates).
+        Unique times, sorted (days since ``origin`` for dates).
     values : ndarray of shape (n_sites, n_times)
-        Observed values, NaN for cells without a row or with an empty value.
-    site_text : list of tuple of str
-        Each site's coordinates as first written in the file.
+        Observed values, NaN for cells without a row or with a missing value.
+    columns : list of str
+        The input's columns that are carried to the output, in input order:
+        the site, time and value columns and every column constant per site.
+    site_fields : list of dict
+        For each site, the text of its per-site columns as first written.
     time_text : list of str
-        Each time as first written in the file.
+        Each time as first written in the file (sorted like ``times``).
     origin : numpy.datetime64 or None
         The first date when the times are dates, else None.
+    delimiter : str
+        The delimiter the file was read with.
+    dropped : list of str
+        Columns that change within a site (not carried to the output).
+    notes : list of str
+        Warnings about the input (a sentinel value, a fallback encoding).
     """
 
     sites: FloatArray
     times: FloatArray
     values: FloatArray
-    site_text: list[tuple[str, ...]]
+    columns: list[str]
+    site_fields: list[dict[str, str]]
     time_text: list[str]
     origin: Any = None
+    delimiter: str = ","
+    dropped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def dates(self) -> Any:
@@ -61,88 +110,202 @@ class GridData:
         return self.origin + np.round(self.times * 86400).astype("timedelta64[s]")
 
 
-def _number(text: str, column: str, line: int) -> float:
-    """Parse a finite number or raise a CLIError naming the column and line."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise CLIError(
-            f"column {column!r} must be numeric, but line {line} has {text!r}"
-        ) from None
-    if not math.isfinite(value):
-        raise CLIError(f"column {column!r} has a non-finite value on line {line}")
-    return value
+@dataclass
+class _Scan:
+    """What one pass over the rows keeps (compact per-row arrays)."""
+
+    site_of: dict[tuple[str, ...], int] = field(default_factory=dict)
+    site_rows: list[list[str]] = field(default_factory=list)
+    site_lines: list[int] = field(default_factory=list)
+    time_of: dict[str, int] = field(default_factory=dict)
+    time_lines: list[int] = field(default_factory=list)
+    site_idx: array = field(default_factory=lambda: array("q"))
+    time_idx: array = field(default_factory=lambda: array("q"))
+    values: array = field(default_factory=lambda: array("d"))
+    lines: array = field(default_factory=lambda: array("q"))
+    varying: set[int] = field(default_factory=set)
 
 
-def _parse_times(texts: list[str], column: str) -> tuple[FloatArray, Any]:
-    """Parse a time column as numbers, else as ISO dates (days, first date)."""
-    try:
-        return np.array([float(t) for t in texts]), None
-    except ValueError:
-        pass
-    days = np.empty(len(texts))
-    for i, text in enumerate(texts):
-        try:
-            stamp = np.datetime64(text.strip(), "s")
-        except ValueError:
-            raise CLIError(
-                f"cannot parse time {text!r} in column {column!r} on line {i + 2}: "
-                "expected a number or an ISO date such as 2024-01-31"
-            ) from None
-        if np.isnat(stamp):
-            raise CLIError(f"column {column!r} has an empty time on line {i + 2}")
-        days[i] = stamp.astype(np.int64) / 86400.0
-    origin = days.min()
-    return days - origin, np.datetime64(int(origin * 86400), "s")
-
-
-def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    """Return the header and rows of a CSV file, or raise a CLIError."""
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if any(f.strip() for f in row)]
-    except FileNotFoundError:
-        raise CLIError(f"input file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise CLIError(f"cannot read {str(path)!r}: {exc}") from None
-    if not rows:
+def _header(reader: Any, path: Path) -> list[str]:
+    for row in reader:
+        if any(f.strip() for f in row):
+            header = [name.strip() for name in row]
+            break
+    else:
         raise CLIError(f"input file {str(path)!r} is empty")
-    header = [name.strip() for name in rows[0]]
-    if len(rows) == 1:
-        raise CLIError(f"input file {str(path)!r} has a header but no data rows")
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header):
+        if name in seen:
             raise CLIError(
-                f"line {i} has {len(row)} fields but the header has {len(header)}"
+                f"the header names column {name!r} twice (columns {seen[name] + 1} "
+                f"and {i + 1}); rename one so that each column is unambiguous"
             )
-    return header, rows[1:]
+        seen[name] = i
+    return header
 
 
-def _column_index(header: list[str], names: Sequence[str]) -> list[int]:
+def _column_index(header: list[str], names: Sequence[str], delim: str) -> list[int]:
     missing = [name for name in names if name not in header]
     if missing:
         raise CLIError(
-            f"column(s) {', '.join(map(repr, missing))} not found; the file has "
+            f"column(s) {', '.join(map(repr, missing))} not found; the file's "
+            f"{DELIMITERS.get(delim, repr(delim))}-separated header has "
             f"{', '.join(header)}"
         )
     return [header.index(name) for name in names]
 
 
+class _RowReader:
+    """Turn CSV rows into site / time / value numbers, one row at a time."""
+
+    def __init__(
+        self, header: list[str], idx: list[int], opts: ReadOptions, delim: str
+    ) -> None:
+        self.header, self.opts, self.delim = header, opts, delim
+        self.site_cols, self.time_col, self.value_col = idx[:-2], idx[-2], idx[-1]
+        self.others = [i for i in range(len(header)) if i not in idx]
+        self.missing = {m.strip().lower() for m in opts.missing_values} | {""}
+        self.missing_numbers = set()
+        for m in opts.missing_values:
+            with_point = m.strip().replace(opts.decimal, ".")
+            try:
+                self.missing_numbers.add(float(with_point))
+            except ValueError:
+                pass
+        self.scan = _Scan()
+
+    def value(self, text: str, line: int) -> float:
+        text = text.strip()
+        if text.lower() in self.missing:
+            return math.nan
+        value = number(text, self.header[self.value_col], line, self.opts.decimal)
+        return math.nan if value in self.missing_numbers else value
+
+    def add(self, row: list[str], line: int) -> None:
+        if len(row) != len(self.header):
+            raise CLIError(
+                f"line {line} has {len(row)} fields but the header has "
+                f"{len(self.header)} ({DELIMITERS.get(self.delim, repr(self.delim))}"
+                "-separated; quote fields that contain the delimiter)"
+            )
+        scan = self.scan
+        key = tuple(row[i].strip() for i in self.site_cols)
+        site = scan.site_of.get(key)
+        if site is None:
+            site = scan.site_of[key] = len(scan.site_rows)
+            scan.site_rows.append([f.strip() for f in row])
+            scan.site_lines.append(line)
+        else:
+            first = scan.site_rows[site]
+            for i in self.others:
+                if i not in scan.varying and row[i].strip() != first[i]:
+                    scan.varying.add(i)
+        stamp = row[self.time_col].strip()
+        when = scan.time_of.get(stamp)
+        if when is None:
+            when = scan.time_of[stamp] = len(scan.time_lines)
+            scan.time_lines.append(line)
+        scan.site_idx.append(site)
+        scan.time_idx.append(when)
+        scan.values.append(self.value(row[self.value_col], line))
+        scan.lines.append(line)
+
+
+def _scan_rows(
+    path: Path,
+    encoding: str,
+    delim: str,
+    names: Sequence[str],
+    opts: ReadOptions,
+    progress: Callable[[int], None],
+) -> tuple[list[str], _RowReader]:
+    with open_text(path, encoding) as handle:
+        reader = csv.reader(handle, delimiter=delim)
+        header = _header(reader, path)
+        rows = _RowReader(header, _column_index(header, names, delim), opts, delim)
+        t0 = next_report = time.perf_counter()
+        for n, row in enumerate(reader):
+            if any(f.strip() for f in row):
+                rows.add(row, reader.line_num)
+            if n % PROGRESS_EVERY == PROGRESS_EVERY - 1 and (now := time.perf_counter()) > next_report:
+                if now - t0 > PROGRESS_AFTER:
+                    progress(len(rows.scan.values))
+                    next_report = now + PROGRESS_AFTER
+    return header, rows
+
+
+def _decode_and_scan(
+    path: Path,
+    names: Sequence[str],
+    opts: ReadOptions,
+    progress: Callable[[int], None],
+) -> tuple[list[str], _RowReader, str, list[str]]:
+    """Read the rows, falling back from UTF-8 to Latin-1 when no encoding is set."""
+    encodings = [opts.encoding] if opts.encoding else ["utf-8-sig", "latin-1"]
+    for k, encoding in enumerate(encodings):
+        try:
+            lines = sample_lines(read_sample(path, encoding))
+            delim = opts.delimiter or sniff_delimiter(lines, path)
+            header, rows = _scan_rows(path, encoding, delim, names, opts, progress)
+        except UnicodeDecodeError as exc:
+            if k + 1 < len(encodings):
+                continue
+            raise CLIError(
+                f"cannot decode {str(path)!r} as {encoding} (byte {exc.start}); "
+                "pass --encoding with the file's encoding, e.g. latin-1 or cp1252"
+            ) from None
+        except csv.Error as exc:
+            raise CLIError(f"cannot read {str(path)!r}: {exc}") from None
+        notes = []
+        if k > 0:
+            notes.append(
+                f"{str(path)!r} is not valid UTF-8; read it as Latin-1 (pass "
+                "--encoding to choose another)"
+            )
+        return header, rows, delim, notes
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_rows_estimate(path: Path, opts: ReadOptions) -> int:
+    encoding = "latin-1"  # a single-byte reading sizes the lines in bytes
+    rows = estimate_rows(path, read_sample(path, encoding), encoding)
+    if rows > opts.max_cells:
+        raise CLIError(
+            f"{str(path)!r} holds about {rows:,} rows, more than --max-cells "
+            f"{opts.max_cells:,} grid cells could hold; aggregate to a coarser "
+            "time step or fewer sites first, or raise --max-cells if the machine "
+            "has the memory and time"
+        )
+    return rows
+
+
 def read_grid_csv(
-    path: Path, site_cols: Sequence[str], time_col: str, value_col: str
+    path: Path,
+    site_cols: Sequence[str],
+    time_col: str,
+    value_col: str,
+    options: ReadOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GridData:
     """Read a long CSV and arrange it on its site x time grid.
 
     Parameters
     ----------
     path : Path
-        The CSV file, with a header row.
+        The CSV file (optionally gzip-compressed), with a header row.
     site_cols : sequence of str
         Numeric columns whose value tuple identifies a site.
     time_col : str
-        Numeric times or ISO dates (converted to days).
+        Numeric times or dates (converted to days).
     value_col : str
-        Numeric values; empty or ``NA`` fields are missing cells.
+        Numeric values; fields in ``options.missing_values`` (and empty
+        fields) are missing cells.
+    options : ReadOptions, optional
+        Delimiter, decimal mark, encoding, missing values, time format and
+        the cell cap.
+    progress : callable, optional
+        Called as ``progress(rows_read, rows_estimated)`` every few seconds
+        on a long read.
 
     Returns
     -------
@@ -152,72 +315,112 @@ def read_grid_csv(
     Raises
     ------
     CLIError
-        On a missing or non-numeric column, an unparseable time, a repeated
-        site-time pair or too few observed cells.
+        On an unreadable file, a missing, duplicated or non-numeric column,
+        an unparseable or mixed time, a coordinate out of range, a repeated
+        site-time pair, too few observed cells or too many cells.
     """
-    header, rows = _read_rows(path)
+    opts = options or ReadOptions()
+    check_input(path)
     names = [*site_cols, time_col, value_col]
     if len(set(names)) != len(names):
         raise CLIError(f"site, time and value columns must differ; got {names}")
-    idx = _column_index(header, names)
-    site_text = [tuple(row[i].strip() for i in idx[:-2]) for row in rows]
+    estimate = _check_rows_estimate(path, opts)
+    report = (lambda n: progress(n, estimate)) if progress else (lambda n: None)
+    header, rows, delim, notes = _decode_and_scan(path, names, opts, report)
+    return _to_grid(header, rows, names, opts, delim, notes)
+
+
+def _site_coords(rows: _RowReader, names: Sequence[str], opts: ReadOptions) -> Any:
+    scan = rows.scan
     coords = np.array(
         [
-            [_number(t, c, line) for t, c in zip(texts, site_cols)]
-            for line, texts in enumerate(site_text, start=2)
+            [
+                number(site[i], rows.header[i], line, opts.decimal)
+                for i in rows.site_cols
+            ]
+            for site, line in zip(scan.site_rows, scan.site_lines)
         ]
+    ).reshape(len(scan.site_rows), len(rows.site_cols))
+    for k, name in enumerate(names[:-2]):
+        check_magnitude(coords[:, k], name, scan.site_lines)
+        check_degrees(coords[:, k], name, scan.site_lines)
+    return coords
+
+
+def _duplicate_check(cell: Any, rows: _RowReader, time_text: list[str]) -> None:
+    order = np.argsort(cell, kind="stable")
+    same = np.flatnonzero(cell[order][1:] == cell[order][:-1])
+    if same.size == 0:
+        return
+    a, b = order[same[0]], order[same[0] + 1]
+    lines = np.frombuffer(rows.scan.lines, dtype=np.int64)
+    site = rows.scan.site_rows[rows.scan.site_idx[a]]
+    text = ", ".join(site[i] for i in rows.site_cols)
+    stamp = time_text[rows.scan.time_idx[a]]
+    raise CLIError(
+        f"duplicated site-time row: site ({text}) at time {stamp!r} appears on "
+        f"lines {lines[a]} and {lines[b]}; keep one row per site and time"
     )
-    time_text = [row[idx[-2]].strip() for row in rows]
-    times, origin = _parse_times(time_text, time_col)
-    raw = [row[idx[-1]].strip() for row in rows]
-    values = np.array(
-        [
-            np.nan if v.lower() in _MISSING else _number(v, value_col, line)
-            for line, v in enumerate(raw, start=2)
-        ]
-    )
-    grid = _to_grid(coords, times, values, site_text, time_text)
-    return replace(grid, origin=origin)
+
+
+def _check_size(n_sites: int, n_times: int, n_rows: int, opts: ReadOptions) -> None:
+    cells = n_sites * n_times
+    if cells > opts.max_cells:
+        raise CLIError(
+            f"the {n_rows:,} rows span {n_sites:,} sites x {n_times:,} times = "
+            f"{cells:,} cells ({100 * n_rows / cells:.2g} % filled), more than "
+            f"--max-cells {opts.max_cells:,}; round the times to a coarser step, "
+            "keep fewer sites, or raise --max-cells"
+        )
 
 
 def _to_grid(
-    coords: FloatArray,
-    times: FloatArray,
-    values: FloatArray,
-    site_text: list[tuple[str, ...]],
-    time_text: list[str],
+    header: list[str],
+    rows: _RowReader,
+    names: Sequence[str],
+    opts: ReadOptions,
+    delim: str,
+    notes: list[str],
 ) -> GridData:
-    sites, site_first, site_of = np.unique(
-        coords, axis=0, return_index=True, return_inverse=True
-    )
-    grid_times, time_first, time_of = np.unique(
-        times, return_index=True, return_inverse=True
-    )
-    site_of, time_of = site_of.reshape(-1), time_of.reshape(-1)
-    cell = site_of * grid_times.size + time_of
-    first_line = np.full(sites.shape[0] * grid_times.size, -1)
-    for row, c in enumerate(cell):
-        if first_line[c] >= 0:
-            raise CLIError(
-                f"duplicated site-time row: site ({', '.join(site_text[row])}) at "
-                f"time {time_text[row]!r} appears on lines {first_line[c] + 2} and "
-                f"{row + 2}; keep one row per site and time"
-            )
-        first_line[c] = row
-    flat = np.full(first_line.shape, np.nan)
-    flat[cell] = values
-    grid = flat.reshape(sites.shape[0], grid_times.size)
+    scan = rows.scan
+    if not scan.values:
+        raise CLIError("the input file has a header but no data rows")
+    stamps = list(scan.time_of)
+    _check_size(len(scan.site_rows), len(stamps), len(scan.values), opts)
+    times, origin = parse_times(stamps, scan.time_lines, names[-2], opts)
+    rank = np.argsort(times, kind="stable")
+    position = np.empty_like(rank)
+    position[rank] = np.arange(rank.size)
+    site_of = np.frombuffer(scan.site_idx, dtype=np.int64)
+    time_of = position[np.frombuffer(scan.time_idx, dtype=np.int64)]
+    cell = site_of * rank.size + time_of
+    _duplicate_check(cell, rows, stamps)
+    values = np.frombuffer(scan.values, dtype=np.float64)
+    check_magnitude(values, names[-1], scan.lines)
+    grid = np.full(len(scan.site_rows) * rank.size, np.nan)
+    grid[cell] = values
+    grid = grid.reshape(len(scan.site_rows), rank.size)
     n_obs = int(np.isfinite(grid).sum())
-    if sites.shape[0] < 2 or grid_times.size < 2 or n_obs < MIN_CELLS:
+    if grid.shape[0] < 2 or grid.shape[1] < 2 or n_obs < MIN_CELLS:
         raise CLIError(
-            f"too little data: {n_obs} observed cells on {sites.shape[0]} sites x "
-            f"{grid_times.size} times; need at least 2 sites, 2 times and "
+            f"too little data: {n_obs} observed cells on {grid.shape[0]} sites x "
+            f"{grid.shape[1]} times; need at least 2 sites, 2 times and "
             f"{MIN_CELLS} observed cells"
         )
+    note = sentinel_note(values, np.frombuffer(scan.lines, dtype=np.int64), names[-1])
+    keep = [i for i in range(len(header)) if i not in scan.varying]
     return GridData(
-        sites=sites,
-        times=grid_times,
+        sites=_site_coords(rows, names, opts),
+        times=times[rank],
         values=grid,
-        site_text=[site_text[i] for i in site_first],
-        time_text=[time_text[i] for i in time_first],
+        columns=[header[i] for i in keep],
+        site_fields=[
+            {header[i]: site[i] for i in keep if i not in (rows.time_col, rows.value_col)}
+            for site in scan.site_rows
+        ],
+        time_text=[stamps[i] for i in rank],
+        origin=origin,
+        delimiter=delim,
+        dropped=[header[i] for i in sorted(scan.varying)],
+        notes=notes + ([note] if note else []),
     )
