@@ -111,11 +111,14 @@ def default_kernels(
     See ``BOUNDS_HELP``. The space kernel carries the signal amplitude.
     """
     kernels = []
+    steps = np.diff(np.unique(np.asarray(times, dtype=np.float64)))
     for kind, points, start_per in (
         (space_kernel, sites, 0.5),
         (time_kernel, np.asarray(times).reshape(-1, 1), 5.0),
     ):
         smallest, median, extent = axis_scales(points)
+        if kernels:  # time: five median steps, not the median pairwise gap
+            median = float(np.median(steps))
         lo, hi = LOWER_PER_SPACING * smallest, UPPER_PER_RANGE * max(extent, smallest)
         start = float(np.clip(start_per * median, lo, hi))
         kernels.append(
