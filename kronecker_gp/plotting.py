@@ -463,7 +463,7 @@ def plot_site_series(
             mean + half,
             alpha=0.3,
             color="C0",
-            label=f"+-{n_std:g} sd" + (" (with noise)" if noise is not None else ""),
+            label=f"+-{n_std:.3g} sd" + (" (with noise)" if noise is not None else ""),
         )
     ax.plot(x, mean, color="C0", label="posterior mean")
     obs = _series(observed, site, n_times, "observed")
@@ -672,7 +672,7 @@ def _map_axes(
     if not degrees:
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
-        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_aspect("equal", adjustable="box")
         return
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
 
@@ -681,7 +681,7 @@ def _map_axes(
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}°"))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}°"))
     mid = 0.5 * (sites[:, 1].min() + sites[:, 1].max())
-    ax.set_aspect(1.0 / max(np.cos(np.radians(mid)), 0.05), adjustable="datalim")
+    ax.set_aspect(1.0 / max(np.cos(np.radians(mid)), 0.05), adjustable="box")
 
 
 def plot_factor_spectra(model: Any, *, ax: Any = None) -> Any:

@@ -1,4 +1,8 @@
-"""Figures of ``kronecker-gp demo``: maps, the posterior surface, station series."""
+"""Figures of ``kronecker-gp demo``: maps, the posterior surface, station series.
+
+Each ``*_figure`` function returns a matplotlib ``Figure`` (tests inspect its
+artists); :func:`save_figures` writes them through temporary files.
+"""
 
 from __future__ import annotations
 
@@ -8,118 +12,114 @@ from typing import Any
 import numpy as np
 
 from kronecker_gp.cli._demo import Loaded, Split
+from kronecker_gp.cli._output import atomic_write
+
+#: File names of the demo's figures, in the order of ``FIGURES``.
+NAMES = ("posterior_map.png", "posterior_surface.png", "station_series.png")
 
 
 def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> Any:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
     from matplotlib.figure import Figure  # noqa: PLC0415
 
     fig = Figure(figsize=(width, height), constrained_layout=True)
     return fig, np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).reshape(-1))
 
 
-def plot_maps(path: Path, loaded: Loaded, split: Split, gp: Any) -> None:
-    """Save the posterior mean over the region at four dates (one colour scale)."""
+def _label(loaded: Loaded, what: str = "") -> str:
+    return f"{what}{loaded.target} ({loaded.units})"
+
+
+def maps_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
+    """Posterior mean over the region at three dates, and its sd at the last."""
     from kronecker_gp.plotting import plot_spatial_map  # noqa: PLC0415
 
     n_t = loaded.times.size
-    picks = np.unique(np.round(np.linspace(0.1, 0.9, 4) * (n_t - 1)).astype(int))
+    picks = np.unique(np.round(np.linspace(0.15, 0.85, 3) * (n_t - 1)).astype(int))
     coords = [loaded.sites, loaded.times]
-    at = loaded.times[picks]
-    mean = gp.predict_grid([loaded.sites, at])
+    mean = gp.predict_grid([loaded.sites, loaded.times[picks]])
     lo, hi = np.percentile(mean, [1, 99])
-    fig, axes = _figure(4.0 * picks.size, 3.9, ncols=picks.size)
+    fig, axes = _figure(4.1 * (picks.size + 1) + 1.2, 4.4, ncols=picks.size + 1)
+    style = {"highlight": [split.station], "resolution": 60,
+             "highlight_label": f"held-out station {loaded.site_ids[split.station]}"}
     for ax, k in zip(axes, picks):
         plot_spatial_map(
-            gp,
-            coords,
-            int(k),
-            ax=ax,
-            vmin=lo,
-            vmax=hi,
-            colorbar=False,
-            highlight=[split.station],
-            resolution=70,
-            title=f"{loaded.dates[k]}",
-        )
-        ax.set_aspect("equal", adjustable="box")
+            gp, coords, int(k), ax=ax, vmin=lo, vmax=hi, colorbar=False,
+            title=f"mean, {str(loaded.dates[k])[:10]}", **style,
+        )  # fmt: skip
     fig.colorbar(
-        axes[0].collections[0],
-        ax=list(axes),
-        shrink=0.8,
-        label=f"posterior mean {loaded.target} ({loaded.units})",
-    )
-    fig.suptitle(
-        f"{loaded.name}: posterior mean at four dates "
-        f"(red circle: held-out station {loaded.site_ids[split.station]})"
-    )
-    fig.savefig(path, dpi=90)
+        axes[0].collections[-2], ax=list(axes[: picks.size]), shrink=0.85,
+        label=_label(loaded, "posterior mean "),
+    )  # fmt: skip
+    plot_spatial_map(
+        gp, coords, int(picks[-1]), kind="std", ax=axes[-1],
+        title=f"sd, {str(loaded.dates[picks[-1]])[:10]}",
+        label=_label(loaded, "posterior sd of "), **style,
+    )  # fmt: skip
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.suptitle(f"{loaded.name}: posterior mean and its uncertainty")
+    return fig
 
 
-def plot_surface(path: Path, loaded: Loaded, split: Split, gp: Any) -> None:
-    """Save the training grid (gaps white) next to the posterior mean surface."""
+def surface_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
+    """The training grid (gaps white) next to the posterior mean surface."""
     from kronecker_gp.plotting import plot_posterior_surface  # noqa: PLC0415
 
     order = np.argsort(loaded.sites[:, 0], kind="stable")
-    row = int(np.flatnonzero(order == split.station)[0])
     coords = [loaded.sites, loaded.times]
     mean = gp.predict_grid(coords)
     lo, hi = np.nanpercentile(split.data, [0.5, 99.5])
-    fig, axes = _figure(12.5, 4.8, ncols=2)
+    fig, axes = _figure(12.5, 5.4, ncols=2)
     panels = (
         (split.train, "training data (white: missing or held out)"),
         (mean, f"posterior mean {loaded.target}, every cell"),
     )
+    labels = [str(i) for i in loaded.site_ids]
     for ax, (values, title) in zip(axes, panels):
         plot_posterior_surface(
-            values,
-            coords,
-            ax=ax,
-            dates=loaded.dates,
-            site_order=order,
-            vmin=lo,
-            vmax=hi,
-            label=f"{loaded.target} ({loaded.units})",
-        )
-        ax.axhline(row, color="C3", lw=1.0, ls="--")
-        ax.annotate(
-            "held-out station",
-            (0.01, row + 1.5),
-            xycoords=("axes fraction", "data"),
-            color="C3",
-            fontsize="small",
-            va="bottom",
-            bbox={"fc": "w", "ec": "none", "alpha": 0.7, "pad": 1},
-        )
-        ax.set(title=f"{loaded.name}: {title}", ylabel="station (west to east)")
-    fig.savefig(path, dpi=90)
+            values, coords, ax=ax, dates=loaded.dates, site_order=order,
+            vmin=lo, vmax=hi, label=_label(loaded), site_labels=labels,
+            highlight=[split.station],
+        )  # fmt: skip
+        ax.set_title(f"{loaded.name}: {title}")
+        ax.set_ylabel(ax.get_ylabel().replace("site", "station, west to east"))
+    fig.supxlabel(
+        f"red: held-out station {loaded.site_ids[split.station]} (its row is "
+        "all white in the training data)",
+        fontsize="small", color="C3",
+    )  # fmt: skip
+    return fig
 
 
-def plot_series(path: Path, loaded: Loaded, split: Split, gp: Any) -> None:
-    """Save the held-out station's series and the station with most held-out cells."""
+def series_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
+    """The held-out station's series and the station with most held-out cells."""
     from kronecker_gp.plotting import plot_site_series  # noqa: PLC0415
 
     held = np.where(split.cells, split.data, np.nan)
     held[split.station] = split.data[split.station]
     busiest = int(np.argmax(split.cells.sum(axis=1)))
-    fig, axes = _figure(11.0, 6.5, nrows=2)
+    fig, axes = _figure(12.0, 6.8, nrows=2)
     coords = [loaded.sites, loaded.times]
     for ax, site, what in zip(
         axes, (split.station, busiest), ("held-out station", "random held-out cells")
     ):
         plot_site_series(
-            gp,
-            coords,
-            site,
-            observed=split.train,
-            held_out=held,
-            dates=loaded.dates,
-            noise="fitted",
+            gp, coords, site, observed=split.train, held_out=held,
+            dates=loaded.dates, noise="fitted", n_std=1.959963984540054,
             title=f"station {loaded.site_ids[site]} ({what}): posterior mean and "
-            "+-2 sd band for observations (noise included)",
-            ax=ax,
-        )
-        ax.set_ylabel(f"{loaded.target} ({loaded.units})")
-    fig.savefig(path, dpi=90)
+            "95 % interval for a new observation (noise included)",
+            ylabel=_label(loaded), ax=ax,
+        )  # fmt: skip
+    return fig
+
+
+FIGURES = (maps_figure, surface_figure, series_figure)
+
+
+def save_figures(out: Path, loaded: Loaded, split: Split, gp: Any) -> list[str]:
+    """Write the demo's figures to folder ``out``; return their file names."""
+    for make, name in zip(FIGURES, NAMES):
+        fig = make(loaded, split, gp)
+        with atomic_write(out / name) as temp:
+            fig.savefig(temp, format="png", dpi=90)
+    return list(NAMES)
