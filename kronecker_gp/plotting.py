@@ -144,7 +144,12 @@ def _date_formatter() -> Any:
             return str(mdates.num2date(x).strftime("%Y-%m-%d %H:%M"))
 
         def format_ticks(self, values: Sequence[float]) -> list[str]:
-            return _date_tick_labels(values) if len(values) else []
+            # the first tick in view names its month and year, even when the
+            # locator also placed ticks just outside the view
+            lo, hi = sorted(self.axis.get_view_interval()) if self.axis else (-1e99, 1e99)
+            shown = [v for v in values if lo <= v <= hi]
+            labels = iter(_date_tick_labels(shown) if shown else [])
+            return [next(labels) if lo <= v <= hi else "" for v in values]
 
     return _DateLabels()
 
@@ -319,7 +324,8 @@ def _label_rows(
     marked = []
     for site in np.atleast_1d(np.asarray(highlight if highlight is not None else [], dtype=int)):
         pos = int(np.flatnonzero(rows == site)[0])
-        ticks = {t for t in ticks if abs(t - pos) >= max(step, 2) / 2 + 0.5} | {pos}
+        gap = step / 2 + 0.5 if step > 1 else 1  # keep neighbours' labels off it
+        ticks = {t for t in ticks if abs(t - pos) >= gap} | {pos}
         marked.append(pos)
     ticks_sorted = sorted(ticks)
     ax.set_yticks(ticks_sorted, [names[t] for t in ticks_sorted], fontsize=7 if n > 20 else None)
