@@ -123,7 +123,7 @@ def _date_tick_labels(values: Sequence[float]) -> list[str]:
         elif span >= 2:
             if new_year:
                 labels.append(f"{d:%b} {d.day}\n{d.year}")
-            elif d.month != prev.month:
+            elif prev is not None and d.month != prev.month:
                 labels.append(f"{d:%b} {d.day}")
             else:
                 labels.append(f"{d.day}")
@@ -146,7 +146,9 @@ def _date_formatter() -> Any:
         def format_ticks(self, values: Sequence[float]) -> list[str]:
             # the first tick in view names its month and year, even when the
             # locator also placed ticks just outside the view
-            lo, hi = sorted(self.axis.get_view_interval()) if self.axis else (-1e99, 1e99)
+            lo, hi = (
+                sorted(self.axis.get_view_interval()) if self.axis else (-1e99, 1e99)
+            )
             shown = [v for v in values if lo <= v <= hi]
             labels = iter(_date_tick_labels(shown) if shown else [])
             return [next(labels) if lo <= v <= hi else "" for v in values]
@@ -316,26 +318,40 @@ def _label_rows(
     """Write site labels on the y axis (every k-th when they do not all fit)."""
     n = rows.size
     if labels is not None and len(labels) != n:
-        raise ValueError(f"site_labels needs {n} labels (one per site); got {len(labels)}.")
+        raise ValueError(
+            f"site_labels needs {n} labels (one per site); got {len(labels)}."
+        )
     names = [str(i) if labels is None else str(labels[i]) for i in rows]
     height_pt = ax.get_position().height * ax.figure.get_figheight() * 72.0
     step = max(1, int(np.ceil(n / max(height_pt / 9.0, 1.0))))
     ticks = set(range(0, n, step))
     marked = []
-    for site in np.atleast_1d(np.asarray(highlight if highlight is not None else [], dtype=int)):
+    for site in np.atleast_1d(
+        np.asarray(highlight if highlight is not None else [], dtype=int)
+    ):
         pos = int(np.flatnonzero(rows == site)[0])
         gap = step / 2 + 0.5 if step > 1 else 1  # keep neighbours' labels off it
         ticks = {t for t in ticks if abs(t - pos) >= gap} | {pos}
         marked.append(pos)
     ticks_sorted = sorted(ticks)
-    ax.set_yticks(ticks_sorted, [names[t] for t in ticks_sorted], fontsize=7 if n > 20 else None)
+    ax.set_yticks(
+        ticks_sorted, [names[t] for t in ticks_sorted], fontsize=7 if n > 20 else None
+    )
     for tick, text in zip(ticks_sorted, ax.get_yticklabels()):
         if tick in marked:
             text.set_color("C3")
             text.set_fontweight("bold")
     for pos in marked:
-        ax.plot([1.0], [pos], marker="<", color="C3", ms=6, clip_on=False,
-                transform=ax.get_yaxis_transform(), label="highlighted row")
+        ax.plot(
+            [1.0],
+            [pos],
+            marker="<",
+            color="C3",
+            ms=6,
+            clip_on=False,
+            transform=ax.get_yaxis_transform(),
+            label="highlighted row",
+        )
     if step > 1:
         ax.set_ylabel(f"site (every {step}th labelled)")
 

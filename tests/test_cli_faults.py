@@ -80,7 +80,9 @@ FAULTS = {
     ),
     "too few cells": (_rows(table=lambda: rows()[: MIN_CELLS - 2]), [], "too little"),
     "one site": (_rows(table=lambda: rows()[:8]), [], "too little data"),
-    "ragged row": (_text("station,lon,lat,date,ozone\n1,2,3\n"), [], "line 2 has 3 fields"),
+    "ragged row": (
+        _text("station,lon,lat,date,ozone\n1,2,3\n"), [], "line 2 has 3 fields"
+    ),
     "same column twice": (_rows(), ["--site-cols", "lon,date"], "must differ"),
     "infinite value": (_rows(_set(0, 5, "inf")), [], "non-finite value on line 2"),
     "duplicated header names": (

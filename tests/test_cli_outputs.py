@@ -87,7 +87,11 @@ def test_failure_while_writing_keeps_existing_outputs(data, tmp_path, monkeypatc
     with pytest.raises(RuntimeError, match="disk full"):
         main(fit_args(data, out, "--plot", str(plot)))
     assert out.read_text() == "previous\n" and plot.read_text() == "old plot\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "pred.csv", "s.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data.csv",
+        "pred.csv",
+        "s.png",
+    ]
 
 
 @pytest.mark.parametrize("where", ["_fit", "write_predictions"])

@@ -68,7 +68,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
@@ -173,7 +175,9 @@ def _add_fit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "variable, else none; default none)",
     )
     fit.add_argument("--out", required=True, help="output CSV of predictions")
-    fit.add_argument("--plot", help="also save the posterior surface (.png, .pdf, .svg)")
+    fit.add_argument(
+        "--plot", help="also save the posterior surface (.png, .pdf, .svg)"
+    )
     fit.add_argument("--units", default="", help="units of the value, for labels")
     fit.add_argument(
         "--site-label",
@@ -234,5 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; unfinished output files were removed", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted; unfinished output files were removed",
+            file=sys.stderr,
+        )
         return 130

@@ -216,6 +216,7 @@ def _scan_rows(
     encoding: str,
     delim: str,
     names: Sequence[str],
+    *,
     opts: ReadOptions,
     progress: Callable[[int], None],
 ) -> tuple[list[str], _RowReader]:
@@ -227,7 +228,10 @@ def _scan_rows(
         for n, row in enumerate(reader):
             if any(f.strip() for f in row):
                 rows.add(row, reader.line_num)
-            if n % PROGRESS_EVERY == PROGRESS_EVERY - 1 and (now := time.perf_counter()) > next_report:
+            if (
+                n % PROGRESS_EVERY == PROGRESS_EVERY - 1
+                and (now := time.perf_counter()) > next_report
+            ):
                 if now - t0 > PROGRESS_AFTER:
                     progress(len(rows.scan.values))
                     next_report = now + PROGRESS_AFTER
@@ -246,7 +250,9 @@ def _decode_and_scan(
         try:
             lines = sample_lines(read_sample(path, encoding))
             delim = opts.delimiter or sniff_delimiter(lines, path)
-            header, rows = _scan_rows(path, encoding, delim, names, opts, progress)
+            header, rows = _scan_rows(
+                path, encoding, delim, names, opts=opts, progress=progress
+            )
         except UnicodeDecodeError as exc:
             if k + 1 < len(encodings):
                 continue
@@ -284,6 +290,7 @@ def read_grid_csv(
     site_cols: Sequence[str],
     time_col: str,
     value_col: str,
+    *,
     options: ReadOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GridData:
@@ -327,7 +334,7 @@ def read_grid_csv(
     estimate = _check_rows_estimate(path, opts)
     report = (lambda n: progress(n, estimate)) if progress else (lambda n: None)
     header, rows, delim, notes = _decode_and_scan(path, names, opts, report)
-    return _to_grid(header, rows, names, opts, delim, notes)
+    return _to_grid(header, rows, names, opts=opts, delim=delim, notes=notes)
 
 
 def _site_coords(rows: _RowReader, names: Sequence[str], opts: ReadOptions) -> Any:
@@ -378,6 +385,7 @@ def _to_grid(
     header: list[str],
     rows: _RowReader,
     names: Sequence[str],
+    *,
     opts: ReadOptions,
     delim: str,
     notes: list[str],
@@ -397,9 +405,9 @@ def _to_grid(
     _duplicate_check(cell, rows, stamps)
     values = np.frombuffer(scan.values, dtype=np.float64)
     check_magnitude(values, names[-1], scan.lines)
-    grid = np.full(len(scan.site_rows) * rank.size, np.nan)
-    grid[cell] = values
-    grid = grid.reshape(len(scan.site_rows), rank.size)
+    flat = np.full(len(scan.site_rows) * rank.size, np.nan)
+    flat[cell] = values
+    grid = flat.reshape(len(scan.site_rows), rank.size)
     n_obs = int(np.isfinite(grid).sum())
     if grid.shape[0] < 2 or grid.shape[1] < 2 or n_obs < MIN_CELLS:
         raise CLIError(
@@ -415,7 +423,11 @@ def _to_grid(
         values=grid,
         columns=[header[i] for i in keep],
         site_fields=[
-            {header[i]: site[i] for i in keep if i not in (rows.time_col, rows.value_col)}
+            {
+                header[i]: site[i]
+                for i in keep
+                if i not in (rows.time_col, rows.value_col)
+            }
             for site in scan.site_rows
         ],
         time_text=[stamps[i] for i in rank],

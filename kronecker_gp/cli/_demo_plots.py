@@ -30,7 +30,7 @@ def _label(loaded: Loaded, what: str = "") -> str:
 
 
 def maps_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
-    """Posterior mean over the region at three dates, and its sd at the last."""
+    """Map the posterior mean at three dates, and its sd at the last."""
     from kronecker_gp.plotting import plot_spatial_map  # noqa: PLC0415
 
     n_t = loaded.times.size
@@ -39,8 +39,11 @@ def maps_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
     mean = gp.predict_grid([loaded.sites, loaded.times[picks]])
     lo, hi = np.percentile(mean, [1, 99])
     fig, axes = _figure(4.1 * (picks.size + 1) + 1.2, 4.4, ncols=picks.size + 1)
-    style = {"highlight": [split.station], "resolution": 60,
-             "highlight_label": f"held-out station {loaded.site_ids[split.station]}"}
+    style: dict[str, Any] = {
+        "highlight": [split.station],
+        "resolution": 60,
+        "highlight_label": f"held-out station {loaded.site_ids[split.station]}",
+    }
     for ax, k in zip(axes, picks):
         plot_spatial_map(
             gp, coords, int(k), ax=ax, vmin=lo, vmax=hi, colorbar=False,
@@ -62,7 +65,7 @@ def maps_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
 
 
 def surface_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
-    """The training grid (gaps white) next to the posterior mean surface."""
+    """Draw the training grid (gaps white) next to the posterior mean surface."""
     from kronecker_gp.plotting import plot_posterior_surface  # noqa: PLC0415
 
     order = np.argsort(loaded.sites[:, 0], kind="stable")
@@ -92,7 +95,7 @@ def surface_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
 
 
 def series_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
-    """The held-out station's series and the station with most held-out cells."""
+    """Draw the held-out station's series and the busiest held-out station's."""
     from kronecker_gp.plotting import plot_site_series  # noqa: PLC0415
 
     held = np.where(split.cells, split.data, np.nan)

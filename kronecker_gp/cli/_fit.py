@@ -110,7 +110,7 @@ def default_kernels(
 
     See ``BOUNDS_HELP``. The space kernel carries the signal amplitude.
     """
-    kernels = []
+    kernels: list[Any] = []
     steps = np.diff(np.unique(np.asarray(times, dtype=np.float64)))
     for kind, points, start_per in (
         (space_kernel, sites, 0.5),
@@ -121,9 +121,7 @@ def default_kernels(
             median = float(np.median(steps))
         lo, hi = LOWER_PER_SPACING * smallest, UPPER_PER_RANGE * max(extent, smallest)
         start = float(np.clip(start_per * median, lo, hi))
-        kernels.append(
-            make_kernel(kind, start, amplitude=not kernels, bounds=(lo, hi))
-        )
+        kernels.append(make_kernel(kind, start, amplitude=not kernels, bounds=(lo, hi)))
     return kernels
 
 
@@ -257,8 +255,8 @@ def fit_grid_model(
 
 
 def _readable(name: str) -> str:
-    axis = {"k0": "space", "k1": "time"}.get(name.split("__")[0], "")
-    last = name.split("__")[-1]
+    axis = {"k0": "space", "k1": "time"}.get(name.split("__", maxsplit=1)[0], "")
+    last = name.rsplit("__", maxsplit=1)[-1]
     what = {"constant_value": "signal variance", "length_scale": "length scale"}
     return f"{axis} {what.get(last, last)}".strip()
 

@@ -15,8 +15,8 @@ from kronecker_gp._typing import FloatArray
 from kronecker_gp.cli._csv import GridData, ReadOptions, read_grid_csv
 from kronecker_gp.cli._fit import default_kernels, fit_with_warnings, progress_printer
 from kronecker_gp.cli._output import atomic_write, check_outputs
-from kronecker_gp.cli._source import CLIError
 from kronecker_gp.cli._size import check_memory, human_bytes, human_seconds
+from kronecker_gp.cli._source import CLIError
 from kronecker_gp.cli._transform import (
     OUTPUT_COLUMNS,
     choose_auto,
@@ -51,7 +51,7 @@ def _read(args: argparse.Namespace) -> GridData:
     progress = None if args.quiet else _read_progress
     return read_grid_csv(
         Path(args.data), args.site_cols, args.time_col, args.value_col,
-        options, progress,
+        options=options, progress=progress,
     )  # fmt: skip
 
 
@@ -98,7 +98,9 @@ def _fit(data: GridData, args: argparse.Namespace, values: FloatArray) -> Any:
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     report = (lambda i, lml: None) if args.quiet else progress_printer()
-    kernels = default_kernels(args.space_kernel, args.time_kernel, data.sites, data.times)
+    kernels = default_kernels(
+        args.space_kernel, args.time_kernel, data.sites, data.times
+    )
     coords = [data.sites, data.times]
     # small factor matrices: one BLAS thread is as fast and safe on busy hosts
     with threadpool_limits(limits=1, user_api="blas"):
@@ -112,7 +114,9 @@ def _fit(data: GridData, args: argparse.Namespace, values: FloatArray) -> Any:
     return gp, np.asarray(mean), np.asarray(sd)
 
 
-def _announce(data: GridData, transform: tuple[str, str], args: argparse.Namespace) -> None:
+def _announce(
+    data: GridData, transform: tuple[str, str], args: argparse.Namespace
+) -> None:
     n_s, n_t = data.values.shape
     n_obs = int(np.isfinite(data.values).sum())
     memory, seconds = check_memory(n_s, n_t, data.values.size - n_obs)

@@ -49,16 +49,18 @@ def check_input(path: Path) -> None:
 
 @contextmanager
 def open_text(path: Path, encoding: str) -> Iterator[IO[str]]:
-    """Open ``path`` (plain or gzip) as text with universal-newline-free reading."""
+    """Open ``path`` (plain or gzip) as text, line endings left to the csv module."""
     if is_gzip(path):
-        raw: IO[bytes] = gzip.open(path, "rb")
+        raw: IO[bytes] = gzip.open(path, "rb")  # type: ignore[assignment]
     else:
         raw = path.open("rb")
     try:
         with io.TextIOWrapper(raw, encoding=encoding, newline="") as text:
             yield text
     except (gzip.BadGzipFile, EOFError) as exc:
-        raise CLIError(f"cannot read {str(path)!r}: damaged gzip data ({exc})") from None
+        raise CLIError(
+            f"cannot read {str(path)!r}: damaged gzip data ({exc})"
+        ) from None
     finally:
         raw.close()
 

@@ -148,7 +148,7 @@ def _iso_seconds(texts: list[str], lines: Sequence[int], column: str) -> FloatAr
     seconds = np.empty(len(texts))
     for i, text in enumerate(texts):
         try:
-            stamp = np.datetime64(text, "s")
+            stamp: Any = np.datetime64(text, "s")
         except ValueError:
             stamp = np.datetime64("NaT")
         if np.isnat(stamp):
@@ -170,7 +170,7 @@ def parse_times(
     date) and the first date as ``datetime64[s]`` (None for numbers).
     """
     if opts.time_format is None:
-        numbers = []
+        numbers: list[float | None] = []
         for text in texts:
             try:
                 numbers.append(number(text, column, 0, opts.decimal))
