@@ -109,10 +109,11 @@ def test_maps_equal_aspect_degrees_units_and_sd_map(pieces):
         assert ax.get_xticklabels()[1].get_text().endswith("°")
         ring = ax.collections[-1]
         np.testing.assert_allclose(ring.get_offsets(), loaded.sites[[split.station]])
-        legend = ax.get_legend()
-        assert legend.get_texts()[0].get_text().startswith("held-out station")
-        # the legend sits below the map, off the data
-        assert legend.get_window_extent().y1 <= ax.get_window_extent().y0
+        # one legend for the row, below the maps, off the data
+        assert ax.get_legend() is None
+        assert fig.legends[0].get_window_extent().y1 <= ax.get_window_extent().y0
+    (text,) = fig.legends[0].get_texts()
+    assert text.get_text() == f"held-out station {loaded.site_ids[split.station]}"
     bars = sorted(ax.get_ylabel() for ax in fig.axes if not ax.get_title())
     assert bars == ["posterior mean ozone (ppb)", "posterior sd of ozone (ppb)"]
 

@@ -58,6 +58,10 @@ def maps_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
         title=f"sd, {str(loaded.dates[picks[-1]])[:10]}",
         label=_label(loaded, "posterior sd of "), **style,
     )  # fmt: skip
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes:
+        ax.get_legend().remove()  # one legend for the row, below it, off the maps
+    fig.legend(handles, labels, loc="outside lower center", frameon=False)
     for ax in axes[1:]:
         ax.set_ylabel("")
     fig.suptitle(f"{loaded.name}: posterior mean and its uncertainty")
