@@ -287,3 +287,49 @@ def test_read_options_defaults():
     opts = ReadOptions()
     assert opts.missing_values == ("NA", "N/A", "NaN")
     assert opts.delimiter is None and opts.decimal == "."
+
+
+def _captured_figure(monkeypatch):
+    import kronecker_gp.cli._plots as plots
+
+    seen = []
+    real = plots.fit_figure
+
+    def keep(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(plots, "fit_figure", keep)
+    return seen
+
+
+def test_fit_plot_names_variable_units_sites_and_months(
+    good_csv, tmp_path, monkeypatch
+):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    seen = _captured_figure(monkeypatch)
+    plot = tmp_path / "s.png"
+    args = fit_args(good_csv, tmp_path / "p.csv", "--plot", str(plot), "--units", "ppb")
+    assert main(args) == 0
+    fig = seen[0]
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    mean_ax, sd_ax, *bars = fig.axes
+    assert [b.get_ylabel() for b in bars] == ["ozone (ppb)", "sd of ozone (ppb)"]
+    assert mean_ax.get_title() == "posterior mean"
+    assert "noise included" in sd_ax.get_title()
+    # sites by their id, the file's first site on top
+    labels = [t.get_text() for t in mean_ax.get_yticklabels()]
+    assert labels == [f"S{s}" for s in range(5)]
+    assert mean_ax.yaxis_inverted()
+    first = mean_ax.get_xticklabels()[0].get_text()
+    assert "Jan" in first and "2020" in first
+    assert mean_ax.xaxis.get_offset_text().get_text() == ""
+    grid = np.asarray(mean_ax.collections[0].get_array()).reshape(5, len(DATES))
+    np.testing.assert_allclose(
+        grid.ravel(), column(read_table(tmp_path / "p.csv"), "mean"), rtol=1e-6
+    )
+    assert main([*args, "--site-label", "name"]) == 0
+    labels = [t.get_text() for t in seen[1].axes[0].get_yticklabels()]
+    assert labels == NAMES

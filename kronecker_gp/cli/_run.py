@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import csv
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,12 @@ def _fit(data: GridData, args: argparse.Namespace, values: FloatArray) -> Any:
             gp, lines = fit_with_warnings(kernels, coords, values, report)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise CLIError(f"fitting failed: {' '.join(str(exc).split())}") from None
+        if not args.quiet:
+            print(f"predicting mean and sd of {data.values.size} cells", flush=True)
+        t0 = time.perf_counter()
         mean, sd = gp.predict_grid(coords, return_std=True)
+        if not args.quiet:
+            print(f"  done in {time.perf_counter() - t0:.1f} s")
     for line in lines:
         warn(line)
     return gp, np.asarray(mean), np.asarray(sd)
