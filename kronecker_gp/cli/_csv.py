@@ -9,9 +9,7 @@ fault; questionable but valid input adds a line to ``GridData.notes``.
 from __future__ import annotations
 
 import csv
-import math
 import time
-from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from kronecker_gp._typing import FloatArray
+from kronecker_gp.cli._rows import RowReader, column_index, read_header
 from kronecker_gp.cli._source import (
-    DELIMITERS,
     CLIError,
     check_input,
     estimate_rows,
@@ -110,107 +108,6 @@ class GridData:
         return self.origin + np.round(self.times * 86400).astype("timedelta64[s]")
 
 
-@dataclass
-class _Scan:
-    """What one pass over the rows keeps (compact per-row arrays)."""
-
-    site_of: dict[tuple[str, ...], int] = field(default_factory=dict)
-    site_rows: list[list[str]] = field(default_factory=list)
-    site_lines: list[int] = field(default_factory=list)
-    time_of: dict[str, int] = field(default_factory=dict)
-    time_lines: list[int] = field(default_factory=list)
-    site_idx: array = field(default_factory=lambda: array("q"))
-    time_idx: array = field(default_factory=lambda: array("q"))
-    values: array = field(default_factory=lambda: array("d"))
-    lines: array = field(default_factory=lambda: array("q"))
-    varying: set[int] = field(default_factory=set)
-
-
-def _header(reader: Any, path: Path) -> list[str]:
-    for row in reader:
-        if any(f.strip() for f in row):
-            header = [name.strip() for name in row]
-            break
-    else:
-        raise CLIError(f"input file {str(path)!r} is empty")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(header):
-        if name in seen:
-            raise CLIError(
-                f"the header names column {name!r} twice (columns {seen[name] + 1} "
-                f"and {i + 1}); rename one so that each column is unambiguous"
-            )
-        seen[name] = i
-    return header
-
-
-def _column_index(header: list[str], names: Sequence[str], delim: str) -> list[int]:
-    missing = [name for name in names if name not in header]
-    if missing:
-        raise CLIError(
-            f"column(s) {', '.join(map(repr, missing))} not found; the file's "
-            f"{DELIMITERS.get(delim, repr(delim))}-separated header has "
-            f"{', '.join(header)}"
-        )
-    return [header.index(name) for name in names]
-
-
-class _RowReader:
-    """Turn CSV rows into site / time / value numbers, one row at a time."""
-
-    def __init__(
-        self, header: list[str], idx: list[int], opts: ReadOptions, delim: str
-    ) -> None:
-        self.header, self.opts, self.delim = header, opts, delim
-        self.site_cols, self.time_col, self.value_col = idx[:-2], idx[-2], idx[-1]
-        self.others = [i for i in range(len(header)) if i not in idx]
-        self.missing = {m.strip().lower() for m in opts.missing_values} | {""}
-        self.missing_numbers = set()
-        for m in opts.missing_values:
-            with_point = m.strip().replace(opts.decimal, ".")
-            try:
-                self.missing_numbers.add(float(with_point))
-            except ValueError:
-                pass
-        self.scan = _Scan()
-
-    def value(self, text: str, line: int) -> float:
-        text = text.strip()
-        if text.lower() in self.missing:
-            return math.nan
-        value = number(text, self.header[self.value_col], line, self.opts.decimal)
-        return math.nan if value in self.missing_numbers else value
-
-    def add(self, row: list[str], line: int) -> None:
-        if len(row) != len(self.header):
-            raise CLIError(
-                f"line {line} has {len(row)} fields but the header has "
-                f"{len(self.header)} ({DELIMITERS.get(self.delim, repr(self.delim))}"
-                "-separated; quote fields that contain the delimiter)"
-            )
-        scan = self.scan
-        key = tuple(row[i].strip() for i in self.site_cols)
-        site = scan.site_of.get(key)
-        if site is None:
-            site = scan.site_of[key] = len(scan.site_rows)
-            scan.site_rows.append([f.strip() for f in row])
-            scan.site_lines.append(line)
-        else:
-            first = scan.site_rows[site]
-            for i in self.others:
-                if i not in scan.varying and row[i].strip() != first[i]:
-                    scan.varying.add(i)
-        stamp = row[self.time_col].strip()
-        when = scan.time_of.get(stamp)
-        if when is None:
-            when = scan.time_of[stamp] = len(scan.time_lines)
-            scan.time_lines.append(line)
-        scan.site_idx.append(site)
-        scan.time_idx.append(when)
-        scan.values.append(self.value(row[self.value_col], line))
-        scan.lines.append(line)
-
-
 def _scan_rows(
     path: Path,
     encoding: str,
@@ -219,11 +116,11 @@ def _scan_rows(
     *,
     opts: ReadOptions,
     progress: Callable[[int], None],
-) -> tuple[list[str], _RowReader]:
+) -> tuple[list[str], RowReader]:
     with open_text(path, encoding) as handle:
         reader = csv.reader(handle, delimiter=delim)
-        header = _header(reader, path)
-        rows = _RowReader(header, _column_index(header, names, delim), opts, delim)
+        header = read_header(reader, path)
+        rows = RowReader(header, column_index(header, names, delim), opts, delim)
         t0 = next_report = time.perf_counter()
         for n, row in enumerate(reader):
             if any(f.strip() for f in row):
@@ -243,7 +140,7 @@ def _decode_and_scan(
     names: Sequence[str],
     opts: ReadOptions,
     progress: Callable[[int], None],
-) -> tuple[list[str], _RowReader, str, list[str]]:
+) -> tuple[list[str], RowReader, str, list[str]]:
     """Read the rows, falling back from UTF-8 to Latin-1 when no encoding is set."""
     encodings = [opts.encoding] if opts.encoding else ["utf-8-sig", "latin-1"]
     for k, encoding in enumerate(encodings):
@@ -337,7 +234,7 @@ def read_grid_csv(
     return _to_grid(header, rows, names, opts=opts, delim=delim, notes=notes)
 
 
-def _site_coords(rows: _RowReader, names: Sequence[str], opts: ReadOptions) -> Any:
+def _site_coords(rows: RowReader, names: Sequence[str], opts: ReadOptions) -> Any:
     scan = rows.scan
     coords = np.array(
         [
@@ -354,7 +251,7 @@ def _site_coords(rows: _RowReader, names: Sequence[str], opts: ReadOptions) -> A
     return coords
 
 
-def _duplicate_check(cell: Any, rows: _RowReader, time_text: list[str]) -> None:
+def _duplicate_check(cell: Any, rows: RowReader, time_text: list[str]) -> None:
     order = np.argsort(cell, kind="stable")
     same = np.flatnonzero(cell[order][1:] == cell[order][:-1])
     if same.size == 0:
@@ -383,7 +280,7 @@ def _check_size(n_sites: int, n_times: int, n_rows: int, opts: ReadOptions) -> N
 
 def _to_grid(
     header: list[str],
-    rows: _RowReader,
+    rows: RowReader,
     names: Sequence[str],
     *,
     opts: ReadOptions,
