@@ -139,3 +139,18 @@ def test_sigterm_during_the_fit_cleans_up(data, tmp_path):
     assert proc.returncode == 130
     assert err == "kronecker-gp: interrupted; unfinished output files were removed\n"
     assert [p.name for p in tmp_path.iterdir()] == ["data.csv"]
+
+
+def test_outputs_get_ordinary_permissions(data, tmp_path):
+    import os
+
+    out = tmp_path / "p.csv"
+    umask = os.umask(0o022)
+    try:
+        assert main(fit_args(data, out)) == 0
+        assert out.stat().st_mode & 0o777 == 0o644
+        out.chmod(0o600)
+        assert main(fit_args(data, out)) == 0
+        assert out.stat().st_mode & 0o777 == 0o600  # an existing file keeps its mode
+    finally:
+        os.umask(umask)

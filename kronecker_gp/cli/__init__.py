@@ -86,18 +86,30 @@ def _delimiter(text: str) -> str:
     return value
 
 
-_EPILOG = (
-    "output columns: the input's site, time and value columns and every column "
-    "that is constant within a site (ids, names), in the input's order; rows in "
-    "the order sites first appear, times in time order; then\n"
-    + "\n".join(f"  {name:<8} {text}" for name, text in OUTPUT_COLUMNS.items())
-    + "\n\nmodel: a Kronecker product of a space kernel (with the signal "
-    "variance) and a time kernel, plus independent noise, fitted by "
-    "maximising the exact log marginal likelihood on standardised values. "
-    + BOUNDS_HELP
-    + " Warnings from the fit, and any hyperparameter that ends at a bound, "
-    "are printed on stderr."
-)
+def _epilog() -> str:
+    """Return the ``fit --help`` epilog: output columns and model, wrapped."""
+    import textwrap  # noqa: PLC0415
+
+    intro = (
+        "output columns: the input's site, time and value columns and every "
+        "column that is constant within a site (ids, names), in the input's "
+        "order; rows in the order sites first appear, times in time order; then"
+    )
+    columns = [
+        textwrap.fill(
+            f"{name:<8} {text}", 79, initial_indent="  ", subsequent_indent=" " * 11
+        )
+        for name, text in OUTPUT_COLUMNS.items()
+    ]
+    model = (
+        "model: a Kronecker product of a space kernel (with the signal variance) "
+        "and a time kernel, plus independent noise, fitted by maximising the "
+        "exact log marginal likelihood on standardised values. "
+        + BOUNDS_HELP
+        + " Warnings from the fit, and any hyperparameter that ends at a bound, "
+        "are printed on stderr."
+    )
+    return "\n".join([textwrap.fill(intro, 79), *columns, "", textwrap.fill(model, 79)])
 
 
 def _add_reading_options(fit: argparse.ArgumentParser) -> None:
@@ -144,7 +156,7 @@ def _add_fit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="fit a long CSV (one row per site and time) and write predictions",
         description="Fit a KroneckerGP to a long CSV (plain or gzip) and write "
         "the posterior of every site x time cell with 95 % intervals.",
-        epilog=_EPILOG,
+        epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fit.add_argument("data", help="input CSV with a header row (.csv or .csv.gz)")

@@ -75,6 +75,15 @@ def check_outputs(data: Path, out: Path, plot: Path | None) -> str | None:
     return fmt
 
 
+def _file_mode(path: Path) -> int:
+    """Return the target's mode, or the umask's default for a new file."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: Path) -> Iterator[Path]:
     """Yield a temporary path that replaces ``path`` only if the block succeeds.
@@ -90,6 +99,7 @@ def atomic_write(path: Path) -> Iterator[Path]:
     temp = Path(name)
     try:
         yield temp
+        os.chmod(temp, _file_mode(path))  # mkstemp made it private (0600)
         os.replace(temp, path)
     finally:
         if temp.exists():
