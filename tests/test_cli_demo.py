@@ -57,7 +57,7 @@ def test_demo_prints_summary_and_beats_baselines(demo_run):
         "log marginal likelihood:",
         "KroneckerGP fit time:",
         "total wall time:",
-        "noise variance:",
+        "transform: none; noise variance",
         "lower95..upper95 of `kronecker-gp fit`",
     ):
         assert needle in text
@@ -151,6 +151,13 @@ def test_series_legend_outside_and_units(pieces):
         assert ax.get_ylabel() == "ozone (ppb)"
         legend = ax.get_legend()
         assert legend.get_window_extent().x0 >= ax.get_window_extent().x1
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert "95 % interval (noise included)" in texts
+    # the band is the fit command's interval at the held-out station
+    out = gp.predictive_grid([loaded.sites[[split.station]], loaded.times])
+    band = fig.axes[0].collections[-1].get_paths()[0].vertices[:, 1]
+    assert np.isclose(band.max(), out["upper95"].max())
+    assert np.isclose(band.min(), out["lower95"].min())
     assert str(loaded.site_ids[split.station]) in fig.axes[0].get_title()
 
 
@@ -177,8 +184,10 @@ def test_score_and_station_mean_baseline():
     from kronecker_gp.cli._demo import Split, score
 
     truth = np.array([1.0, np.nan, 3.0, 10.0])
-    rmse, cover, n = score(truth, np.array([1.0, 0.0, 2.0, 10.0]), np.ones(4))
+    mean = np.array([1.0, 0.0, 2.0, 10.0])
+    rmse, cover, n = score(truth, mean, mean - 1.0, mean + 1.0)
     assert (n, cover) == (3, 1.0)
+    assert score(truth, mean, mean - 0.5, mean + 0.5)[1] == pytest.approx(2 / 3)
     assert rmse == pytest.approx(np.sqrt(1 / 3))
     data = np.array([[1.0, 3.0], [5.0, 7.0], [9.0, 11.0]])
     train = data.copy()

@@ -21,7 +21,14 @@ import numpy as np
 from kronecker_gp._typing import BoolArray, FloatArray
 from kronecker_gp.cli._baselines import sklearn_baseline, station_mean_baseline
 from kronecker_gp.cli._fit import default_kernels, fit_with_warnings, progress_printer
-from kronecker_gp.cli._transform import Z95, noise_variance, predictive
+from kronecker_gp.cli._transform import (
+    Z95,
+    DataUnitsModel,
+    choose_auto,
+    forward,
+    noise_text,
+    noise_variance,
+)
 
 #: Share of observed cells held out at random.
 CELL_FRACTION = 0.1
@@ -37,6 +44,10 @@ class DemoSpec:
     time_length: float
     n_days: int | None
     zeros_missing: bool = False
+    #: ``--transform`` of the fit command: "auto" picks none for ozone2
+    #: (skewness 0.3) and sqrt for wind (skewness 0.8, zeros), which brings the
+    #: held-out station's 95 % coverage from 84 % to 93 % (seed 0).
+    transform: str = "auto"
 
 
 DEMOS = {
@@ -82,14 +93,19 @@ def split_cells(data: FloatArray, rng: np.random.Generator) -> Split:
 
 
 def score(
-    truth: FloatArray, mean: FloatArray, sd: FloatArray
+    truth: FloatArray, mean: FloatArray, lower: FloatArray, upper: FloatArray
 ) -> tuple[float, float, int]:
-    """Return RMSE, 95 % interval coverage and count over finite ``truth``."""
+    """Return RMSE, the share inside [lower, upper] and the count of finite truth."""
     ok = np.isfinite(truth)
     err = mean[ok] - truth[ok]
     rmse = float(np.sqrt(np.mean(err**2)))
-    coverage = float(np.mean(np.abs(err) <= Z95 * sd[ok]))
+    coverage = float(np.mean((lower[ok] <= truth[ok]) & (truth[ok] <= upper[ok])))
     return rmse, coverage, int(ok.sum())
+
+
+def normal_interval(mean: FloatArray, sd: FloatArray) -> tuple[Any, Any, Any]:
+    """Return ``(mean, mean - 1.96 sd, mean + 1.96 sd)`` (a baseline's interval)."""
+    return mean, mean - Z95 * sd, mean + Z95 * sd
 
 
 @dataclass
@@ -131,62 +147,76 @@ def load(name: str, n_days: int | None) -> Loaded:
 
 def fit_kronecker(
     spec: DemoSpec, sites: FloatArray, times: FloatArray, train: FloatArray, quiet: bool
-) -> tuple[Any, float]:
+) -> tuple[DataUnitsModel, float]:
     """Fit the KroneckerGP on the training grid; return it and the wall time.
 
-    The same model as ``kronecker-gp fit`` (:func:`~kronecker_gp.cli._fit.
-    default_kernels` and :func:`~kronecker_gp.cli._fit.fit_with_warnings`):
-    bounds and starts from the axes, a CG-based search, one exact refit.
-    Warnings of the fit are printed on stderr.
+    The same model as ``kronecker-gp fit --transform`` ``spec.transform``
+    (:func:`~kronecker_gp.cli._fit.default_kernels` and
+    :func:`~kronecker_gp.cli._fit.fit_with_warnings`): bounds and starts
+    from the axes, a CG-based search, one exact refit. Warnings of the fit
+    are printed on stderr. The model is returned in data units.
     """
     from kronecker_gp.cli._run import warn  # noqa: PLC0415
 
+    name = spec.transform
+    if name == "auto":
+        name = choose_auto(train[np.isfinite(train)])[0]
     report = (lambda i, lml: None) if quiet else progress_printer()
     kernels = default_kernels(spec.space_kernel, spec.time_kernel, sites, times)
     t0 = time.perf_counter()
-    gp, lines = fit_with_warnings(kernels, [sites, times], train, report)
+    values = forward(train, name, "training data")
+    gp, lines = fit_with_warnings(kernels, [sites, times], values, report)
     for line in lines:
         warn(line)
-    return gp, time.perf_counter() - t0
+    return DataUnitsModel(gp, name), time.perf_counter() - t0
 
 
-def held_out_moments(gp: Any, loaded: Loaded, split: Split) -> tuple[Any, Any]:
-    """Return the posterior mean on the grid and the sd_obs at held-out cells.
+def held_out_moments(
+    model: DataUnitsModel, loaded: Loaded, split: Split
+) -> tuple[Any, Any, Any]:
+    """Return the mean, lower95 and upper95 of ``kronecker-gp fit`` at held-out cells.
 
-    ``sd_obs`` is the output column of ``kronecker-gp fit`` (latent variance
-    plus noise variance, in data units), so the demo's coverage is that of
-    the command's ``lower95``..``upper95`` interval. It is only computed where
-    it is scored (NaN elsewhere): variances cost far more than means when
+    The same output columns as the command, in data units, so the demo's
+    coverage is that of the command's interval. They are only computed where
+    they are scored (NaN elsewhere): variances cost far more than means when
     cells are missing.
     """
-    mean = gp.predict_grid([loaded.sites, loaded.times])
     held = split.cells.copy()
     held[split.station] = True
     s, t = np.nonzero(held)
-    m, sd = gp.predict(
-        np.column_stack([loaded.sites[s], loaded.times[t]]), return_std=True
-    )
-    obs_sd = np.full(mean.shape, np.nan)
-    obs_sd[s, t] = predictive(m, sd, noise_variance(gp), "none")["sd_obs"]
-    return mean, obs_sd
+    out = model.predictive_points(np.column_stack([loaded.sites[s], loaded.times[t]]))
+    cols = []
+    for key in ("mean", "lower95", "upper95"):
+        grid = np.full(loaded.data.shape, np.nan)
+        grid[s, t] = out[key]
+        cols.append(grid)
+    return cols[0], cols[1], cols[2]
 
 
-def _row(name: str, truth: FloatArray, split: Split, mean: Any, sd: Any) -> str:
+def _row(name: str, truth: FloatArray, split: Split, moments: tuple[Any, ...]) -> str:
+    """Format RMSE and coverage of ``moments = (mean, lower, upper)``."""
     station = np.zeros(truth.shape, dtype=bool)
     station[split.station] = True
     cols = []
     for mask in (split.cells, station):
-        rmse, cov, _ = score(np.where(mask, truth, np.nan), mean, sd)
+        rmse, cov, _ = score(np.where(mask, truth, np.nan), *moments)
         cols.append(f"{rmse:8.2f} {100 * cov:7.1f}%")
     return f"  {name:<34}" + "   ".join(cols)
 
 
 def summary(
-    loaded: Loaded, split: Split, gp: Any, fit_seconds: float, rows: list[str]
+    loaded: Loaded,
+    split: Split,
+    model: DataUnitsModel,
+    fit_seconds: float,
+    rows: list[str],
 ) -> str:
     """Return the printed summary of a demo run."""
     n_s, n_t = loaded.data.shape
-    noise_var = noise_variance(gp)
+    gp = model.gp
+    scale = (
+        "" if model.transform == "none" else f" of {model.transform}({loaded.target})"
+    )
     lines = [
         f"data: {loaded.name}, {n_s} stations x {n_t} days = {loaded.data.size} "
         f"cells, {int(np.isfinite(loaded.data).sum())} observed ({loaded.units})"
@@ -199,9 +229,10 @@ def summary(
         f"{loaded.site_ids[split.station]} "
         f"({int(np.isfinite(loaded.data[split.station]).sum())} cells)",
         f"fitted kernels: space {gp.kernel_.kernels[0]}, time {gp.kernel_.kernels[1]}",
-        f"  (space in degrees lon/lat, time in days; normalised units, y sd "
-        f"{gp.y_train_std_:.3g} {loaded.units})",
-        f"noise variance: {noise_var:.4g} {loaded.units}^2 (sd {noise_var**0.5:.3g})",
+        f"  (length scales: space in degrees lon/lat, time in days; the signal "
+        f"variance is that of the standardised values{scale})",
+        f"transform: {model.transform}; "
+        + noise_text(noise_variance(gp), model.transform, loaded.units),
         f"log marginal likelihood: {gp.log_marginal_likelihood_value_:.2f}",
         f"KroneckerGP fit time: {fit_seconds:.2f} s",
         "",
@@ -213,12 +244,13 @@ def summary(
 
 
 def _score_rows(
-    loaded: Loaded, split: Split, kron: tuple[Any, Any], args: argparse.Namespace
+    loaded: Loaded, split: Split, kron: tuple[Any, Any, Any], args: argparse.Namespace
 ) -> tuple[list[str], dict[str, Any]]:
     """Score the KroneckerGP's held-out moments ``kron`` and both baselines."""
     spec, truth = DEMOS[loaded.name], split.data
-    rows = [_row("KroneckerGP (all training cells)", truth, split, *kron)]
-    rows.append(_row("per-station mean", truth, split, *station_mean_baseline(split)))
+    rows = [_row("KroneckerGP (all training cells)", truth, split, kron)]
+    station = normal_interval(*station_mean_baseline(split))
+    rows.append(_row("per-station mean", truth, split, station))
     print(
         f"fitting GaussianProcessRegressor baseline (budget {args.sklearn_budget:g} s)"
     )
@@ -227,7 +259,8 @@ def _score_rows(
     sk_mean, sk_sd, info = sklearn_baseline(
         spec, coords, split, args.sklearn_budget, rng
     )
-    rows.append(_row(f"sklearn GPR ({info['n']} cells)", truth, split, sk_mean, sk_sd))
+    sk = normal_interval(sk_mean, sk_sd)
+    rows.append(_row(f"sklearn GPR ({info['n']} cells)", truth, split, sk))
     return rows, info
 
 
@@ -251,16 +284,16 @@ def run_demo(args: argparse.Namespace) -> int:
     # The factor matrices are small (n < 400): one BLAS thread is as fast and
     # immune to oversubscription on a busy machine. The baseline gets them all.
     with threadpool_limits(limits=1, user_api="blas"):
-        gp, fit_seconds = fit_kronecker(
+        model, fit_seconds = fit_kronecker(
             spec, train_sites, loaded.times, split.train_rows, args.quiet
         )
-        kron = held_out_moments(gp, loaded, split)
+        kron = held_out_moments(model, loaded, split)
     rows, info = _score_rows(loaded, split, kron, args)
     with threadpool_limits(limits=1, user_api="blas"):
-        names = save_figures(out, loaded, split, gp)
+        names = save_figures(out, loaded, split, model)
     n_train = int(np.isfinite(split.train).sum())
     print()
-    print(summary(loaded, split, gp, fit_seconds, rows))
+    print(summary(loaded, split, model, fit_seconds, rows))
     print(
         f"sklearn GPR: random {info['n']} of {n_train} training cells (sized for "
         f"{args.sklearn_budget:g} s), {info['evaluations']} LML evaluations, "

@@ -98,8 +98,12 @@ def surface_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
     return fig
 
 
-def series_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
-    """Draw the held-out station's series and the busiest held-out station's."""
+def series_figure(loaded: Loaded, split: Split, model: Any) -> Any:
+    """Draw the held-out station's series and the busiest held-out station's.
+
+    The band is the 95 % interval for a new observation that ``kronecker-gp
+    fit`` writes (``lower95``..``upper95``, noise included, back-transformed).
+    """
     from kronecker_gp.plotting import plot_site_series  # noqa: PLC0415
 
     held = np.where(split.cells, split.data, np.nan)
@@ -110,12 +114,20 @@ def series_figure(loaded: Loaded, split: Split, gp: Any) -> Any:
     for ax, site, what in zip(
         axes, (split.station, busiest), ("held-out station", "random held-out cells")
     ):
+        out = model.predictive_grid([loaded.sites[site : site + 1], loaded.times])
         plot_site_series(
-            gp, coords, site, observed=split.train, held_out=held,
-            dates=loaded.dates, noise="fitted", n_std=1.959963984540054,
+            out["mean"][0], coords, site, observed=split.train, held_out=held,
+            dates=loaded.dates, ylabel=_label(loaded), ax=ax,
             title=f"station {loaded.site_ids[site]} ({what}): posterior mean and "
-            "95 % interval for a new observation (noise included)",
-            ylabel=_label(loaded), ax=ax,
+            "95 % interval for a new observation",
+        )  # fmt: skip
+        ax.fill_between(
+            loaded.dates, out["lower95"][0], out["upper95"][0], alpha=0.3,
+            color="C0", lw=0, zorder=0, label="95 % interval (noise included)",
+        )  # fmt: skip
+        ax.legend(
+            loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+            fontsize="small",
         )  # fmt: skip
     return fig
 

@@ -149,3 +149,60 @@ def noise_text(noise_var: float, name: str, units: str) -> str:
 def noise_variance(gp: Any) -> float:
     """Return the fitted noise variance in the units the model was fitted in."""
     return float(gp.noise_ * getattr(gp, "y_train_std_", 1.0) ** 2)
+
+
+def _base_estimator() -> Any:
+    from sklearn.base import BaseEstimator  # noqa: PLC0415
+
+    return BaseEstimator
+
+
+class DataUnitsModel(_base_estimator()):  # type: ignore[misc]
+    """A fitted KroneckerGP on ``g(y)`` seen in the data's units.
+
+    ``predict_grid`` returns the mean and latent sd of the back-transformed
+    posterior (see :func:`predictive`), so the plotting functions draw data
+    units; ``predictive_grid`` and ``predictive_points`` return all output
+    columns. With ``transform="none"`` it is the model itself.
+
+    Parameters
+    ----------
+    gp : KroneckerGP
+        A model fitted to ``g(y)``.
+    transform : {"none", "log", "sqrt"}, default="none"
+        The transform ``g``.
+    """
+
+    def __init__(self, gp: Any = None, transform: str = "none") -> None:
+        self.gp = gp
+        self.transform = transform
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Return True: the wrapped model is fitted."""
+        return True
+
+    def fit(self, X: Any, y: Any) -> DataUnitsModel:
+        """Refuse: this wraps a model that is already fitted."""
+        raise NotImplementedError("DataUnitsModel wraps an already fitted model.")
+
+    @property
+    def grid_(self) -> Any:
+        """Return the wrapped model's training grid."""
+        return self.gp.grid_
+
+    def predictive_grid(self, coords: Any) -> dict[str, FloatArray]:
+        """Return the output columns of every cell of the grid ``coords``."""
+        m, s = self.gp.predict_grid(coords, return_std=True)
+        return predictive(m, s, noise_variance(self.gp), self.transform)
+
+    def predictive_points(self, X: Any) -> dict[str, FloatArray]:
+        """Return the output columns at the rows of ``X``."""
+        m, s = self.gp.predict(X, return_std=True)
+        return predictive(m, s, noise_variance(self.gp), self.transform)
+
+    def predict_grid(self, coords: Any, return_std: bool = False) -> Any:
+        """Return the mean (and latent sd) in data units on the grid ``coords``."""
+        if self.transform == "none" and not return_std:
+            return self.gp.predict_grid(coords)
+        out = self.predictive_grid(coords)
+        return (out["mean"], out["sd"]) if return_std else out["mean"]
