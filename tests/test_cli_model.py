@@ -233,3 +233,15 @@ def test_progress_of_reading_and_fitting(tmp_path, monkeypatch, capsys):
     assert f"grid: 5 sites x {len(DATES)} times = 40 cells, 40 observed" in out
     assert "needs about" in out and "roughly" in out
     assert "  iteration   1  log marginal likelihood" in out
+
+
+def test_size_estimate_knows_the_state_space_route():
+    from kronecker_gp.cli._size import estimate
+
+    dense = estimate(50, 5000, 0, markov_time=False)
+    kalman = estimate(50, 5000, 0, markov_time=True)
+    assert kalman[0] < dense[0] / 10 and kalman[1] < dense[1] / 10
+    # below 2,000 steps the time factor is formed either way
+    assert estimate(50, 500, 0, markov_time=True) == estimate(50, 500, 0)
+    # missing cells cost more than a complete grid of the same size
+    assert estimate(50, 500, 100)[1] > estimate(50, 500, 0)[1]

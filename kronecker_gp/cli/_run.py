@@ -125,7 +125,9 @@ def _announce(
 ) -> None:
     n_s, n_t = data.values.shape
     n_obs = int(np.isfinite(data.values).sum())
-    memory, seconds = check_memory(n_s, n_t, data.values.size - n_obs)
+    memory, seconds = check_memory(
+        n_s, n_t, data.values.size - n_obs, markov_time=args.time_kernel != "rbf"
+    )
     if args.quiet:
         return
     if data.dropped:

@@ -16,8 +16,12 @@ from kronecker_gp.cli._source import CLIError
 GRID_COPIES = 40
 #: Likelihood evaluations a typical search takes.
 EVALUATIONS = 40
-#: Sustained flop rate assumed for the time estimate (one core).
-FLOPS = 2e9
+#: Sustained flop rates assumed for the time estimate (one core): the
+#: memory-bound mode products, and LAPACK's eigendecompositions.
+FLOPS, EIG_FLOPS = 2e9, 1e10
+#: Time steps from which a Matern time kernel goes through Kalman filtering
+#: (KroneckerGP's ``state_space_min_size`` default).
+STATE_SPACE_MIN = 2000
 #: Share of the available memory a fit may plan to use.
 MEMORY_SHARE = 0.8
 
@@ -37,20 +41,30 @@ def available_memory() -> int | None:
         return None
 
 
-def estimate(n_sites: int, n_times: int, n_missing: int) -> tuple[float, float]:
-    """Return (bytes, seconds) a fit and its predictions roughly need."""
+def estimate(
+    n_sites: int, n_times: int, n_missing: int, *, markov_time: bool = False
+) -> tuple[float, float]:
+    """Return (bytes, seconds) a fit and its predictions roughly need.
+
+    ``markov_time`` says the time kernel is a Matern one, which KroneckerGP
+    solves by Kalman filtering from ``STATE_SPACE_MIN`` steps: no
+    ``n_times x n_times`` factor is formed then.
+    """
     cells = n_sites * n_times
+    state_space = markov_time and n_times >= STATE_SPACE_MIN
+    time_factor = 0 if state_space else n_times
     exact_schur = 0 < n_missing <= EXACT_REFIT_MAX_MISSING
-    memory = 8.0 * (6 * (n_sites**2 + n_times**2) + GRID_COPIES * cells)
+    memory = 8.0 * (6 * (n_sites**2 + time_factor**2) + GRID_COPIES * cells)
     if exact_schur:
         memory += 8.0 * 3 * n_missing**2
-    per_solve = 10.0 * (n_sites**3 + n_times**3) + 4.0 * cells * (n_sites + n_times)
-    # missing cells: each evaluation costs some ten complete-grid solves
-    # (fitted to the ozone2 and wind demo fits)
+    # per evaluation: the factors' eigendecompositions once, then complete-grid
+    # solves (about ten more with missing cells), each a pair of mode products
+    eig = 10.0 * (n_sites**3 + time_factor**3)
+    per_solve = 4.0 * cells * (n_sites + (50 if state_space else n_times))
     solves = 1 + (10 if n_missing else 0)
-    seconds = EVALUATIONS * per_solve * solves / FLOPS
+    seconds = EVALUATIONS * (eig / EIG_FLOPS + solves * per_solve / FLOPS)
     if exact_schur:
-        seconds += 2 * n_missing**3 / FLOPS + n_missing * per_solve / FLOPS
+        seconds += (2 * n_missing**3 + n_missing * per_solve) / FLOPS
     return memory, seconds
 
 
@@ -71,9 +85,11 @@ def human_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def check_memory(n_sites: int, n_times: int, n_missing: int) -> tuple[float, float]:
+def check_memory(
+    n_sites: int, n_times: int, n_missing: int, *, markov_time: bool = False
+) -> tuple[float, float]:
     """Return the estimate, or refuse a fit that needs more than the machine has."""
-    memory, seconds = estimate(n_sites, n_times, n_missing)
+    memory, seconds = estimate(n_sites, n_times, n_missing, markov_time=markov_time)
     free = available_memory()
     if free is not None and memory > MEMORY_SHARE * free:
         raise CLIError(
