@@ -245,3 +245,26 @@ def test_size_estimate_knows_the_state_space_route():
     assert estimate(50, 500, 0, markov_time=True) == estimate(50, 500, 0)
     # missing cells cost more than a complete grid of the same size
     assert estimate(50, 500, 100)[1] > estimate(50, 500, 0)[1]
+
+
+def test_prediction_warnings_are_one_line_each(tmp_path, monkeypatch, capsys):
+    import kronecker_gp.cli._run as run
+
+    real = run.fit_with_warnings
+
+    def fit(*args, **kwargs):
+        gp, lines = real(*args, **kwargs)
+        predict = gp.predict_grid
+
+        def noisy(*a, **k):
+            warnings.warn("negative variance\n  clipped", RuntimeWarning, stacklevel=1)
+            return predict(*a, **k)
+
+        gp.predict_grid = noisy
+        return gp, lines
+
+    monkeypatch.setattr(run, "fit_with_warnings", fit)
+    data = write(tmp_path / "d.csv", rows())
+    assert main(fit_args(data, tmp_path / "o.csv")) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["kronecker-gp: warning: RuntimeWarning: negative variance clipped"]

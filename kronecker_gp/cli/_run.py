@@ -7,6 +7,7 @@ import contextlib
 import csv
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,14 +110,20 @@ def _fit(data: GridData, args: argparse.Namespace, values: FloatArray) -> Any:
             gp, lines = fit_with_warnings(kernels, coords, values, report)
         except (ValueError, np.linalg.LinAlgError) as exc:
             raise CLIError(f"fitting failed: {' '.join(str(exc).split())}") from None
+        for line in lines:
+            warn(line)
         if not args.quiet:
             print(f"predicting mean and sd of {data.values.size} cells", flush=True)
         t0 = time.perf_counter()
-        mean, sd = gp.predict_grid(coords, return_std=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mean, sd = gp.predict_grid(coords, return_std=True)
+        for line in dict.fromkeys(
+            f"{w.category.__name__}: {w.message}" for w in caught
+        ):
+            warn(line)
         if not args.quiet:
             print(f"  done in {time.perf_counter() - t0:.1f} s")
-    for line in lines:
-        warn(line)
     return gp, np.asarray(mean), np.asarray(sd)
 
 
