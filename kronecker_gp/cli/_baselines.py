@@ -6,6 +6,7 @@ the largest random subsample it can fit within a time budget.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -157,7 +158,12 @@ def sklearn_baseline(
     gpr = GaussianProcessRegressor(
         kernel, optimizer=_time_limited_lbfgs(budget, info), normalize_y=True
     )
-    gpr.fit(X[idx], y[idx])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        gpr.fit(X[idx], y[idx])
+    for item in caught:  # one line each, like the fit command's warnings
+        text = " ".join(str(item.message).split())
+        print(f"kronecker-gp: warning: sklearn baseline: {text}", file=sys.stderr)
     mask = np.isfinite(split.data) & ~np.isfinite(split.train)
     ms, mt = np.nonzero(mask)
     mean = np.full(split.data.shape, np.nan)
