@@ -23,8 +23,8 @@ import numpy as np
 
 from kronecker_gp import KroneckerGP
 from kronecker_gp import _budgets as kgp_module
-from kronecker_gp._cli_demo import DEMOS, load, split_cells
 from kronecker_gp.cli import make_kernel
+from kronecker_gp.cli._demo import DEMOS, load, split_cells
 
 SETTINGS: list[tuple[str, dict[str, Any], float | None]] = [
     ("defaults", {}, None),

@@ -69,21 +69,26 @@ def main(argv: list[str] | None = None) -> None:
     ax[0, 0].set(title="posterior mean, stations west to east", ylabel="station")
     plot_posterior_surface(
         std, [b.sites, times], kind="std", dates=dates, site_order=order,
-        ax=ax[0, 1], label="ppb",
+        ax=ax[0, 1], label="posterior sd of ozone (ppb)", highlight=test,
+        site_labels=[str(i) for i in b.site_ids],
     )  # fmt: skip
-    ax[0, 1].set(title="posterior sd (bright rows: held-out stations)")
+    ax[0, 1].set(title="posterior sd (red: held-out stations)")
     day = int(np.nanargmax(np.nanmean(Y, axis=0)))
     plot_spatial_map(
         gp, [b.sites, times], day, ax=ax[1, 0], highlight=test, resolution=60,
-        title=f"posterior mean on {dates[day]} (circles: held out)",
+        title=f"posterior mean on {dates[day]}", label="ozone (ppb)",
+        highlight_label="held-out stations",
     )  # fmt: skip
     held = np.full_like(Y, np.nan)
     held[test] = Y[test]
     plot_site_series(
         mean, [b.sites, times], test[0], std=std, held_out=held, dates=dates,
         ax=ax[1, 1], title=f"held-out station {b.site_ids[test[0]]}",
+        ylabel="ozone (ppb)",
     )  # fmt: skip
-    ax[1, 1].set_ylabel("ozone (ppb)")
+    # legend below the series (off the data), leaving the right margin to the
+    # colour bar above it
+    ax[1, 1].legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "ozone2_posterior.png", dpi=90)

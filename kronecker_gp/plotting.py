@@ -109,16 +109,68 @@ def _time_values(
     return x
 
 
+def _date_tick_labels(values: Sequence[float]) -> list[str]:
+    """Return tick labels that name the month (and year) where it changes.
+
+    The first tick always carries the month and year, so an axis is read
+    without an offset text; later ticks repeat only what changed.
+    """
+    import matplotlib.dates as mdates  # noqa: PLC0415
+
+    stamps = [mdates.num2date(v) for v in values]
+    span = (values[-1] - values[0]) if len(values) > 1 else 0.0
+    labels, prev = [], None
+    for d in stamps:
+        new_year = prev is None or d.year != prev.year
+        if span > 3 * 365:
+            labels.append(f"{d.year}")
+        elif span > 100 or all(t.day == 1 for t in stamps):
+            labels.append(d.strftime("%b\n%Y") if new_year else d.strftime("%b"))
+        elif span >= 2:
+            if new_year:
+                labels.append(f"{d:%b} {d.day}\n{d.year}")
+            elif prev is not None and d.month != prev.month:
+                labels.append(f"{d:%b} {d.day}")
+            else:
+                labels.append(f"{d.day}")
+        else:
+            day = prev is None or d.date() != prev.date()
+            labels.append(f"{d:%H:%M}" + (f"\n{d:%b} {d.day} {d.year}" if day else ""))
+        prev = d
+    return labels
+
+
+def _date_formatter() -> Any:
+    """Return a tick formatter that labels dates without an offset text."""
+    import matplotlib.dates as mdates  # noqa: PLC0415
+    from matplotlib.ticker import Formatter  # noqa: PLC0415
+
+    class _DateLabels(Formatter):  # type: ignore[misc]
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            return str(mdates.num2date(x).strftime("%Y-%m-%d %H:%M"))
+
+        def format_ticks(self, values: Sequence[float]) -> list[str]:
+            # the first tick in view names its month and year, even when the
+            # locator also placed ticks just outside the view
+            lo, hi = (
+                sorted(self.axis.get_view_interval()) if self.axis else (-1e99, 1e99)
+            )
+            shown = [v for v in values if lo <= v <= hi]
+            labels = iter(_date_tick_labels(shown) if shown else [])
+            return [next(labels) if lo <= v <= hi else "" for v in values]
+
+    return _DateLabels()
+
+
 def _format_time_axis(ax: Any, dates: ArrayLike | None) -> None:
-    """Label the x axis "date" with concise date ticks, or "time"."""
+    """Label the x axis "date" with month-and-year ticks, or "time"."""
     if dates is None:
         ax.set_xlabel("time")
         return
     import matplotlib.dates as mdates  # noqa: PLC0415
 
-    locator = mdates.AutoDateLocator()
-    ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=9))
+    ax.xaxis.set_major_formatter(_date_formatter())
     ax.set_xlabel("date")
 
 
@@ -159,6 +211,8 @@ def plot_posterior_surface(
     vmax: float | None = None,
     colorbar: bool = True,
     label: str | None = None,
+    site_labels: Sequence[str] | None = None,
+    highlight: ArrayLike | None = None,
 ) -> Any:
     """Draw the posterior over a site x time grid as a coloured surface.
 
@@ -185,7 +239,16 @@ def plot_posterior_surface(
     colorbar : bool, default=True
         Add a colour bar labelled with ``label``.
     label : str, optional
-        Colour bar label (default ``"posterior mean"`` or ``"posterior sd"``).
+        Colour bar label, with the variable and its units, e.g.
+        ``"ozone (ppb)"`` (default ``"posterior mean"`` or ``"posterior sd"``).
+    site_labels : sequence of str of length n_sites, optional
+        Site names or ids (in the grid's row order, before ``site_order``)
+        written as y tick labels: all of them when they fit the axes' height,
+        else every k-th (the y label then says so).
+    highlight : array-like of int, optional
+        Rows (grid order) to mark: their tick label is always shown, in red,
+        and a red triangle outside the right edge points at the row, so no
+        mark covers a cell.
 
     Returns
     -------
@@ -247,9 +310,56 @@ def plot_posterior_surface(
     )
     _format_time_axis(ax, dates)
     ax.set_ylabel("site")
+    rows = np.arange(n_sites) if site_order is None else np.asarray(site_order)
+    if site_labels is not None or highlight is not None:
+        _label_rows(ax, site_labels, rows, highlight)
     if colorbar:
         ax.figure.colorbar(mesh, ax=ax, label=label or _KIND_LABELS[kind])
     return ax
+
+
+def _label_rows(
+    ax: Any, labels: Sequence[str] | None, rows: np.ndarray, highlight: Any
+) -> None:
+    """Write site labels on the y axis (every k-th when they do not all fit)."""
+    n = rows.size
+    if labels is not None and len(labels) != n:
+        raise ValueError(
+            f"site_labels needs {n} labels (one per site); got {len(labels)}."
+        )
+    names = [str(i) if labels is None else str(labels[i]) for i in rows]
+    height_pt = ax.get_position().height * ax.figure.get_figheight() * 72.0
+    step = max(1, int(np.ceil(n / max(height_pt / 9.0, 1.0))))
+    ticks = set(range(0, n, step))
+    marked = []
+    for site in np.atleast_1d(
+        np.asarray(highlight if highlight is not None else [], dtype=int)
+    ):
+        pos = int(np.flatnonzero(rows == site)[0])
+        gap = step / 2 + 0.5 if step > 1 else 1  # keep neighbours' labels off it
+        ticks = {t for t in ticks if abs(t - pos) >= gap} | {pos}
+        marked.append(pos)
+    ticks_sorted = sorted(ticks)
+    ax.set_yticks(
+        ticks_sorted, [names[t] for t in ticks_sorted], fontsize=7 if n > 20 else None
+    )
+    for tick, text in zip(ticks_sorted, ax.get_yticklabels()):
+        if tick in marked:
+            text.set_color("C3")
+            text.set_fontweight("bold")
+    for pos in marked:
+        ax.plot(
+            [1.0],
+            [pos],
+            marker="<",
+            color="C3",
+            ms=6,
+            clip_on=False,
+            transform=ax.get_yaxis_transform(),
+            label="highlighted row",
+        )
+    if step > 1:
+        ax.set_ylabel(f"site (every {step}th labelled)")
 
 
 def _series(values: ArrayLike | None, site: int, n_times: int, name: str) -> Any:
@@ -296,6 +406,7 @@ def plot_site_series(
     noise: float | str | None = None,
     ax: Any = None,
     title: str | None = None,
+    ylabel: str | None = None,
 ) -> Any:
     """Draw one site's posterior mean over time with a +-n_std sd band.
 
@@ -329,12 +440,15 @@ def plot_site_series(
         Where to draw; a new figure when None.
     title : str, optional
         Axes title (default ``"site {site}"``).
+    ylabel : str, optional
+        Y axis label: the variable and its units, e.g. ``"ozone (ppb)"``.
 
     Returns
     -------
     ax : matplotlib Axes
         Holds the mean line (label ``"posterior mean"``), the band (a
-        ``PolyCollection``) and the point sets, with a legend.
+        ``PolyCollection``) and the point sets, with a legend outside the
+        data area (right of the axes).
 
     Raises
     ------
@@ -377,7 +491,7 @@ def plot_site_series(
             mean + half,
             alpha=0.3,
             color="C0",
-            label=f"+-{n_std:g} sd" + (" (with noise)" if noise is not None else ""),
+            label=f"+-{n_std:.3g} sd" + (" (with noise)" if noise is not None else ""),
         )
     ax.plot(x, mean, color="C0", label="posterior mean")
     obs = _series(observed, site, n_times, "observed")
@@ -388,7 +502,12 @@ def plot_site_series(
         ax.plot(x, out, "x", color="C3", ms=5, label="held out")
     _format_time_axis(ax, dates)
     ax.set_title(f"site {site}" if title is None else title)
-    ax.legend(loc="best", fontsize="small")
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.legend(
+        loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+        fontsize="small",
+    )  # fmt: skip
     return ax
 
 
@@ -434,6 +553,9 @@ def plot_spatial_map(
     feature_names: tuple[str, str] = ("lon", "lat"),
     title: str | None = None,
     resolution: int | None = None,
+    label: str | None = None,
+    degrees: bool | None = None,
+    highlight_label: str = "highlighted",
 ) -> Any:
     """Draw the sites on a map coloured by the posterior at one time.
 
@@ -460,13 +582,24 @@ def plot_spatial_map(
     highlight : array-like of int, optional
         Sites to circle (for example a held-out station).
     feature_names : pair of str, default=("lon", "lat")
-        Axis labels.
+        Axis labels (for degrees: "longitude (°E)" and "latitude (°N)").
     title : str, optional
         Axes title (default: the kind and the time index).
     resolution : int, optional
         Model only: also draw the posterior over a ``resolution`` x
         ``resolution`` lattice spanning the sites (a prediction off the
         training grid), under the sites, on the same colour scale.
+    label : str, optional
+        Colour bar label with the variable and its units (default
+        ``"posterior mean"`` or ``"posterior sd"``).
+    degrees : bool, optional
+        Whether x and y are longitude and latitude in degrees (default: when
+        ``feature_names`` start with "lon" and "lat"). Degree maps get degree
+        tick labels and the aspect ``1 / cos(latitude)`` (a kilometre is as
+        long east-west as north-south); other maps get an equal aspect.
+    highlight_label : str, default="highlighted"
+        Legend entry of the ``highlight`` circles (the legend sits below the
+        axes, off the data).
 
     Returns
     -------
@@ -542,14 +675,41 @@ def plot_spatial_map(
             facecolors="none",
             edgecolors="C3",
             linewidths=2,
-            label="highlighted",
+            label=highlight_label,
         )
-    ax.set_xlabel(feature_names[0])
-    ax.set_ylabel(feature_names[1])
+    _map_axes(ax, sites, feature_names, degrees)
+    if highlight is not None:
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize="small",
+            frameon=False,
+        )  # fmt: skip
     ax.set_title(f"{_KIND_LABELS[kind]}, time {time}" if title is None else title)
     if colorbar:
-        ax.figure.colorbar(points, ax=ax, label=_KIND_LABELS[kind])
+        ax.figure.colorbar(points, ax=ax, label=label or _KIND_LABELS[kind])
     return ax
+
+
+def _map_axes(
+    ax: Any, sites: FloatArray, names: tuple[str, str], degrees: bool | None
+) -> None:
+    """Label a map's axes and set its aspect (true distances for degrees)."""
+    if degrees is None:
+        degrees = names[0].lower().startswith("lon") and names[1].lower().startswith(
+            "lat"
+        )
+    if not degrees:
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_aspect("equal", adjustable="box")
+        return
+    from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
+
+    ax.set_xlabel("longitude (°E)")
+    ax.set_ylabel("latitude (°N)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}°"))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}°"))
+    mid = 0.5 * (sites[:, 1].min() + sites[:, 1].max())
+    ax.set_aspect(1.0 / max(np.cos(np.radians(mid)), 0.05), adjustable="box")
 
 
 def plot_factor_spectra(model: Any, *, ax: Any = None) -> Any:

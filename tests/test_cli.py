@@ -1,221 +1,227 @@
-"""Tests for the kronecker-gp command line (fit and demo)."""
+"""Tests for ``kronecker-gp fit``: what it reads, models and writes.
+
+Helpers here (``rows``, ``write``, ``fit_args``, ``read_table``, ``run``) are
+shared with the other ``test_cli_*.py`` files. Faults (exit 2) are in
+``test_cli_faults.py``, file safety in ``test_cli_outputs.py``, the model
+(transforms, bounds, warnings, sizes) in ``test_cli_model.py``, the demo in
+``test_cli_demo.py``.
+"""
 
 import csv
-import re
+import gzip
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from kronecker_gp.cli import MIN_CELLS, main, read_grid_csv
+from kronecker_gp.cli import main, read_grid_csv
+from kronecker_gp.cli._csv import ReadOptions
+from kronecker_gp.cli._transform import Z95
 
 SITES = [(0.0, 0.0), (1.0, 0.5), (0.3, 1.2), (1.5, 1.5), (2.0, 0.2)]
+NAMES = ["Ames, IA", "Boone", "Cedar", "Dover", "Elk"]
 DATES = [f"2020-01-{d:02d}" for d in (1, 2, 3, 4, 5, 7, 8, 9)]  # 2020-01-06 absent
+HEADER = ("station", "name", "lon", "lat", "date", "ozone")
 
 
-def _value(site, day):
-    x, y = site
-    return 3.0 + np.sin(x + y) + 0.5 * np.cos(day / 2.0)
+def value(s, d):
+    """A smooth field plus fixed pseudo-random noise (sd 0.1)."""
+    x, y = SITES[s]
+    noise = 0.1 * np.sin(12.9898 * s + 78.233 * d) * 1.7
+    return 30.0 + 3 * np.sin(x + y) + 2 * np.cos(d / 2.0) + noise
 
 
-def _rows(drop=()):
-    rows = []
-    for s, site in enumerate(SITES):
+def rows(drop=(), sites=range(5)):
+    out = []
+    for s in sites:
         for d, date in enumerate(DATES):
             if (s, d) not in drop:
                 day = int(date[-2:])
-                rows.append([f"S{s}", site[0], site[1], date, _value(site, day)])
-    return rows
+                out.append(
+                    [f"S{s}", NAMES[s], *SITES[s], date, round(value(s, day), 4)]
+                )
+    return out
 
 
-def _write(path, rows, header=("station", "lon", "lat", "date", "ozone")):
+def write(path, table, header=HEADER, delimiter=","):
     with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = csv.writer(handle, delimiter=delimiter)
         if header is not None:
             writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows(table)
     return path
 
 
-def _fit_args(data, out, *extra):
-    return [
+def fit_args(data, out, *extra, quiet=True):
+    args = [
         "fit", str(data), "--site-cols", "lon,lat", "--time-col", "date",
-        "--value-col", "ozone", "--out", str(out), "-q", *extra,
+        "--value-col", "ozone", "--out", str(out), *extra,
     ]  # fmt: skip
+    return [*args, "-q"] if quiet else args
+
+
+def read_table(path, delimiter=","):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter=delimiter))
+
+
+def column(table, name):
+    return np.array([float(r[name].replace(",", ".")) for r in table])
 
 
 @pytest.fixture
 def good_csv(tmp_path):
-    return _write(tmp_path / "data.csv", _rows())
+    return write(tmp_path / "data.csv", rows())
 
 
-def test_fit_writes_every_cell(good_csv, tmp_path):
-    out, plot = tmp_path / "pred.csv", tmp_path / "surface.png"
-    assert main(_fit_args(good_csv, out, "--plot", str(plot))) == 0
-    with open(out, newline="") as handle:
-        table = list(csv.DictReader(handle))
-    assert list(table[0]) == ["lon", "lat", "date", "ozone", "mean", "sd"]
-    assert len(table) == len(SITES) * len(DATES)
-    # the original text of the coordinates and dates is kept
-    assert {row["date"] for row in table} == set(DATES)
-    assert {(row["lon"], row["lat"]) for row in table} == {
-        (str(x), str(y)) for x, y in SITES
-    }
-    obs = np.array([float(row["ozone"]) for row in table])
-    mean = np.array([float(row["mean"]) for row in table])
-    sd = np.array([float(row["sd"]) for row in table])
-    assert np.sqrt(np.mean((mean - obs) ** 2)) < 0.2
-    assert np.all(sd > 0)
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "data.csv", "pred.csv", "surface.png"
+def test_fit_writes_every_cell_with_honest_columns(good_csv, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    assert main(fit_args(good_csv, out, "--units", "ppb", quiet=False)) == 0
+    text = capsys.readouterr().out
+    table = read_table(out)
+    assert list(table[0]) == [
+        *HEADER, "mean", "sd", "sd_obs", "lower95", "upper95"
     ]  # fmt: skip
+    assert len(table) == len(SITES) * len(DATES)
+    # site ids and names carried, rows in the input's order of sites and times
+    assert [r["station"] for r in table[:: len(DATES)]] == [f"S{s}" for s in range(5)]
+    assert table[0]["name"] == "Ames, IA"
+    assert [r["date"] for r in table[: len(DATES)]] == DATES
+    mean, sd, sd_obs = (column(table, k) for k in ("mean", "sd", "sd_obs"))
+    lo, hi = column(table, "lower95"), column(table, "upper95")
+    noise_var = sd_obs**2 - sd**2
+    assert np.all(sd > 0) and np.all(noise_var > 0)
+    np.testing.assert_allclose(noise_var, noise_var[0], rtol=1e-5)
+    np.testing.assert_allclose(lo, mean - Z95 * sd_obs, rtol=1e-6)
+    np.testing.assert_allclose(hi, mean + Z95 * sd_obs, rtol=1e-6)
+    obs = column(table, "ozone")
+    assert np.sqrt(np.mean((mean - obs) ** 2)) < 0.5
+    # the noise is printed in data units, matching the output columns
+    line = next(t for t in text.splitlines() if t.startswith("noise variance"))
+    printed = float(line.split()[2])
+    assert printed == pytest.approx(noise_var[0], rel=1e-3)
+    assert "ppb^2" in line
+    assert "iteration   1  log marginal likelihood" in text and " s)" in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "pred.csv"]
 
 
-def test_fit_prints_progress_and_summary(good_csv, tmp_path, capsys):
-    args = [a for a in _fit_args(good_csv, tmp_path / "p.csv") if a != "-q"]
-    assert main([*args, "--space-kernel", "rbf", "--time-kernel", "matern12"]) == 0
-    out = capsys.readouterr().out
-    assert "grid: 5 sites x 8 times = 40 cells, 40 observed" in out
-    assert "iteration   1  log marginal likelihood" in out
-    assert "RBF" in out and "nu=0.5" in out
+def test_output_keeps_input_order_of_unsorted_sites(tmp_path):
+    table = rows()
+    order = [3, 0, 4, 1, 2]
+    shuffled = [r for s in order for r in table[s * 8 : (s + 1) * 8][::-1]]
+    data = write(tmp_path / "d.csv", shuffled)
+    out = tmp_path / "o.csv"
+    assert main(fit_args(data, out)) == 0
+    result = read_table(out)
+    assert [r["station"] for r in result[::8]] == [f"S{s}" for s in order]
+    assert [r["date"] for r in result[:8]] == DATES  # times in time order
 
 
-def test_read_grid_numeric_times_and_missing_cells(tmp_path):
-    rows = [[r[0], r[1], r[2], int(r[3][-2:]), r[4]] for r in _rows(drop={(0, 1)})]
-    rows[3][4] = "NA"  # an explicit missing value
-    path = _write(tmp_path / "d.csv", rows, header=("id", "x", "y", "t", "v"))
+def test_read_grid_numeric_times_and_missing_markers(tmp_path):
+    table = [[*r[:4], int(r[4][-2:]), r[5]] for r in rows(drop={(0, 1)})]
+    table[3][5] = "N/A"
+    table[4][5] = "nan"
+    table[5][5] = " "
+    path = write(tmp_path / "d.csv", table, header=("id", "nm", "x", "y", "t", "v"))
     grid = read_grid_csv(path, ["x", "y"], "t", "v")
     assert grid.values.shape == (5, 8)
     assert grid.origin is None and grid.dates is None
     np.testing.assert_array_equal(grid.times, [1, 2, 3, 4, 5, 7, 8, 9])
-    assert np.isnan(grid.values[0, 1]) and np.isnan(grid.values[0, 4])
-    assert np.isfinite(grid.values).sum() == 38
+    assert np.isfinite(grid.values).sum() == 40 - 4
+    assert grid.columns == ["id", "nm", "x", "y", "t", "v"]
+    assert grid.site_fields[0] == {"id": "S0", "nm": "Ames, IA", "x": "0.0", "y": "0.0"}
 
 
 def test_read_grid_dates_become_days(good_csv):
     grid = read_grid_csv(good_csv, ["lon", "lat"], "date", "ozone")
     np.testing.assert_array_equal(grid.times, [0, 1, 2, 3, 4, 6, 7, 8])
     assert str(grid.dates[5].astype("datetime64[D]")) == "2020-01-07"
-    np.testing.assert_array_equal(grid.sites, np.array(sorted(SITES)))
+    np.testing.assert_array_equal(grid.sites, np.array(SITES))
 
 
-def test_fit_with_missing_cells(tmp_path):
-    path = _write(tmp_path / "d.csv", _rows(drop={(0, 1), (3, 5)}))
+def test_column_varying_within_a_site_is_dropped(tmp_path):
+    table = rows()
+    table[2][1] = "renamed"
+    path = write(tmp_path / "d.csv", table)
+    grid = read_grid_csv(path, ["lon", "lat"], "date", "ozone")
+    assert grid.dropped == ["name"]
+    assert "name" not in grid.columns
+
+
+def _europe(tmp_path, delimiter, decimal, name="eu.csv", encoding="utf-8"):
+    table = rows()
+    text = delimiter.join(HEADER) + "\n"
+    for r in table:
+        fields = [str(f) for f in r]
+        if decimal == ",":
+            fields[2:4] = [f.replace(".", ",") for f in fields[2:4]]
+            fields[5] = fields[5].replace(".", ",")
+        text += delimiter.join(fields) + "\n"
+    path = tmp_path / name
+    path.write_bytes(text.replace("Elk", "Zürich").encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "decimal"), [(";", ","), ("\t", "."), ("\t", ",")]
+)
+def test_semicolon_tab_and_decimal_comma(tmp_path, delimiter, decimal):
+    path = _europe(tmp_path, delimiter, decimal)
+    out = tmp_path / "o.csv"
+    extra = ["--decimal", ","] if decimal == "," else []
+    assert main(fit_args(path, out, *extra)) == 0
+    table = read_table(out, delimiter=delimiter)
+    assert len(table) == 40 and table[-1]["name"] == "Zürich"
+    reference = _fit_reference(tmp_path)
+    np.testing.assert_allclose(column(table, "mean"), reference, rtol=1e-8)
+    if decimal == ",":
+        assert "," in table[0]["mean"] and "." not in table[0]["mean"]
+
+
+def _fit_reference(tmp_path):
+    ref = tmp_path / "ref.csv"
+    assert main(fit_args(write(tmp_path / "plain.csv", rows()), ref)) == 0
+    return column(read_table(ref), "mean")
+
+
+def test_explicit_delimiter_gzip_and_latin1(tmp_path, capsys):
+    path = _europe(tmp_path, ";", ",", name="eu.csv", encoding="latin-1")
+    gz = tmp_path / "eu.csv.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    out = tmp_path / "o.csv"
+    args = fit_args(gz, out, "--decimal", ",", "--delimiter", ";")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "not valid UTF-8; read it as Latin-1" in err and err.count("\n") == 1
+    assert read_table(out, delimiter=";")[-1]["name"] == "Zürich"
+    assert main([*args, "--encoding", "latin-1"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_time_format_option(tmp_path):
+    table = [[*r[:4], f"{r[4][8:10]}/{r[4][5:7]}/{r[4][:4]}", r[5]] for r in rows()]
+    path = write(tmp_path / "d.csv", table)
+    out = tmp_path / "o.csv"
+    assert main(fit_args(path, out, "--time-format", "%d/%m/%Y")) == 0
+    np.testing.assert_allclose(
+        column(read_table(out), "mean"), _fit_reference(tmp_path), rtol=1e-8
+    )
+
+
+def test_missing_rows_and_values(tmp_path):
+    path = write(tmp_path / "d.csv", rows(drop={(0, 1), (3, 5)}))
     out = tmp_path / "pred.csv"
-    assert main(_fit_args(path, out)) == 0
-    with open(out, newline="") as handle:
-        table = list(csv.DictReader(handle))
+    assert main(fit_args(path, out)) == 0
+    table = read_table(out)
     assert len(table) == 40
     assert sum(row["ozone"] == "" for row in table) == 2
 
 
-def _bad(rows):
-    def edit(tmp_path):
-        return _write(tmp_path / "bad.csv", rows())
-
-    return edit
-
-
-def _text(text):
-    def edit(tmp_path):
-        path = tmp_path / "bad.csv"
-        path.write_text(text)
-        return path
-
-    return edit
-
-
-def _with(index, col, value):
-    def rows():
-        r = _rows()
-        r[index][col] = value
-        return r
-
-    return rows
-
-
-FAULTS = {
-    "empty file": (_text(""), [], "is empty"),
-    "header only": (_text("station,lon,lat,date,ozone\n"), [], "no data rows"),
-    "missing column": (_bad(_rows), ["--value-col", "pm10"], "'pm10' not found"),
-    "non-numeric site": (_bad(_with(4, 1, "east")), [], "'lon' must be numeric"),
-    "non-numeric value": (_bad(_with(7, 4, "high")), [], "'ozone' must be numeric"),
-    "site column of text": (
-        _bad(_rows), ["--site-cols", "station"], "'station' must be numeric"
-    ),
-    "duplicated row": (
-        _bad(lambda: [*_rows(), _rows()[3]]), [], "duplicated site-time row"
-    ),
-    "unparseable date": (
-        _bad(_with(2, 3, "2020-13-45")), [], "cannot parse time '2020-13-45'"
-    ),
-    "too few cells": (
-        _bad(lambda: _rows()[: MIN_CELLS - 2]), [], "too little data"
-    ),
-    "one site": (_bad(lambda: _rows()[:8]), [], "too little data"),
-    "ragged row": (_text("a,b,c,d,e\n1,2,3\n"), [], "line 2 has 3 fields"),
-    "same column twice": (_bad(_rows), ["--site-cols", "lon,date"], "must differ"),
-    "infinite value": (_bad(_with(0, 4, "inf")), [], "non-finite"),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("fault", list(FAULTS))
-def test_fit_bad_input_exits_2_with_one_line(fault, tmp_path, capsys):
-    make, extra, message = FAULTS[fault]
-    data = make(tmp_path)
-    out = tmp_path / "pred.csv"
-    args = _fit_args(data, out)
-    for flag, value in zip(extra[::2], extra[1::2]):
-        args[args.index(flag) + 1] = value
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert err.startswith("kronecker-gp: error: ")
-    assert message in err
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == [data.name]  # no temp files
-
-
-def test_fit_missing_input_file(tmp_path, capsys):
-    assert main(_fit_args(tmp_path / "nope.csv", tmp_path / "o.csv")) == 2
-    assert "does not exist" in capsys.readouterr().err
-
-
-def test_fit_missing_output_folder(good_csv, tmp_path, capsys):
-    out = tmp_path / "no" / "pred.csv"
-    assert main(_fit_args(good_csv, out)) == 2
-    assert "output folder" in capsys.readouterr().err
-
-
-def test_fit_failure_keeps_existing_output(good_csv, tmp_path, monkeypatch):
-    """A failure after fitting leaves a previous output untouched."""
-    out = tmp_path / "pred.csv"
-    out.write_text("previous\n")
-
-    def boom(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr("kronecker_gp.cli._save_surface", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
-        main(_fit_args(good_csv, out, "--plot", str(tmp_path / "s.png")))
-    assert out.read_text() == "previous\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "pred.csv"]
-
-
-def test_usage_errors_exit_2(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "x.csv", "--site-cols", "lon"])
-    assert exc.value.code == 2
-    assert "required" in capsys.readouterr().err
-
-
 def test_module_entry_point(tmp_path):
-    path = _write(tmp_path / "d.csv", _rows()[:3])
+    path = write(tmp_path / "d.csv", rows()[:3])
     proc = subprocess.run(
-        [sys.executable, "-m", "kronecker_gp.cli", *_fit_args(path, tmp_path / "o")],
+        [sys.executable, "-m", "kronecker_gp.cli", *fit_args(path, tmp_path / "o")],
         capture_output=True,
         text=True,
         check=False,
@@ -225,133 +231,34 @@ def test_module_entry_point(tmp_path):
     assert proc.stderr.count("\n") == 1
 
 
-# ------------------------------------------------------------------------ demo
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory):
-    import contextlib
-    import io
-
-    out = tmp_path_factory.mktemp("demo")
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        status = main(
-            ["demo", "--days", "12", "--sklearn-budget", "0.3", "--out", str(out)]
-        )
-    return status, buffer.getvalue(), out
-
-
-def _rmse_table(text):
-    rows = {}
-    for line in text.splitlines():
-        match = re.match(
-            r"\s+(KroneckerGP|per-station mean|sklearn GPR).*?"
-            r"([\d.]+)\s+([\d.]+)%\s+([\d.]+)\s+([\d.]+)%$",
-            line,
-        )
-        if match:
-            rows[match.group(1)] = [float(g) for g in match.groups()[1:]]
-    return rows
-
-
-def test_demo_prints_summary_and_beats_baselines(demo_run):
-    status, text, _ = demo_run
-    assert status == 0
-    assert "iteration   1  log marginal likelihood" in text  # optimiser progress
-    for needle in (
-        "fitted kernels: space",
-        "log marginal likelihood:",
-        "KroneckerGP fit time:",
-        "total wall time:",
-        "noise variance:",
-    ):
-        assert needle in text
-    table = _rmse_table(text)
-    assert set(table) == {"KroneckerGP", "per-station mean", "sklearn GPR"}
-    kron = table["KroneckerGP"]
-    for base in ("per-station mean", "sklearn GPR"):
-        assert kron[0] < table[base][0]  # random cells RMSE
-    assert 80 <= kron[1] <= 100  # coverage of the 95 % interval, in percent
-
-
-def test_demo_writes_pngs(demo_run):
-    _, _, out = demo_run
-    names = sorted(p.name for p in out.iterdir())
-    assert names == ["posterior_map.png", "posterior_surface.png", "station_series.png"]
-    assert all((out / n).stat().st_size > 20_000 for n in names)
-
-
-def test_demo_wind_quiet(tmp_path, capsys):
-    args = ["demo", "--dataset", "wind", "--days", "40", "--sklearn-budget", "0.3"]
-    assert main([*args, "-q", "--out", str(tmp_path)]) == 0
-    text = capsys.readouterr().out
-    assert "iteration" not in text
-    assert "data: wind, 12 stations x 40 days" in text
-    assert len(list(tmp_path.glob("*.png"))) == 3
-
-
-def test_split_cells_holds_out_station_and_ten_percent():
-    from kronecker_gp._cli_demo import split_cells
-
-    rng = np.random.default_rng(0)
-    data = rng.standard_normal((20, 30))
-    data[rng.random(data.shape) < 0.05] = np.nan
-    data[3, :10] = np.nan  # a poorly observed station is never held out
-    split = split_cells(data, np.random.default_rng(1))
-    assert split.station != 3
-    assert np.isnan(split.train[split.station]).all()
-    assert not split.cells[split.station].any()
-    pool = np.isfinite(data).sum() - np.isfinite(data[split.station]).sum()
-    assert split.cells.sum() == round(0.1 * pool)
-    assert np.isfinite(data[split.cells]).all()
-    assert np.isnan(split.train[split.cells]).all()
-    assert split.train_rows.shape == (19, 30)
-
-
-def test_score_and_station_mean_baseline():
-    from kronecker_gp._cli_demo import Split, score, station_mean_baseline
-
-    truth = np.array([1.0, np.nan, 3.0, 10.0])
-    rmse, cover, n = score(truth, np.array([1.0, 0.0, 2.0, 10.0]), np.ones(4))
-    assert (n, cover) == (3, 1.0)
-    assert rmse == pytest.approx(np.sqrt(1 / 3))
-    data = np.array([[1.0, 3.0], [5.0, 7.0], [9.0, 11.0]])
-    train = data.copy()
-    train[2] = np.nan
-    split = Split(data=data, train=train, station=2, cells=np.zeros((3, 2), bool))
-    mean, sd = station_mean_baseline(split)
-    np.testing.assert_allclose(mean[:, 0], [2.0, 6.0, 4.0])
-    np.testing.assert_allclose(sd[0], [1.0, 1.0])
-
-
-def test_time_limited_optimizer_stops_at_budget():
-    from kronecker_gp._cli_demo import _time_limited_lbfgs
-
-    info = {}
-    calls = []
-
-    def slow(theta, eval_gradient=True):
-        # Rosenbrock: L-BFGS-B needs dozens of evaluations from the origin
-        calls.append(theta)
-        time.sleep(0.02)
-        x, y = theta
-        value = (1 - x) ** 2 + 100 * (y - x**2) ** 2
-        grad = np.array([-2 * (1 - x) - 400 * x * (y - x**2), 200 * (y - x**2)])
-        return value, grad
-
-    theta, value = _time_limited_lbfgs(0.05, info)(slow, np.zeros(2), None)
-    assert info["stopped"] and info["evaluations"] == len(calls) <= 4
-    assert value == pytest.approx(slow(theta)[0])
-    info2 = {}
-    theta, _ = _time_limited_lbfgs(30.0, info2)(slow, np.zeros(2), None)
-    assert not info2["stopped"]
-    np.testing.assert_allclose(theta, [1.0, 1.0], atol=1e-3)
-
-
-def test_demo_rejects_unknown_dataset(capsys):
+def test_help_documents_every_output_column_and_the_bounds(capsys):
     with pytest.raises(SystemExit) as exc:
-        main(["demo", "--dataset", "jura"])
+        main(["fit", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("mean", "sd", "sd_obs", "lower95", "upper95"):
+        assert f" {name} " in text
+    assert "exp(m + s^2/2), the mean, not the median exp(m)" in text
+    assert "0.1 x the axis's smallest spacing" in text and "100 x its range" in text
+    for option in ("--missing-values", "--time-format", "--decimal", "--encoding",
+                   "--delimiter", "--max-cells", "--transform"):  # fmt: skip
+        assert option in text
+
+
+def test_version(capsys):
+    from kronecker_gp import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kronecker-gp {__version__}"
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "x.csv", "--site-cols", "lon"])
     assert exc.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    assert "required" in capsys.readouterr().err
 
 
 def test_fit_ozone2_exported_to_long_csv(tmp_path):
@@ -360,51 +267,69 @@ def test_fit_ozone2_exported_to_long_csv(tmp_path):
     b = load_ozone2()
     days = 10
     site, day = np.nonzero(np.isfinite(b.data[:, :days]))
-    rows = [
-        [b.site_ids[s], b.sites[s, 0], b.sites[s, 1], str(b.dates[d]), b.data[s, d]]
+    table = [
+        [b.site_ids[s], f"st {s}", b.sites[s, 0], b.sites[s, 1], str(b.dates[d]),
+         b.data[s, d]]
         for s, d in zip(site, day)
-    ]
-    path = _write(tmp_path / "ozone2.csv", rows)
+    ]  # fmt: skip
+    path = write(tmp_path / "ozone2.csv", table)
     out = tmp_path / "pred.csv"
-    assert main(_fit_args(path, out, "--space-kernel", "matern12")) == 0
-    with open(out, newline="") as handle:
-        table = list(csv.DictReader(handle))
+    assert main(fit_args(path, out, "--space-kernel", "matern12")) == 0
+    result = read_table(out)
     n_sites = np.unique(site).size  # stations with no row in 10 days are absent
-    assert len(table) == n_sites * days
-    missing = [r for r in table if r["ozone"] == ""]
+    assert len(result) == n_sites * days
+    missing = [r for r in result if r["ozone"] == ""]
     assert len(missing) == n_sites * days - site.size
-    assert all(np.isfinite(float(r["mean"])) and float(r["sd"]) > 0 for r in missing)
+    assert all(float(r["sd_obs"]) > float(r["sd"]) > 0 for r in missing)
 
 
-def test_fit_grid_model_refits_exactly_after_cg_search(rng):
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel
+def test_read_options_defaults():
+    opts = ReadOptions()
+    assert opts.missing_values == ("NA", "N/A", "NaN")
+    assert opts.delimiter is None and opts.decimal == "."
 
-    from kronecker_gp.cli import fit_grid_model
 
-    sites, times = rng.uniform(0, 3, size=(8, 2)), np.arange(12.0)
-    Y = np.sin(sites[:, :1]) + np.cos(times / 3) + 0.1 * rng.standard_normal((8, 12))
-    Y[rng.random(Y.shape) < 0.2] = np.nan
+def _captured_figure(monkeypatch):
+    import kronecker_gp.cli._plots as plots
+
     seen = []
-    gp = fit_grid_model(
-        [ConstantKernel() * RBF(1.0), RBF(3.0)],
-        [sites, times],
-        Y,
-        lambda i, lml: seen.append((i, lml)),
-        search_solver="cg",
+    real = plots.fit_figure
+
+    def keep(*args):
+        seen.append(real(*args))
+        return seen[-1]
+
+    monkeypatch.setattr(plots, "fit_figure", keep)
+    return seen
+
+
+def test_fit_plot_names_variable_units_sites_and_months(
+    good_csv, tmp_path, monkeypatch
+):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    seen = _captured_figure(monkeypatch)
+    plot = tmp_path / "s.png"
+    args = fit_args(good_csv, tmp_path / "p.csv", "--plot", str(plot), "--units", "ppb")
+    assert main(args) == 0
+    fig = seen[0]
+    FigureCanvasAgg(fig)
+    fig.canvas.draw()
+    mean_ax, sd_ax, *bars = fig.axes
+    assert [b.get_ylabel() for b in bars] == ["ozone (ppb)", "sd of ozone (ppb)"]
+    assert mean_ax.get_title() == "posterior mean"
+    assert "noise included" in sd_ax.get_title()
+    # sites by their id, the file's first site on top
+    labels = [t.get_text() for t in mean_ax.get_yticklabels()]
+    assert labels == [f"S{s}" for s in range(5)]
+    assert mean_ax.yaxis_inverted()
+    first = mean_ax.get_xticklabels()[0].get_text()
+    assert "Jan" in first and "2020" in first
+    assert mean_ax.xaxis.get_offset_text().get_text() == ""
+    grid = np.asarray(mean_ax.collections[0].get_array()).reshape(5, len(DATES))
+    np.testing.assert_allclose(
+        grid.ravel(), column(read_table(tmp_path / "p.csv"), "mean"), rtol=1e-6
     )
-    assert gp.solver_info_.path == "schur-exact"
-    assert gp.optimizer is None
-    assert seen and seen[0][0] == 1
-    assert gp.log_marginal_likelihood_value_ >= seen[0][1] - 1.0
-
-
-def test_version_and_help(capsys):
-    from kronecker_gp import __version__
-
-    with pytest.raises(SystemExit) as exc:
-        main(["--version"])
-    assert exc.value.code == 0
-    assert capsys.readouterr().out.strip() == f"kronecker-gp {__version__}"
-    with pytest.raises(SystemExit):
-        main(["demo", "--help"])
-    assert "per-station mean" in capsys.readouterr().out
+    assert main([*args, "--site-label", "name"]) == 0
+    labels = [t.get_text() for t in seen[1].axes[0].get_yticklabels()]
+    assert labels == NAMES

@@ -199,7 +199,7 @@ def test_spatial_map_from_model(fitted):
     assert_allclose(points.get_array(), std[:, 0])
     assert_allclose(points.get_clim(), [std.min(), std.max()])
     assert_allclose(ring.get_offsets(), sites[[1]])
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("lon", "lat")
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("longitude (°E)", "latitude (°N)")
     assert ax.get_title() == "posterior sd, time 3"
     assert ax.figure.axes[1].get_ylabel() == "posterior sd"
 
@@ -281,3 +281,102 @@ def test_site_series_band_with_noise(fitted):
 def test_site_series_rejects_bad_noise(noise):
     with pytest.raises(ValueError, match="noise must be"):
         plot_site_series(np.zeros(3), std=np.ones(3), noise=noise, ax=_axes())
+
+
+# ------------------------------------------------ labels a scientist can read
+def _draw(ax):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(ax.figure)
+    ax.figure.canvas.draw()
+    return ax
+
+
+def test_surface_site_labels_all_when_they_fit():
+    names = ["Ames", "Boone", "Cedar", "Dover"]
+    order = np.array([2, 0, 3, 1])
+    ax = plot_posterior_surface(
+        np.arange(12.0).reshape(4, 3), ax=_axes(), site_labels=names,
+        site_order=order, highlight=[3],
+    )  # fmt: skip
+    texts = [t.get_text() for t in ax.get_yticklabels()]
+    assert texts == ["Cedar", "Ames", "Dover", "Boone"]
+    assert list(ax.get_yticks()) == [0, 1, 2, 3]
+    red = [t.get_text() for t in ax.get_yticklabels() if t.get_color() == "C3"]
+    assert red == ["Dover"]
+    (marker,) = [ln for ln in ax.get_lines() if ln.get_marker() == "<"]
+    assert (marker.get_xdata()[0], marker.get_ydata()[0]) == (1.0, 2)
+    assert ax.get_ylabel() == "site"
+
+
+def test_surface_site_labels_thinned_when_crowded():
+    names = [f"station {i}" for i in range(200)]
+    ax = plot_posterior_surface(
+        np.zeros((200, 3)), ax=Figure(figsize=(6, 3)).subplots(),
+        site_labels=names, highlight=[101],
+    )  # fmt: skip
+    ticks = list(ax.get_yticks())
+    assert 5 < len(ticks) < 40 and 101 in ticks
+    step = int(ax.get_ylabel().split("every ")[1].split("th")[0])
+    assert ticks[0] == 0 and all(t % step == 0 for t in ticks if t != 101)
+    assert all(abs(t - 101) >= step / 2 for t in ticks if t != 101)
+    labels = {t.get_text() for t in ax.get_yticklabels()}
+    assert "station 101" in labels and "station 0" in labels
+
+
+def test_surface_rejects_wrong_number_of_site_labels():
+    with pytest.raises(ValueError, match="site_labels needs 3 labels"):
+        plot_posterior_surface(np.zeros((3, 2)), ax=_axes(), site_labels=["a"])
+
+
+@pytest.mark.parametrize(
+    ("start", "days", "first", "later"),
+    [
+        ("1987-06-03", 89, "Jun 1\n1987", "Jul 1"),  # first month labelled
+        ("2020-01-01", 365 * 2, "Jan\n2020", "Jan\n2021"),
+        ("2000-01-01", 365 * 20, "2000", "2008"),
+    ],
+)
+def test_date_axis_labels_first_month_without_offset(start, days, first, later):
+    dates = np.datetime64(start) + np.arange(days).astype("timedelta64[D]")
+    ax = _draw(plot_site_series(np.zeros(days), dates=dates, ax=_axes()))
+    texts = [t.get_text() for t in ax.get_xticklabels()]
+    visible = [
+        t for t, x in zip(texts, ax.get_xticks())
+        if ax.get_xlim()[0] <= x <= ax.get_xlim()[1]
+    ]  # fmt: skip
+    assert visible[0] == first and later in visible
+    assert ax.xaxis.get_offset_text().get_text() == ""
+
+
+def test_spatial_map_aspect_equal_or_true_for_degrees():
+    sites = np.array([[-90.0, 40.0], [-88.0, 42.0], [-86.0, 44.0]])
+    ax = plot_spatial_map([1.0, 2.0, 3.0], sites, ax=_axes(), label="ozone (ppb)")
+    assert ax.get_aspect() == pytest.approx(1 / np.cos(np.radians(42.0)))
+    assert ax.figure.axes[1].get_ylabel() == "ozone (ppb)"
+    ax = _draw(ax)
+    assert all(t.get_text().endswith("°") for t in ax.get_xticklabels() if t.get_text())
+    ax = plot_spatial_map([1.0, 2.0, 3.0], sites, ax=_axes(), feature_names=("x", "y"))
+    assert ax.get_aspect() == 1.0 and ax.get_xlabel() == "x"
+
+
+def test_spatial_map_highlight_legend_below_axes():
+    sites = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    ax = plot_spatial_map(
+        [1.0, 2.0, 3.0], sites, ax=_axes(), highlight=[1],
+        highlight_label="held-out station X", degrees=False,
+    )  # fmt: skip
+    ax = _draw(ax)
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["held-out station X"]
+    assert legend.get_window_extent().y1 <= ax.get_window_extent().y0
+
+
+def test_site_series_legend_outside_and_ylabel():
+    ax = plot_site_series(
+        np.zeros(5), std=np.ones(5), observed=np.ones(5), ax=_axes(),
+        ylabel="ozone (ppb)",
+    )  # fmt: skip
+    ax = _draw(ax)
+    assert ax.get_ylabel() == "ozone (ppb)"
+    assert ax.get_legend().get_window_extent().x0 >= ax.get_window_extent().x1
