@@ -88,6 +88,59 @@ def gauss_hermite_log(logf: object, m: ArrayLike, v: ArrayLike) -> FloatArray:
     return np.asarray(logsumexp(logf(m + s * x) + logw, axis=1))  # type: ignore[operator]
 
 
+def laplace_centred_log_predictive(
+    lik: Likelihood, y: ArrayLike, m: ArrayLike, v: ArrayLike, params: ArrayLike
+) -> FloatArray:
+    r"""Return :math:`\log \int p(y | f) N(f | m, v) df` by adaptive Gauss-Hermite.
+
+    The nodes are centred at the integrand's mode :math:`f_0` (Newton steps
+    on :math:`\log p(y|f) - (f - m)^2 / 2v` with the curvature floored at
+    zero) and scaled by :math:`(W(f_0) + 1/v)^{-1/2}`, so that a sharply
+    peaked likelihood (a large count) is resolved whatever the latent spread.
+
+    Parameters
+    ----------
+    lik : likelihood
+        Any likelihood of this module.
+    y, m, v : array-like of shape (n,)
+        Observations, latent means and variances (``v > 0``).
+    params : array-like
+        The likelihood's log-parameters.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> r = laplace_centred_log_predictive(
+    ...     Gaussian(0.5), np.array([1.0]), np.array([0.0]), np.array([2.0]), [np.log(0.5)]
+    ... )
+    >>> bool(np.isclose(r[0], -0.5 * (np.log(2 * np.pi * 2.5) + 1 / 2.5)))
+    True
+    """
+    y = np.asarray(y, dtype=float).reshape(-1)
+    m = np.asarray(m, dtype=float).reshape(-1)
+    v = np.maximum(np.asarray(v, dtype=float).reshape(-1), 1e-300)
+    f = m.copy()
+    for _ in range(50):
+        _, d1, d2, _ = lik.derivatives(y, f, params)
+        grad = d1 - (f - m) / v
+        step = grad / (np.maximum(-d2, 0.0) + 1.0 / v)
+        f = f + step
+        if np.all(np.abs(step) <= 1e-12 * (1.0 + np.abs(f))):
+            break
+    w_mode = np.maximum(-lik.derivatives(y, f, params)[2], 0.0)
+    sd = 1.0 / np.sqrt(w_mode + 1.0 / v)
+    x, logw = _nodes()
+    nodes = f[:, None] + sd[:, None] * x[None, :]
+    logp = lik.derivatives(y[:, None], nodes, params)[0]
+    log_prior = -0.5 * (nodes - m[:, None]) ** 2 / v[:, None]
+    terms = logw + 0.5 * x * x + logp + log_prior
+    return np.asarray(logsumexp(terms, axis=1) + np.log(sd) - 0.5 * np.log(v))
+
+
 def _check_params(params: ArrayLike, n: int, name: str) -> FloatArray:
     p = np.asarray(params, dtype=float).reshape(-1)
     if p.shape[0] != n:
@@ -192,9 +245,8 @@ class Poisson:
     def log_predictive(
         self, y: ArrayLike, m: ArrayLike, v: ArrayLike, params: ArrayLike
     ) -> FloatArray:
-        """Return the log predictive probability of the counts (Gauss-Hermite)."""
-        yy = np.asarray(y, dtype=float)[:, None]
-        return gauss_hermite_log(lambda e: yy * e - np.exp(e) - gammaln(yy + 1.0), m, v)
+        """Return the log predictive probability of the counts (adaptive G-H)."""
+        return laplace_centred_log_predictive(self, y, m, v, params)
 
 
 @dataclass(frozen=True)
@@ -257,9 +309,53 @@ class NegativeBinomial:
     def log_predictive(
         self, y: ArrayLike, m: ArrayLike, v: ArrayLike, params: ArrayLike
     ) -> FloatArray:
-        """Return the log predictive probability of the counts (Gauss-Hermite)."""
-        yy = np.asarray(y, dtype=float)[:, None]
-        return gauss_hermite_log(lambda e: self.derivatives(yy, e, params)[0], m, v)
+        """Return the log predictive probability of the counts (adaptive G-H)."""
+        return laplace_centred_log_predictive(self, y, m, v, params)
+
+
+def logistic_normal_mean(m: ArrayLike, v: ArrayLike) -> FloatArray:
+    r"""Return :math:`E[\sigma(f)]` for :math:`f \sim N(m, v)`, to about 1e-12.
+
+    For :math:`\sqrt v \le 1` Gauss-Hermite in :math:`f`; above, the identity
+    :math:`E[\sigma(f)] = P(\varepsilon < f) = \int \Phi((m - e) / \sqrt v)
+    \, \sigma'(e) \, de` (:math:`\varepsilon` standard logistic) by the
+    trapezoid rule on :math:`|e| \le 40` with step 1/4 (spectrally accurate:
+    the integrand is analytic in a strip of half-width :math:`\pi`; the
+    truncated tails weigh :math:`e^{-40}`). Gauss-Hermite alone loses accuracy
+    (1e-3 at :math:`v = 100`) once the latent spread dwarfs the sigmoid's
+    width.
+
+    Parameters
+    ----------
+    m, v : array-like of shape (n,)
+        Latent means and variances.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> p = logistic_normal_mean(np.array([0.0, 2.0]), np.array([1e4, 0.0]))
+    >>> np.round(p, 6)
+    array([0.5     , 0.880797])
+    """
+    m = np.asarray(m, dtype=float).reshape(-1)
+    v = np.maximum(np.asarray(v, dtype=float).reshape(-1), 0.0)
+    out = np.empty(m.size)
+    narrow = v <= 1.0
+    if narrow.any():
+        out[narrow] = np.exp(
+            gauss_hermite_log(lambda e: -np.logaddexp(0.0, -e), m[narrow], v[narrow])
+        )
+    wide = ~narrow
+    if wide.any():
+        e = np.arange(-160, 161) * 0.25
+        w = 0.25 * expit(e) * expit(-e)
+        z = (m[wide, None] - e[None, :]) / np.sqrt(v[wide])[:, None]
+        out[wide] = ndtr(z) @ w
+    return out
 
 
 @dataclass(frozen=True)
@@ -320,7 +416,7 @@ class Bernoulli:
         m, v = np.asarray(m, dtype=float), np.asarray(v, dtype=float)
         if self.link == "probit":
             return np.asarray(ndtr(m / np.sqrt(1.0 + v)))
-        return np.exp(gauss_hermite_log(lambda e: -np.logaddexp(0.0, -e), m, v))
+        return logistic_normal_mean(m, v)
 
     def log_predictive(
         self, y: ArrayLike, m: ArrayLike, v: ArrayLike, params: ArrayLike
@@ -403,9 +499,8 @@ class StudentT:
     def log_predictive(
         self, y: ArrayLike, m: ArrayLike, v: ArrayLike, params: ArrayLike
     ) -> FloatArray:
-        """Return the log predictive density of ``y`` (Gauss-Hermite)."""
-        yy = np.asarray(y, dtype=float)[:, None]
-        return gauss_hermite_log(lambda e: self.derivatives(yy, e, params)[0], m, v)
+        """Return the log predictive density of ``y`` (adaptive Gauss-Hermite)."""
+        return laplace_centred_log_predictive(self, y, m, v, params)
 
 
 Likelihood = Gaussian | Poisson | NegativeBinomial | Bernoulli | StudentT
@@ -462,4 +557,5 @@ __all__ = [
     "StudentT",
     "gauss_hermite_log",
     "get_likelihood",
+    "logistic_normal_mean",
 ]
