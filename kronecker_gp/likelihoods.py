@@ -42,7 +42,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import digamma, expit, gammaln, log_ndtr, logsumexp, ndtr
+from scipy.special import (
+    digamma,
+    expit,
+    gammaln,
+    log_ndtr,
+    logsumexp,
+    ndtr,
+)
 
 from kronecker_gp._typing import ArrayLike, FloatArray
 
@@ -114,9 +121,9 @@ def laplace_centred_log_predictive(
     Examples
     --------
     >>> import numpy as np
-    >>> r = laplace_centred_log_predictive(
-    ...     Gaussian(0.5), np.array([1.0]), np.array([0.0]), np.array([2.0]), [np.log(0.5)]
-    ... )
+    >>> one, zero, two = np.ones(1), np.zeros(1), np.full(1, 2.0)
+    >>> lik = Gaussian(0.5)
+    >>> r = laplace_centred_log_predictive(lik, one, zero, two, lik.initial_params())
     >>> bool(np.isclose(r[0], -0.5 * (np.log(2 * np.pi * 2.5) + 1 / 2.5)))
     True
     """
@@ -499,8 +506,30 @@ class StudentT:
     def log_predictive(
         self, y: ArrayLike, m: ArrayLike, v: ArrayLike, params: ArrayLike
     ) -> FloatArray:
-        """Return the log predictive density of ``y`` (adaptive Gauss-Hermite)."""
-        return laplace_centred_log_predictive(self, y, m, v, params)
+        r"""Return the log predictive density of ``y`` (scale-mixture quadrature).
+
+        The Student-t is a Gamma scale mixture of Gaussians, so
+        :math:`\int t_\nu(y | f, \sigma^2) N(f | m, v) df = E_\tau[N(y | m,
+        v + \sigma^2 / \tau)]` with :math:`\tau \sim \Gamma(\nu/2, \nu/2)`:
+        a smooth one-dimensional integral, done by the trapezoid rule in
+        :math:`\log\tau` (step 0.1, spectrally accurate), robust to the
+        two-mode integrands of outliers.
+        """
+        nu = float(self.df)
+        s2 = float(np.exp(_check_params(params, 1, "StudentT")[0]))
+        # trapezoid rule in t = log(tau): the integrand is analytic in the strip
+        # |Im t| < pi/2, where it grows by at most e^(nu/2); the step h keeps
+        # the discretisation error e^(nu/2 - pi^2/h) below e^-40, and the
+        # tails are cut where they weigh e^-40
+        half = 0.5 * nu
+        h = min(0.1, np.pi**2 / (half + 40.0))
+        t = np.arange(-40.0 / (half + 0.5) - 5.0, np.log(2.0 + 160.0 / nu), h)
+        tau = np.exp(t)
+        logw = half * np.log(half) - gammaln(half) + half * t - half * tau + np.log(h)
+        var = np.asarray(v, dtype=float).reshape(-1, 1) + s2 / tau[None, :]
+        r = (np.asarray(y, dtype=float) - np.asarray(m, dtype=float)).reshape(-1, 1)
+        logn = -0.5 * (_LOG_2PI + np.log(var) + r * r / var)
+        return np.asarray(logsumexp(logn + logw, axis=1))
 
 
 Likelihood = Gaussian | Poisson | NegativeBinomial | Bernoulli | StudentT

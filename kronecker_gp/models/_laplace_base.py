@@ -21,10 +21,9 @@ from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 from kronecker_gp.solvers._laplace import (
     LaplaceOptions,
     LaplaceProblem,
-    LaplaceResult,
+    laplace_factorize,
     latent_moments,
     latent_samples,
-    laplace_factorize,
 )
 
 
@@ -77,8 +76,9 @@ class LaplaceGPBase(BaseEstimator):
 
     def _build_kernel(self, axes: list[list[int]]) -> KroneckerKernel:
         if self.kernels is None:
+            # sklearn's GPC default, once per axis
             default = ConstantKernel(1.0, "fixed") * RBF(1.0, "fixed")
-            return KroneckerKernel([default], axes=axes)
+            return KroneckerKernel([clone(default) for _ in axes], axes=axes)
         if isinstance(self.kernels, KroneckerKernel):
             return clone(self.kernels).set_params(axes=axes)
         if isinstance(self.kernels, Kernel):

@@ -338,7 +338,7 @@ def laplace_mode(
     problem: LaplaceProblem,
     opts: LaplaceOptions,
     v0: FloatArray | None = None,
-) -> tuple[FloatArray, int]:
+) -> tuple[FloatArray, int, int]:
     """Find the posterior mode ``v`` (whitened rotated) by damped Newton.
 
     Parameters
@@ -357,6 +357,8 @@ def laplace_mode(
     v : ndarray of shape (N,)
     n_iter : int
         Newton steps taken.
+    cg_iterations : int
+        CG iterations over all steps (0 on the dense path).
     """
     s = np.sqrt(basis.lam)
     v = np.zeros(problem.y.size) if v0 is None else v0.copy()
@@ -367,10 +369,12 @@ def laplace_mode(
         return lp - 0.5 * float(vv @ vv), ff, d1, w
 
     psi, f, d1, w = psi_at(v)
+    cg_its = 0
     for it in range(1, opts.max_newton + 1):
         system = CurvatureSystem(basis, np.maximum(w, 0.0), opts)
         grad = s * basis.rotate(d1) - v
         step = system.solve(grad)
+        cg_its += system.cg_iterations
         t = 1.0
         for _ in range(60):
             new = psi_at(v + t * step)
@@ -384,7 +388,7 @@ def laplace_mode(
         v = v + t * step
         psi, f, d1, w = new
         if decrement <= opts.newton_tol * (1.0 + abs(psi)):
-            return v, it
+            return v, it, cg_its
     raise RuntimeError(
         f"Newton's method for the Laplace mode did not converge in "
         f"{opts.max_newton} steps (last Newton decrement {decrement:.3g}); "
@@ -434,7 +438,7 @@ def laplace_factorize(
     """
     opts = LaplaceOptions() if opts is None else opts
     basis = KronBasis.from_grams(grams)
-    v, n_iter = laplace_mode(basis, problem, opts, v0)
+    v, n_iter, newton_cg = laplace_mode(basis, problem, opts, v0)
     f = basis.unrotate(np.sqrt(basis.lam) * v)
     logp, d1, w, d3 = problem.terms(f)
     system = CurvatureSystem(basis, w, opts)
@@ -444,7 +448,7 @@ def laplace_factorize(
     res.info = {"newton_iterations": n_iter, "dense": system.dense}
     if grad_grams is not None:
         res.grad = _gradient(res, grams, grad_grams, problem, d3)
-    res.info["cg_iterations"] = system.cg_iterations
+    res.info["cg_iterations"] = newton_cg + system.cg_iterations
     return res
 
 
@@ -572,27 +576,31 @@ def latent_moments(
     mean = _apply_cross(cross, a, grid=grid)
     if prior_diag is None:
         return mean, None, True
-    sq = [c * c for c in cross]
     m = mean.size
-    var = prior_diag - _apply_cross(sq, w, grid=grid)
     exact = system.dense or m * w.size <= EXACT_VARIANCE_WORK
-    if exact:
-        step = max(1, CHUNK_ENTRIES // w.size)
-        shape = tuple(c.shape[0] for c in cross)
-        for lo in range(0, m, step):
-            idx = np.arange(lo, min(m, lo + step))
-            if grid:
-                mats = [c[i] for c, i in zip(cross, np.unravel_index(idx, shape))]
-            else:
-                mats = [c[idx] for c in cross]
-            cols = (face_split_rows(mats) * w).T
-            var[idx] += np.sum(cols * system.sigma(cols), axis=0)
-    else:
+    if not exact:
+        # r = R (f0 + W^-1/2 e), f0 ~ N(0, K), e ~ N(0, I), has covariance
+        # R (K + W^-1) R = R, so k*^T r samples the whole subtracted term
+        # (no cancellation between k*^T W k* and k*^T W Sigma W k*)
         rng = np.random.default_rng(random_state)
-        z = system.to_data(system.sample_rotated(n_samples, rng))
-        h = _apply_cross(cross, w[:, None] * z, grid=grid)
-        var += np.mean(h * h, axis=1)
-    return mean, np.maximum(var, 0.0), exact
+        f0 = system.to_data(rng.standard_normal((w.size, n_samples)))
+        u = w[:, None] * f0 + np.sqrt(np.maximum(w, 0.0))[
+            :, None
+        ] * rng.standard_normal((w.size, n_samples))
+        h = _apply_cross(cross, u - w[:, None] * system.sigma(u), grid=grid)
+        return mean, np.maximum(prior_diag - np.mean(h * h, axis=1), 0.0), False
+    var = prior_diag - _apply_cross([c * c for c in cross], w, grid=grid)
+    step = max(1, CHUNK_ENTRIES // w.size)  # rows of k* per solve
+    shape = tuple(c.shape[0] for c in cross)
+    for lo in range(0, m, step):
+        idx = np.arange(lo, min(m, lo + step))
+        if grid:
+            mats = [c[i] for c, i in zip(cross, np.unravel_index(idx, shape))]
+        else:
+            mats = [c[idx] for c in cross]
+        cols = (face_split_rows(mats) * w).T
+        var[idx] += np.sum(cols * system.sigma(cols), axis=0)
+    return mean, np.maximum(var, 0.0), True
 
 
 def latent_samples(
