@@ -68,12 +68,13 @@ def maximise_lml(
         return np.asarray(theta0, dtype=float)
     count = [0]
 
-    def obj(theta: FloatArray) -> tuple[float, FloatArray]:
-        lml, grad = lml_at(np.asarray(theta, dtype=float), True)
+    def obj(theta: FloatArray, eval_gradient: bool = True) -> Any:
+        # sklearn's obj_func contract: (value, gradient), or the value alone
+        lml, grad = lml_at(np.asarray(theta, dtype=float), eval_gradient)
         count[0] += 1
         if verbose:
             print(f"[{name}] evaluation {count[0]:3d}: LML = {lml:.6f}")
-        return -lml, -np.asarray(grad)
+        return (-lml, -np.asarray(grad)) if eval_gradient else -lml
 
     starts = [np.asarray(theta0, dtype=float)]
     if n_restarts > 0:
