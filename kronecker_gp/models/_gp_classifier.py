@@ -157,7 +157,7 @@ class KroneckerGPClassifier(ClassifierMixin, LaplaceGPBase):
                 "For more classes use sklearn's OneVsRestClassifier around it."
             )
 
-    def latent_mean_var(self, X: ArrayLike) -> tuple[FloatArray, FloatArray]:
+    def latent_mean_and_variance(self, X: ArrayLike) -> tuple[FloatArray, FloatArray]:
         """Return the Laplace latent mean and variance at the rows of ``X``.
 
         Parameters
@@ -183,7 +183,7 @@ class KroneckerGPClassifier(ClassifierMixin, LaplaceGPBase):
         -------
         ndarray of shape (n_samples, 2)
         """
-        mean, var = self.latent_mean_var(X)
+        mean, var = self.latent_mean_and_variance(X)
         p1 = self.likelihood_.mean(mean, var, self._lik_params)
         return np.column_stack([1.0 - p1, p1])
 

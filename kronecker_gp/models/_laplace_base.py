@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process.kernels import RBF, CompoundKernel, ConstantKernel, Kernel
 from sklearn.utils.validation import check_is_fitted
 
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
@@ -75,6 +77,14 @@ class LaplaceGPBase(BaseEstimator):
         return [[j] for j in range(n_features)]
 
     def _build_kernel(self, axes: list[list[int]]) -> KroneckerKernel:
+        given = [self.kernels] if isinstance(self.kernels, Kernel) else self.kernels
+        if isinstance(given, Sequence) and any(
+            isinstance(k, CompoundKernel) for k in given
+        ):
+            raise ValueError(
+                "kernels cannot hold a CompoundKernel: each grid axis takes one "
+                "scalar kernel."
+            )
         if self.kernels is None:
             # sklearn's GPC default, once per axis
             default = ConstantKernel(1.0, "fixed") * RBF(1.0, "fixed")
@@ -171,6 +181,7 @@ class LaplaceGPBase(BaseEstimator):
                 name=type(self).__name__,
             )
             self._set_theta(theta)
+            self._warn_at_bounds()
         grams = self.kernel_.factor_grams(grid.coords)
         self._res = laplace_factorize(
             grams, self._problem(), opts=self._options(), v0=self._v_last
@@ -183,6 +194,27 @@ class LaplaceGPBase(BaseEstimator):
         self.solver_info_ = dict(self._res.info)
         self.fit_time_ = time.perf_counter() - t0
         return self
+
+    def _warn_at_bounds(self) -> None:
+        """Warn (ConvergenceWarning) for each hyperparameter left at a bound."""
+        theta, bounds = self._theta(), self._bounds()
+        names = [
+            (h.name, d)
+            for h in self.kernel_.hyperparameters
+            if not h.fixed
+            for d in range(h.n_elements)
+        ]
+        names += [(n, 0) for n in self.likelihood_.param_names[: self._n_lik()]]
+        for (name, d), value, (lo, hi) in zip(names, theta, bounds):
+            for side, b in (("lower", lo), ("upper", hi)):
+                if np.isclose(value, b):
+                    warnings.warn(
+                        f"{name} (element {d}) ended at its {side} bound "
+                        f"{np.exp(b):.3g} after the optimisation; widen its "
+                        "bounds and refit if that bound is not a real limit.",
+                        ConvergenceWarning,
+                        stacklevel=4,
+                    )
 
     def _problem(self) -> LaplaceProblem:
         return LaplaceProblem(self._y, self._offset, self.likelihood_, self._lik_params)
@@ -226,7 +258,10 @@ class LaplaceGPBase(BaseEstimator):
         return res.lml, res.grad[: len(theta)]
 
     def log_marginal_likelihood(
-        self, theta: ArrayLike | None = None, eval_gradient: bool = False
+        self,
+        theta: ArrayLike | None = None,
+        eval_gradient: bool = False,
+        clone_kernel: bool = True,
     ) -> float | tuple[float, FloatArray]:
         """Return the Laplace approximate log marginal likelihood of ``theta``.
 
@@ -237,6 +272,10 @@ class LaplaceGPBase(BaseEstimator):
             learned log-parameters). ``None`` returns the fitted value.
         eval_gradient : bool, default=False
             Also return the gradient w.r.t. ``theta``.
+        clone_kernel : bool, default=True
+            As in scikit-learn: ``False`` leaves ``theta`` set on ``kernel_``
+            (and the likelihood parameters) afterwards; the stored posterior
+            is not refitted.
 
         Returns
         -------
@@ -271,12 +310,13 @@ class LaplaceGPBase(BaseEstimator):
                 opts=self._options(),
             )
         finally:
-            self._set_theta(saved)
+            if clone_kernel:
+                self._set_theta(saved)
             self._v_last = v_saved
         if not eval_gradient:
-            return float(res.lml)
+            return np.float64(res.lml)  # as sklearn (keeps float64 under NEP 50)
         assert res.grad is not None
-        return float(res.lml), res.grad[: theta.shape[0]]
+        return np.float64(res.lml), res.grad[: theta.shape[0]]
 
     # ------------------------------------------------------------ latent
     def _check_X(self, X: ArrayLike) -> FloatArray:
