@@ -24,6 +24,7 @@ from kronecker_gp.solvers._laplace import (
     LaplaceOptions,
     LaplaceProblem,
     laplace_factorize,
+    laplace_lml,
     latent_moments,
     latent_samples,
 )
@@ -183,14 +184,18 @@ class LaplaceGPBase(BaseEstimator):
             self._set_theta(theta)
             self._warn_at_bounds()
         grams = self.kernel_.factor_grams(grid.coords)
+        # the LML (a stochastic log-determinant on large grids) is computed
+        # on first access of log_marginal_likelihood_value_
         self._res = laplace_factorize(
-            grams, self._problem(), opts=self._options(), v0=self._v_last
+            grams,
+            self._problem(),
+            opts=self._options(),
+            v0=self._v_last,
+            need_lml=False,
         )
         self.theta_ = self._theta()
         self.kernels_ = list(self.kernel_.kernels)
         self.likelihood_params_ = np.exp(self._lik_params)
-        self.log_marginal_likelihood_value_ = float(self._res.lml)
-        self.lml_std_error_ = float(self._res.lml_std_error)
         self.solver_info_ = dict(self._res.info)
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -215,6 +220,19 @@ class LaplaceGPBase(BaseEstimator):
                         ConvergenceWarning,
                         stacklevel=4,
                     )
+
+    @property
+    def log_marginal_likelihood_value_(self) -> float:
+        """Laplace approximate LML at ``theta_`` (computed on first access)."""
+        if not hasattr(self, "_res"):
+            raise AttributeError("log_marginal_likelihood_value_ is set by fit.")
+        return float(laplace_lml(self._res))
+
+    @property
+    def lml_std_error_(self) -> float:
+        """Standard error of an estimated LML (0 when exact)."""
+        laplace_lml(self._res)
+        return float(self._res.lml_std_error)
 
     def _problem(self) -> LaplaceProblem:
         return LaplaceProblem(self._y, self._offset, self.likelihood_, self._lik_params)
