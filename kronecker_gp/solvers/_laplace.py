@@ -201,10 +201,25 @@ class KronPreconditioner:
             self.qsv.append((q * sk) @ v)
         self.inv = 1.0 / (1.0 + kron_outer(gammas))
 
+    def to_v(self, x: FloatArray) -> FloatArray:
+        """Return ``V^T x``."""
+        return kron_matvec([v.T for v in self.vs], x)
+
+    def from_v(self, y: FloatArray) -> FloatArray:
+        """Return ``V y``."""
+        return kron_matvec(self.vs, y)
+
+    def m(self, y: FloatArray) -> FloatArray:
+        """Return ``Q S V y`` (the V basis to grid values)."""
+        return kron_matvec(self.qsv, y)
+
+    def m_t(self, x: FloatArray) -> FloatArray:
+        """Return ``V^T S Q^T x``."""
+        return kron_matvec([q.T for q in self.qsv], x)
+
     def apply(self, x: FloatArray, power: float = 1.0) -> FloatArray:
         """Return ``P^-power x`` for columns x of shape (N, k)."""
-        y = kron_matvec([v.T for v in self.vs], x)
-        return kron_matvec(self.vs, (self.inv**power)[:, None] * y)
+        return self.from_v((self.inv**power)[:, None] * self.to_v(x))
 
     def logdet(self) -> float:
         """Return ``log|P|``."""
@@ -263,16 +278,26 @@ class CurvatureSystem:
         elif self.constant:
             x = bb / (1.0 + self.w[0] * self.basis.lam)[:, None]
         else:
-            assert self._precond is not None
-            x, it, res = batched_cg(
-                self.matvec,
-                bb,
-                precond=self._precond.apply,
+            # CG in the preconditioner's basis V: A' = V^T A V has the diagonal
+            # preconditioner (I + Gamma) and costs two Kronecker products
+            prec = self._precond
+            assert prec is not None
+            y, it, _ = batched_cg(
+                self._matvec_v,
+                prec.to_v(bb),
+                precond=prec.inv,
                 rtol=self.opts.cg_tol if rtol is None else rtol,
                 maxiter=self.opts.cg_max_iter,
             )
+            x = prec.from_v(y)
             self.cg_iterations += it
         return x[:, 0] if vec else x
+
+    def _matvec_v(self, y: FloatArray) -> FloatArray:
+        """Return ``V^T A V y`` = ``y + M^T W M y``, ``M = Q S V`` (Kronecker)."""
+        prec = self._precond
+        assert prec is not None
+        return y + prec.m_t(self.w[:, None] * prec.m(y))
 
     def to_data(self, x: FloatArray) -> FloatArray:
         """Return ``Q S x`` (rotated whitened -> grid values)."""
@@ -301,8 +326,12 @@ class CurvatureSystem:
         prec = self._precond
         assert prec is not None
 
+        root = np.sqrt(prec.inv)[:, None]
+
         def scaled(x: FloatArray) -> FloatArray:
-            return prec.apply(self.matvec(prec.apply(x, 0.5)), 0.5)
+            # (I + Gamma)^-1/2 V^T A V (I + Gamma)^-1/2: orthogonally similar
+            # to P^-1/2 A P^-1/2, so the same spectrum and trace
+            return root * self._matvec_v(root * x)
 
         z = self._probes()
         trace, err, _, _ = lanczos_logdet_solve(
