@@ -309,9 +309,9 @@ class CurvatureSystem:
         s = self.s if x.ndim == 1 else self.s[:, None]
         return s * self.basis.rotate(x)
 
-    def sigma(self, x: FloatArray) -> FloatArray:
-        r"""Return :math:`\Sigma x = Q S A^{-1} S Q^T x`."""
-        return self.to_data(self.solve(self.from_data(x)))
+    def sigma(self, x: FloatArray, rtol: float | None = None) -> FloatArray:
+        r"""Return :math:`\Sigma x = Q S A^{-1} S Q^T x` (CG to ``rtol``)."""
+        return self.to_data(self.solve(self.from_data(x), rtol))
 
     def logdet(self) -> tuple[float, float]:
         """Return ``log|A|`` and its standard error (0 when exact)."""
@@ -750,7 +750,10 @@ def latent_moments(
         else:
             mats = [c[idx] for c in cross]
         cols = (face_split_rows(mats) * w).T
-        var[idx] += np.sum(cols * system.sigma(cols), axis=0)
+        # a quadratic form b^T A^-1 b from CG to residual r has relative error
+        # of order r^2 cond(A): sqrt(cg_tol) keeps it at the solves' accuracy
+        rtol = float(np.sqrt(system.opts.cg_tol))
+        var[idx] += np.sum(cols * system.sigma(cols, rtol), axis=0)
     return mean, np.maximum(var, 0.0), True
 
 
