@@ -485,7 +485,10 @@ def laplace_mode(
 
     def psi_at(vv: FloatArray) -> tuple[float, FloatArray, FloatArray, FloatArray]:
         ff = basis.unrotate(s * vv)
-        lp, d1, w, _ = problem.terms(ff)
+        # a trial step may overflow exp(f): Psi is then not finite and the
+        # line search shortens the step, so the warnings are not wanted
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            lp, d1, w, _ = problem.terms(ff)
         return lp - 0.5 * float(vv @ vv), ff, d1, w
 
     psi, f, d1, w = psi_at(v)
