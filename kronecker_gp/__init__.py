@@ -6,7 +6,13 @@ inference through the eigendecompositions of the small factors.
 """
 
 from kronecker_gp import kernels, linalg
-from kronecker_gp.models import KroneckerGP, MultiTaskGP, ProductGraphGP
+from kronecker_gp.models import (
+    KroneckerGP,
+    KroneckerGPClassifier,
+    KroneckerLaplaceGP,
+    MultiTaskGP,
+    ProductGraphGP,
+)
 
 try:
     from kronecker_gp._version import __version__
@@ -20,6 +26,8 @@ except ImportError:  # pragma: no cover - running from a tree without a build
 
 __all__ = [
     "KroneckerGP",
+    "KroneckerGPClassifier",
+    "KroneckerLaplaceGP",
     "MultiTaskGP",
     "ProductGraphGP",
     "__version__",

