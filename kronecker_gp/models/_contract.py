@@ -60,8 +60,8 @@ def condition_number(eigvals: Sequence[FloatArray], noise: float) -> float:
     """
     eps = float(np.finfo(float).eps)
     top, bottom = 1.0, 1.0
-    for w in eigvals:
-        w = np.maximum(np.asarray(w, dtype=float), 0.0)
+    for values in eigvals:
+        w = np.maximum(np.asarray(values, dtype=float), 0.0)
         high = float(w.max(initial=0.0))
         low = float(w.min()) if w.size else 0.0
         top *= high
