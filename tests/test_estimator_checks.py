@@ -104,6 +104,8 @@ def _assert_same_state(before, after):
             np.testing.assert_array_equal(value.theta, other.theta, err_msg=name)
         elif isinstance(value, list) and value and hasattr(value[0], "get_params"):
             assert repr(value) == repr(other), name
+            for k, k_other in zip(value, other):
+                np.testing.assert_array_equal(k.theta, k_other.theta, err_msg=name)
         elif isinstance(value, (np.ndarray, float, int, np.floating)):
             np.testing.assert_array_equal(value, other, err_msg=name)
         else:
@@ -119,6 +121,19 @@ def _kronecker_case(rng):
     gp.fit_grid([x, t], Y)
     X = np.array([[0.1, 0.5], [0.7, 3.2], [0.3, 5.0]])
     return gp, X, [x[:3], t[:4]]
+
+
+def _state_space_case(rng):
+    from sklearn.gaussian_process.kernels import Matern
+
+    x, t = np.linspace(0, 1, 4), np.arange(12.0)
+    Y = np.sin(3 * x)[:, None] * np.cos(t / 3)[None, :]
+    Y = Y + 0.05 * rng.standard_normal(Y.shape)
+    gp = KroneckerGP([RBF(0.5), Matern(3.0, nu=1.5)], noise=0.01, state_space=1)
+    gp.fit_grid([x, t], Y)
+    assert gp._ssm is not None  # the Kalman route
+    X = np.array([[0.1, 0.5], [0.7, 3.2], [0.3, 11.0]])
+    return gp, X, [x, t[:4] + 0.5]  # sample_grid: training coordinates on axis 0
 
 
 def _multitask_case(rng):
@@ -137,7 +152,9 @@ def _graph_case(rng):
     return gp, np.array([[0, 1], [3, 4], [2, 3]]), [np.array([0, 2]), None]
 
 
-@pytest.mark.parametrize("case", [_kronecker_case, _multitask_case, _graph_case])
+@pytest.mark.parametrize(
+    "case", [_kronecker_case, _state_space_case, _multitask_case, _graph_case]
+)
 def test_queries_do_not_change_fitted_state(case, rng):
     gp, X, coords = case(rng)
     before = _public_state(gp)
