@@ -1212,6 +1212,62 @@ def test_predict_shape_with_prior(n_targets):
     assert std_prior.shape == std_post.shape
 
 
+@pytest.mark.parametrize("n_targets", [None, 1, 2, 3])
+@pytest.mark.parametrize("n_samples", [1, 5])
+def test_sample_y_shape_with_prior_multitask(n_targets, n_samples):
+    """MultiTaskGP(n_tasks=...): sample_y shapes agree before and after fit.
+
+    MultiTaskGP's convention: n_tasks=None goes with a 1-D y (outputs without
+    a task axis); a 2-D y keeps its task axis, one column included.
+    """
+    rng = np.random.RandomState(1024)
+    X = rng.randn(10, 3)
+    y = rng.randn(10) if n_targets is None else rng.randn(10, n_targets)
+    model = MultiTaskGP(n_tasks=n_targets, optimizer=None)
+    shape_before_fit = model.sample_y(X, n_samples=n_samples).shape
+    model.fit(X, y)
+    shape_after_fit = model.sample_y(X, n_samples=n_samples).shape
+    assert shape_before_fit == shape_after_fit
+
+
+@pytest.mark.parametrize("n_targets", [None, 1, 2, 3])
+def test_predict_shape_with_prior_multitask(n_targets):
+    rng = np.random.RandomState(1024)
+    n_sample = 10
+    X = rng.randn(n_sample, 3)
+    y = rng.randn(n_sample) if n_targets is None else rng.randn(n_sample, n_targets)
+    model = MultiTaskGP(n_tasks=n_targets, optimizer=None)
+    mean_prior, cov_prior = model.predict(X, return_cov=True)
+    _, std_prior = model.predict(X, return_std=True)
+    model.fit(X, y)
+    mean_post, cov_post = model.predict(X, return_cov=True)
+    _, std_post = model.predict(X, return_std=True)
+    assert mean_prior.shape == mean_post.shape
+    assert cov_prior.shape == cov_post.shape
+    assert std_prior.shape == std_post.shape
+
+
+def test_prior_multitask_is_task_covariance_times_kernel():
+    """Before fit, MultiTaskGP's prior is B (x) K: joint, per-task cov and std."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(4, 2)
+    task = CoregionalizationKernel(2, W=[[1.0], [0.5]], kappa=0.3)
+    kernel = C(2.0) * RBF(0.7)
+    model = MultiTaskGP(kernel, n_tasks=2, task_kernel=task)
+    B, K = task(np.arange(2.0)[:, None]), kernel(X)
+    mean, joint = model.predict_joint_cov(X)
+    kgp_allclose(mean, 0.0)
+    kgp_allclose(joint, np.einsum("ij,tu->itju", K, B))
+    _, cov = model.predict(X, return_cov=True)
+    _, std = model.predict(X, return_std=True)
+    for t in range(2):
+        kgp_allclose(cov[..., t], B[t, t] * K)
+        kgp_allclose(std[:, t], np.sqrt(B[t, t] * np.diag(K)))
+    draws = model.sample_y(X, n_samples=20000, random_state=0)
+    emp = np.cov(draws.reshape(8, -1))
+    assert np.abs(emp - joint.reshape(8, 8)).max() <= 0.05 * np.abs(joint).max()
+
+
 @MULTI_TARGET
 def test_n_targets_error():
     """Check that an error is raised when the number of targets seen at fit is
@@ -1222,6 +1278,16 @@ def test_n_targets_error():
     y = rng.randn(10, 2)
 
     model = GPR(n_targets=1)
+    with pytest.raises(ValueError, match="The number of targets seen in `y`"):
+        model.fit(X, y)
+
+
+def test_n_targets_error_multitask():
+    rng = np.random.RandomState(0)
+    X = rng.randn(10, 3)
+    y = rng.randn(10, 2)
+
+    model = MultiTaskGP(n_tasks=1)
     with pytest.raises(ValueError, match="The number of targets seen in `y`"):
         model.fit(X, y)
 

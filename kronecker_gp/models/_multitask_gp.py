@@ -333,7 +333,9 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
             )
         if self.n_tasks is not None and Y.shape[1] != self.n_tasks:
             raise ValueError(
-                f"y must have n_tasks={self.n_tasks} columns; got {Y.shape[1]}."
+                "The number of targets seen in `y` is different from the parameter "
+                f"`n_tasks`: y must have n_tasks={self.n_tasks} columns; got "
+                f"{Y.shape[1]}."
             )
         observed = ~np.isnan(Y)
         if not observed.any():
@@ -400,16 +402,34 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"noise must be {want}; got {self.noise!r}.")
         return np.broadcast_to(noise, (t,)).astype(float)
 
-    def _setup_hyperparameters(self) -> None:
-        t, rank = self.n_tasks_, self.rank
-        self.kernels_ = self._per_latent(self.kernel, "kernel", lambda q: RBF(1.0))
-        self.task_kernels_ = self._per_latent(
+    def _kernels_as_given(self, t: int) -> tuple[list[Kernel], list[Kernel]]:
+        """Input and task kernels per latent process, as the parameters give them."""
+        rank = self.rank
+        kernels = self._per_latent(self.kernel, "kernel", lambda q: RBF(1.0))
+        tasks = self._per_latent(
             self.task_kernel,
             "task_kernel",
             lambda q: CoregionalizationKernel(
                 t, rank=rank, W=default_loadings(t, _check_rank(rank, t), q * rank)
             ),
         )
+        return kernels, tasks
+
+    def _prior_parts(self) -> tuple[list[Kernel], list[FloatArray], bool]:
+        """Before fit: input kernels, task covariances ``B_q`` and the 1-D flag.
+
+        The number of tasks is ``n_tasks``; without it, one task with 1-D
+        outputs, as ``GaussianProcessRegressor`` with ``n_targets=None``.
+        """
+        self._check_params()
+        t = 1 if self.n_tasks is None else _check_int(self.n_tasks, "n_tasks", 1)
+        kernels, tasks = self._kernels_as_given(t)
+        index = np.arange(t, dtype=float)[:, None]
+        return kernels, [np.asarray(k(index)) for k in tasks], self.n_tasks is None
+
+    def _setup_hyperparameters(self) -> None:
+        t = self.n_tasks_
+        self.kernels_, self.task_kernels_ = self._kernels_as_given(t)
         self._tasks = np.arange(t, dtype=float)[:, None]
         self.noise_ = self._initial_noise()
         self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
@@ -600,7 +620,7 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         ValueError
             If ``theta`` has the wrong length, or ``eval_gradient`` without theta.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "alpha_")  # requires_fit=False skips the plain check
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
@@ -630,8 +650,9 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         )
 
     def __sklearn_tags__(self) -> Any:
-        """Declare a multi-output regressor that accepts 1-D targets too."""
+        """Declare a multi-output regressor (1-D targets too), prior before fit."""
         tags = super().__sklearn_tags__()
+        tags.requires_fit = False
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = True
         return tags
