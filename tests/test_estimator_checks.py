@@ -321,3 +321,14 @@ def test_graph_gp_tiny_noise_raises_with_condition_number():
     ProductGraphGP([_path_laplacian(6)], noise=1e-300, optimizer=None).fit_grid(
         None, np.ones(6)
     )
+
+
+def test_multitask_tiny_noise_raises_with_condition_number():
+    from sklearn.gaussian_process.kernels import DotProduct
+
+    X, Y = np.arange(12.0).reshape(6, 2), np.ones((6, 2))
+    gp = MultiTaskGP(DotProduct(), noise=1e-100, noise_bounds="fixed", optimizer=None)
+    with pytest.raises(np.linalg.LinAlgError, match="condition number of K"):
+        gp.fit(X, Y)
+    gp.set_params(noise=1e-3).fit(X, Y)  # above the rounding level: fits
+    assert np.isfinite(gp.log_marginal_likelihood_value_)

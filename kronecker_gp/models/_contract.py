@@ -109,8 +109,8 @@ def check_conditioning(
             f"The kernel, {kernel}, is not returning a positive definite matrix. "
             "Try gradually increasing the 'noise' parameter of your "
             f"{owner} estimator. (The condition number of K + noise I is "
-            f"{cond:.3g}, above {MAX_CONDITION:.3g}: noise={noise:.3g} is below "
-            "the rounding error of the kernel's eigenvalues.)"
+            f"{cond:.3g}, above {MAX_CONDITION:.3g}: the noise is below the "
+            "rounding error of the kernel's eigenvalues.)"
         )
 
 

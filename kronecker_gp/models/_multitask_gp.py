@@ -17,7 +17,12 @@ from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import CoregionalizationKernel
 from kronecker_gp.kernels._multitask import _check_int, default_loadings
-from kronecker_gp.models._contract import lml_float, query_lml, safe_normalisation
+from kronecker_gp.models._contract import (
+    check_conditioning,
+    lml_float,
+    query_lml,
+    safe_normalisation,
+)
 from kronecker_gp.models._multitask_gp_predict import MultiTaskPredictionMixin
 from kronecker_gp.models._multitask_iterative import (
     LMCSystem,
@@ -496,6 +501,8 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         b, k = (bs[0][0], ks[0][0]) if eval_gradient else (bs[0], ks[0])
         try:
             eig = two_kron_eigh(np.asarray(b), np.asarray(k), self.noise_)
+            # whitened by the noise: spectrum w1 (x) w2 + 1
+            check_conditioning([eig.w1, eig.w2], 1.0, self.kernels_[0], "MultiTaskGP")
             post, lml = multitask_factorize(eig, self._y, self._observed)
         except np.linalg.LinAlgError as exc:
             raise np.linalg.LinAlgError(
