@@ -58,15 +58,9 @@ def _check_kind(kind: str) -> str:
 
 def _model_coords(model: Any, coords: Sequence[ArrayLike] | None) -> list[FloatArray]:
     """Return the model's per-axis coordinates (the training grid by default)."""
-    from sklearn.exceptions import NotFittedError  # noqa: PLC0415
+    from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
 
-    # not check_is_fitted: a GP regressor predicts from its prior unfitted
-    # (requires_fit=False), but only a fitted one has a training grid
-    if not hasattr(model, "grid_"):
-        raise NotFittedError(
-            f"This {type(model).__name__} instance is not fitted yet; call fit or "
-            "fit_grid before plotting its posterior."
-        )
+    check_is_fitted(model, "theta_")  # KroneckerGP has requires_fit=False
     if coords is None:
         coords = model.grid_.coords
     if len(coords) != 2:
@@ -750,7 +744,7 @@ def plot_factor_spectra(model: Any, *, ax: Any = None) -> Any:
     import scipy.linalg  # noqa: PLC0415
     from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
 
-    check_is_fitted(model)
+    check_is_fitted(model, "theta_")  # KroneckerGP has requires_fit=False
     ax = _new_axes(ax)
     grams = model.kernel_.factor_grams(model.grid_.coords)
     for d, gram in enumerate(grams):

@@ -171,7 +171,8 @@ def test_eigh_solve_logdet(factory, rng):
     op, dense = _needs(factory, rng, "spd")
     w, vecs = op.eigh()
     v = vecs.to_dense()
-    assert_allclose((v * w) @ v.T, dense, rtol=EIG_RTOL)
+    scale = np.abs(dense).max()  # structural zeros come back as rounding noise
+    assert_allclose((v * w) @ v.T, dense, rtol=EIG_RTOL, atol=EIG_RTOL * scale)
     b = rng.standard_normal((op.shape[0], 2))
     assert_allclose(dense @ op.solve(b), b, rtol=EIG_RTOL)
     assert_allclose((dense + 0.5 * np.eye(op.shape[0])) @ op.solve(b, 0.5), b)
@@ -199,7 +200,7 @@ def test_block_toeplitz_large_matches_direct_sum(rng):
             for i in range(m)
         ]
     ).reshape(-1)
-    assert_allclose(op @ x.reshape(-1), direct)
+    assert_allclose(op @ x.reshape(-1), direct, atol=1e-12 * np.abs(direct).max())
 
 
 def test_block_matrix_nested_and_transpose_of_operator_blocks(rng):

@@ -325,10 +325,10 @@ def test_constant_variances_reduce_to_scalar_noise(solver, rng):
     scale = np.abs(grad).max()
     assert_allclose(grad[:-1], grad_ref[:-1], rtol=EIG_RTOL, atol=EIG_RTOL * scale)
     if solver == "exact":
-        assert_allclose(grad[-1], grad_ref[-1], rtol=EIG_RTOL)
+        assert_allclose(grad[-1], grad_ref[-1], rtol=EIG_RTOL, atol=EIG_RTOL * scale)
     else:
         # the noise entry's trace estimate skips the missing cells (where the
         # scalar path's estimate is noise around zero): compare with the truth
         exact = _fit(coords, Y, 0.05, mask, solver="exact")
         truth = exact.log_marginal_likelihood(theta_ref, eval_gradient=True)[1][-1]
-        assert abs(grad[-1] - truth) <= 0.05 * abs(truth)
+        assert abs(grad[-1] - truth) <= 0.05 * max(abs(truth), 1e-3 * scale)

@@ -15,6 +15,7 @@ import pickle
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -103,6 +104,8 @@ def _assert_same_state(before, after):
             np.testing.assert_array_equal(value.theta, other.theta, err_msg=name)
         elif isinstance(value, list) and value and hasattr(value[0], "get_params"):
             assert repr(value) == repr(other), name
+            for k, k_other in zip(value, other):
+                np.testing.assert_array_equal(k.theta, k_other.theta, err_msg=name)
         elif isinstance(value, (np.ndarray, float, int, np.floating)):
             np.testing.assert_array_equal(value, other, err_msg=name)
         else:
@@ -118,6 +121,19 @@ def _kronecker_case(rng):
     gp.fit_grid([x, t], Y)
     X = np.array([[0.1, 0.5], [0.7, 3.2], [0.3, 5.0]])
     return gp, X, [x[:3], t[:4]]
+
+
+def _state_space_case(rng):
+    from sklearn.gaussian_process.kernels import Matern
+
+    x, t = np.linspace(0, 1, 4), np.arange(12.0)
+    Y = np.sin(3 * x)[:, None] * np.cos(t / 3)[None, :]
+    Y = Y + 0.05 * rng.standard_normal(Y.shape)
+    gp = KroneckerGP([RBF(0.5), Matern(3.0, nu=1.5)], noise=0.01, state_space=1)
+    gp.fit_grid([x, t], Y)
+    assert gp.solver_info_.path == "state-space"  # the Kalman route
+    X = np.array([[0.1, 0.5], [0.7, 3.2], [0.3, 11.0]])
+    return gp, X, [x, t[:4] + 0.5]  # sample_grid: training coordinates on axis 0
 
 
 def _multitask_case(rng):
@@ -136,7 +152,9 @@ def _graph_case(rng):
     return gp, np.array([[0, 1], [3, 4], [2, 3]]), [np.array([0, 2]), None]
 
 
-@pytest.mark.parametrize("case", [_kronecker_case, _multitask_case, _graph_case])
+@pytest.mark.parametrize(
+    "case", [_kronecker_case, _state_space_case, _multitask_case, _graph_case]
+)
 def test_queries_do_not_change_fitted_state(case, rng):
     gp, X, coords = case(rng)
     before = _public_state(gp)
@@ -195,3 +213,122 @@ def test_graph_gp_contract_on_nodes(rng):
         est.predict(cells[:, :1])
     with pytest.raises(ValueError, match="integer node indices"):
         est.predict(cells + 0.5)
+
+
+# ------------------------------------------ the shared contract (issue 12)
+def _sklearn_style_optimizer(calls):
+    """A custom optimizer written for sklearn: obj_func(theta, eval_gradient=...)."""
+
+    def optimizer(obj_func, initial_theta, bounds):
+        value, grad = obj_func(initial_theta)  # eval_gradient=True by default
+        calls.append((value, np.shape(grad), np.shape(initial_theta)))
+        best, best_val = initial_theta, obj_func(initial_theta, eval_gradient=False)
+        for shift in (-0.5, 0.5):
+            theta = np.clip(initial_theta + shift, bounds[:, 0], bounds[:, 1])
+            val = obj_func(theta, eval_gradient=False)
+            if val < best_val:
+                best, best_val = theta, val
+        return best, best_val
+
+    return optimizer
+
+
+def _mt_data(rng):
+    X = np.linspace(0, 1, 8)[:, None]
+    Y = np.column_stack([np.sin(4 * X[:, 0]), np.cos(4 * X[:, 0])])
+    return X, Y + 0.05 * rng.standard_normal(Y.shape)
+
+
+@pytest.mark.parametrize("kind", ["kronecker", "multitask", "graph"])
+def test_custom_optimizer_gets_sklearns_obj_func(kind, rng):
+    calls = []
+    opt = _sklearn_style_optimizer(calls)
+    if kind == "kronecker":
+        gp = KroneckerGP([RBF(1.0)], noise=0.1, optimizer=opt)
+        gp.fit(np.linspace(0, 1, 7)[:, None], np.sin(np.arange(7.0)))
+    elif kind == "multitask":
+        gp = MultiTaskGP(RBF(0.3), noise=0.01, optimizer=opt).fit(*_mt_data(rng))
+    else:
+        gp = ProductGraphGP([_path_laplacian(6)], noise=0.1, optimizer=opt)
+        gp.fit_grid(None, rng.standard_normal(6))
+    value, grad_shape, theta_shape = calls[0]
+    assert isinstance(value, float) and grad_shape == theta_shape
+    assert gp.log_marginal_likelihood_value_ >= -value - 1e-9 * abs(value)
+
+
+def test_bound_warnings_name_the_parameter_for_every_estimator(rng):
+    X, Y = _mt_data(rng)
+    mt = MultiTaskGP(RBF(0.3, length_scale_bounds=(1e-3, 1e-2)), noise=0.01)
+    with pytest.warns(ConvergenceWarning, match="parameter kernel__length_scale is"):
+        mt.fit(X, Y)
+    graph = ProductGraphGP(
+        [_path_laplacian(6)], noise=0.5, noise_bounds=(0.4, 0.6), kappa_bounds="fixed"
+    )
+    y = np.sin(np.arange(6.0))
+    with pytest.warns(ConvergenceWarning, match="parameter noise is close to the"):
+        graph.fit_grid(None, y)
+    graph = ProductGraphGP([_path_laplacian(6)], amplitude=1e6, noise=0.1)
+    with pytest.warns(UserWarning, match="parameter amplitude, 1e[+]06, is outside"):
+        graph.fit_grid(None, y)
+
+
+def test_nan_rule_and_huge_targets_for_graph_gp(rng):
+    """ProductGraphGP.fit takes NaN in y as a missing cell (as fit_grid), and
+    normalize_y does not overflow near 1e200."""
+    laplacians = [_path_laplacian(5), _path_laplacian(4)]
+    cells = np.array([(i, j) for i in range(5) for j in range(4)])
+    y = rng.standard_normal(len(cells))
+    y_nan = y.copy()
+    y_nan[[3, 11]] = np.nan
+    keep = ~np.isnan(y_nan)
+    est = ProductGraphGP(laplacians, noise=0.1, optimizer=None)
+    a = clone(est).fit(cells, y_nan)
+    b = clone(est).fit(cells[keep], y[keep])
+    c = clone(est).fit_grid(None, y_nan.reshape(5, 4))
+    np.testing.assert_array_equal(a.predict(cells), b.predict(cells))
+    assert_allclose(a.predict(cells), c.predict(cells))
+    with pytest.raises(ValueError, match="no observed cell"):
+        clone(est).fit(cells, np.full(len(cells), np.nan))
+    big = clone(est).set_params(normalize_y=True).fit(cells, 1e200 * y)
+    ref = clone(est).set_params(normalize_y=True).fit(cells, y)
+    mean, std = big.predict(cells, return_std=True)
+    ref_mean, ref_std = ref.predict(cells, return_std=True)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    assert_allclose(mean / 1e200, ref_mean, atol=1e-12 * np.abs(ref_mean).max())
+    assert_allclose(std / 1e200, ref_std)
+
+
+def test_huge_targets_normalize_without_overflow_multitask(rng):
+    X, Y = _mt_data(rng)
+    est = MultiTaskGP(RBF(0.3), noise=0.01, optimizer=None, normalize_y=True)
+    big = clone(est).fit(X, 1e200 * Y)
+    ref = clone(est).fit(X, Y)
+    mean, std = big.predict(X, return_std=True)
+    ref_mean, ref_std = ref.predict(X, return_std=True)
+    assert np.isfinite(mean).all() and np.isfinite(std).all()
+    assert_allclose(mean / 1e200, ref_mean, atol=1e-12 * np.abs(ref_mean).max())
+    assert_allclose(std / 1e200, ref_std)
+
+
+def test_graph_gp_tiny_noise_raises_with_condition_number():
+    # a diffusion kernel with a long time has a spectrum spanning exp(-1e4 lam)
+    gp = ProductGraphGP(
+        [_path_laplacian(6)], kernel="diffusion", beta=1e4, noise=1e-300
+    )
+    with pytest.raises(np.linalg.LinAlgError, match="condition number of K"):
+        gp.set_params(optimizer=None).fit_grid(None, np.ones(6))
+    # a well-conditioned Matern spectrum takes the same tiny noise
+    ProductGraphGP([_path_laplacian(6)], noise=1e-300, optimizer=None).fit_grid(
+        None, np.ones(6)
+    )
+
+
+def test_multitask_tiny_noise_raises_with_condition_number():
+    from sklearn.gaussian_process.kernels import DotProduct
+
+    X, Y = np.arange(12.0).reshape(6, 2), np.ones((6, 2))
+    gp = MultiTaskGP(DotProduct(), noise=1e-100, noise_bounds="fixed", optimizer=None)
+    with pytest.raises(np.linalg.LinAlgError, match="condition number of K"):
+        gp.fit(X, Y)
+    gp.set_params(noise=1e-3).fit(X, Y)  # above the rounding level: fits
+    assert np.isfinite(gp.log_marginal_likelihood_value_)

@@ -202,7 +202,9 @@ def test_gradient_matches_finite_differences(kernel, rng):
     assert dK.shape == (*K.shape, kernel.n_dims)
     assert_allclose(K, kernel(X))
     fd = fd_gradient(lambda t: kernel.clone_with_theta(t)(X), kernel.theta)
-    assert_allclose(dK, fd, rtol=EIG_RTOL)
+    # entries of dK can be exactly zero, where fd is rounding noise: the
+    # absolute slack scales with the largest entry
+    assert_allclose(dK, fd, rtol=EIG_RTOL, atol=EIG_RTOL * np.abs(fd).max(initial=0))
 
 
 def test_factor_grams_gradient_matches_finite_differences(kernel, rng):

@@ -303,8 +303,10 @@ def test_eigh_reconstructs(factory, rng):
     v = vecs.to_dense()
     assert w.shape == (op.shape[0],)
     assert v.shape == op.shape
-    assert_allclose((v * w) @ v.T, dense, rtol=EIG_RTOL)
-    assert_allclose(v.T @ v, np.eye(op.shape[0]), rtol=EIG_RTOL)
+    # structural zeros of dense come back as rounding noise: scaled slack
+    scale = np.abs(dense).max()
+    assert_allclose((v * w) @ v.T, dense, rtol=EIG_RTOL, atol=EIG_RTOL * scale)
+    assert_allclose(v.T @ v, np.eye(op.shape[0]), rtol=EIG_RTOL, atol=EIG_RTOL)
     u = rng.standard_normal(op.shape[0])
     assert_allclose(vecs @ u, v @ u)
 
@@ -389,7 +391,8 @@ def _check_square_operator(op, dense, rng):
     assert_allclose(op.diagonal(), np.diag(dense))
     w, vecs = op.eigh()
     v = vecs.to_dense()
-    assert_allclose((v * w) @ v.T, dense, rtol=EIG_RTOL)
+    scale = np.abs(dense).max()
+    assert_allclose((v * w) @ v.T, dense, rtol=EIG_RTOL, atol=EIG_RTOL * scale)
     shift = _pd_shift(dense)
     shifted = dense + shift * np.eye(n)
     assert_allclose(shifted @ op.solve(us, shift), us, rtol=EIG_RTOL)

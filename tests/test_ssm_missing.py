@@ -176,7 +176,8 @@ def test_optimisation_reaches_eigen_route_optimum(rng):
     a = KroneckerGP(KERNELS, state_space=1, **kw).fit_grid(coords, Y)
     b = KroneckerGP(KERNELS, state_space=None, **kw).fit_grid(coords, Y)
     lb = b.log_marginal_likelihood_value_
-    assert abs(a.log_marginal_likelihood_value_ - lb) <= 1e-6 * abs(lb)
+    # relative to the LML's O(N) scale, not its value (which may be near 0)
+    assert abs(a.log_marginal_likelihood_value_ - lb) <= 1e-6 * max(abs(lb), Y.size)
 
 
 def test_missing_cells_need_not_touch_whole_series(rng):

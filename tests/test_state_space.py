@@ -339,7 +339,8 @@ def test_frozen_gains_equal_full_filter(rng, monkeypatch):
     lml_full, grad_full = ssm_log_marginal_likelihood(
         kernel, t, Y, w, NOISE, eval_gradient=True
     )
-    assert_allclose(lml, lml_full, rtol=1e-13)
+    # an LML's rounding error scales with its O(N) terms, not with its value
+    assert_allclose(lml, lml_full, rtol=1e-13, atol=1e-13 * Y.size)
     for mine, full in zip(grad, grad_full):
         assert_allclose(mine, full, rtol=1e-11, atol=1e-11 * np.abs(full).max())
     assert_allclose(x, ssm_solve(kernel, t, w, NOISE, Y), rtol=1e-11, atol=1e-12)
@@ -375,8 +376,13 @@ def test_solve_matches_dense(kind, rng):
     covs, _ = _dense_series(TIME_KERNEL, t, w, NOISE)
     ref = np.stack([np.linalg.solve(c, b) for c, b in zip(covs, B)])
     assert X.shape == B.shape
-    assert_allclose(X, ref)
-    assert_allclose(ssm_solve(TIME_KERNEL, t, w, NOISE, B[:, :, 1]), ref[:, :, 1])
+    scale = np.abs(ref).max()  # entries near zero: slack scaled by the largest
+    assert_allclose(X, ref, atol=1e-12 * scale)
+    assert_allclose(
+        ssm_solve(TIME_KERNEL, t, w, NOISE, B[:, :, 1]),
+        ref[:, :, 1],
+        atol=1e-12 * scale,
+    )
 
 
 def test_solve_with_tiny_noise_keeps_accuracy(rng):

@@ -21,13 +21,12 @@ from sklearn.utils.validation import validate_data
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp.linalg import kron_outer
 
-#: Largest condition number of ``K + noise I`` accepted by the eigen routes.
-#: The factor eigenvalues carry absolute errors of about ``eps * max`` each,
-#: so with ``cond(K + noise I)`` near ``1 / eps`` the smallest shifted
-#: eigenvalues (hence ``alpha_``, the LML and the predictions) have no
-#: correct digit; at ``0.01 / eps`` (4.5e13) they keep about two.
-#: scikit-learn's Cholesky fails (``LinAlgError``) in the same regime.
-MAX_CONDITION = 0.01 / float(np.finfo(float).eps)
+#: Largest condition number of ``K + noise I`` accepted by the eigen routes:
+#: ``1 / eps`` (4.5e15), where scikit-learn's Cholesky fails too. Above it the
+#: noise is below the rounding error of the factor eigenvalues (about
+#: ``n_d * eps * max``), so the smallest shifted eigenvalues, hence
+#: ``alpha_``, the LML and the predictions, carry no correct digit.
+MAX_CONDITION = 1.0 / float(np.finfo(float).eps)
 
 
 def condition_number(eigvals: Sequence[FloatArray], noise: float) -> float:
@@ -43,7 +42,9 @@ def condition_number(eigvals: Sequence[FloatArray], noise: float) -> float:
     Returns
     -------
     float
-        :math:`(\prod_d \max w_d + s) / (\prod_d \min w_d + s)`.
+        :math:`(\prod_d \max w_d + s) / (\prod_d \min w_d + s)`, each
+        :math:`\min w_d` taken as 0 when below its rounding error
+        :math:`n_d \epsilon \max w_d`.
 
     Notes
     -----
@@ -57,9 +58,15 @@ def condition_number(eigvals: Sequence[FloatArray], noise: float) -> float:
     >>> float(condition_number([np.array([0.0, 1.0]), np.array([1.0, 3.0])], 1.0))
     4.0
     """
-    ws = [np.maximum(np.asarray(w, dtype=float), 0.0) for w in eigvals]
-    top = float(np.prod([w.max(initial=0.0) for w in ws]))
-    bottom = float(np.prod([w.min(initial=0.0) for w in ws]))
+    eps = float(np.finfo(float).eps)
+    top, bottom = 1.0, 1.0
+    for values in eigvals:
+        w = np.maximum(np.asarray(values, dtype=float), 0.0)
+        high = float(w.max(initial=0.0))
+        low = float(w.min()) if w.size else 0.0
+        top *= high
+        # below n * eps * max an eigenvalue is rounding noise: count it as 0
+        bottom *= low if low > w.size * eps * high else 0.0
     return (top + noise) / (bottom + noise)
 
 
@@ -102,8 +109,8 @@ def check_conditioning(
             f"The kernel, {kernel}, is not returning a positive definite matrix. "
             "Try gradually increasing the 'noise' parameter of your "
             f"{owner} estimator. (The condition number of K + noise I is "
-            f"{cond:.3g}, above {MAX_CONDITION:.3g}: noise={noise:.3g} is below "
-            "the rounding error of the kernel's eigenvalues.)"
+            f"{cond:.3g}, above {MAX_CONDITION:.3g}: the noise is below the "
+            "rounding error of the kernel's eigenvalues.)"
         )
 
 

@@ -16,7 +16,13 @@ from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels._graph import check_nodes, laplacian_eigh
 from kronecker_gp.linalg import kron_matvec, kron_outer
-from kronecker_gp.models._contract import lml_float, query_lml
+from kronecker_gp.models._contract import (
+    check_conditioning,
+    lml_float,
+    query_lml,
+    safe_normalisation,
+    validate_targets_with_nan,
+)
 from kronecker_gp.models._optimize import (
     Label,
     check_optimizer_params,
@@ -307,7 +313,8 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         X : array-like of shape (n_samples, D)
             Integer node indices; column ``d`` indexes ``laplacians[d]``.
         y : array-like of shape (n_samples,)
-            Targets.
+            Targets; NaN marks a missing observation, as NaN in
+            :meth:`fit_grid`'s ``Y``.
 
         Returns
         -------
@@ -320,8 +327,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             If an index is out of range or not an integer, or a cell repeats.
         """
         self.__dict__.pop("alpha_", None)  # unfitted until this fit succeeds
-        X, y = validate_data(self, X, y, y_numeric=True, dtype=np.float64)
-        X, y = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        X, y = validate_targets_with_nan(self, X, y)  # NaN: a missing cell
         ws, us = self._eigen()
         shape = tuple(w.size for w in ws)
         if X.shape[1] != len(shape):
@@ -422,9 +428,8 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         if obs.size == 0:
             raise ValueError("Y has no observed cell; nothing to fit.")
         self.y_train_mean_, self.y_train_std_ = 0.0, 1.0
-        if self.normalize_y:
-            std = float(obs.std())
-            self.y_train_mean_, self.y_train_std_ = float(obs.mean()), std or 1.0
+        if self.normalize_y:  # no overflow near 1e200
+            self.y_train_mean_, self.y_train_std_ = safe_normalisation(obs)
         Y = (Y - self.y_train_mean_) / self.y_train_std_
         full = np.full(self.shape_, np.nan)
         full[_sub_index(self.shape_, nodes)] = Y
@@ -506,6 +511,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         g, dg = self._spectrum(eval_gradient)
         noise_free = any(n == "noise" for n, _, _ in self._specs)
         try:
+            check_conditioning([g], self.noise_, self.kernel, type(self).__name__)
             return self._path.factorise(
                 g, self.noise_, dg if eval_gradient else None, noise_free
             )

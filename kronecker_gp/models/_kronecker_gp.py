@@ -642,7 +642,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ValueError
             If ``theta`` has the wrong length or ``eval_gradient`` without theta.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "theta_")  # requires_fit=False skips the plain check
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")

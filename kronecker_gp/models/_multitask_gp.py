@@ -17,7 +17,12 @@ from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import CoregionalizationKernel
 from kronecker_gp.kernels._multitask import check_int, default_loadings
-from kronecker_gp.models._contract import lml_float, query_lml, safe_normalisation
+from kronecker_gp.models._contract import (
+    check_conditioning,
+    lml_float,
+    query_lml,
+    safe_normalisation,
+)
 from kronecker_gp.models._multitask_gp_predict import MultiTaskPredictionMixin
 from kronecker_gp.models._optimize import (
     Label,
@@ -330,7 +335,9 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
             )
         if self.n_tasks is not None and Y.shape[1] != self.n_tasks:
             raise ValueError(
-                f"y must have n_tasks={self.n_tasks} columns; got {Y.shape[1]}."
+                "The number of targets seen in `y` is different from the parameter "
+                f"`n_tasks`: y must have n_tasks={self.n_tasks} columns; got "
+                f"{Y.shape[1]}."
             )
         observed = ~np.isnan(Y)
         if not observed.any():
@@ -397,16 +404,34 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"noise must be {want}; got {self.noise!r}.")
         return np.broadcast_to(noise, (t,)).astype(float)
 
-    def _setup_hyperparameters(self) -> None:
-        t, rank = self.n_tasks_, self.rank
-        self.kernels_ = self._per_latent(self.kernel, "kernel", lambda q: RBF(1.0))
-        self.task_kernels_ = self._per_latent(
+    def _kernels_as_given(self, t: int) -> tuple[list[Kernel], list[Kernel]]:
+        """Input and task kernels per latent process, as the parameters give them."""
+        rank = self.rank
+        kernels = self._per_latent(self.kernel, "kernel", lambda q: RBF(1.0))
+        tasks = self._per_latent(
             self.task_kernel,
             "task_kernel",
             lambda q: CoregionalizationKernel(
                 t, rank=rank, W=default_loadings(t, _check_rank(rank, t), q * rank)
             ),
         )
+        return kernels, tasks
+
+    def _prior_parts(self) -> tuple[list[Kernel], list[FloatArray], bool]:
+        """Before fit: input kernels, task covariances ``B_q`` and the 1-D flag.
+
+        The number of tasks is ``n_tasks``; without it, one task with 1-D
+        outputs, as ``GaussianProcessRegressor`` with ``n_targets=None``.
+        """
+        self._check_params()
+        t = 1 if self.n_tasks is None else check_int(self.n_tasks, "n_tasks", 1)
+        kernels, tasks = self._kernels_as_given(t)
+        index = np.arange(t, dtype=float)[:, None]
+        return kernels, [np.asarray(k(index)) for k in tasks], self.n_tasks is None
+
+    def _setup_hyperparameters(self) -> None:
+        t = self.n_tasks_
+        self.kernels_, self.task_kernels_ = self._kernels_as_given(t)
         self._tasks = np.arange(t, dtype=float)[:, None]
         self.noise_ = self._initial_noise()
         self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
@@ -473,6 +498,8 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         b, k = (bs[0][0], ks[0][0]) if eval_gradient else (bs[0], ks[0])
         try:
             eig = two_kron_eigh(np.asarray(b), np.asarray(k), self.noise_)
+            # whitened by the noise: spectrum w1 (x) w2 + 1
+            check_conditioning([eig.w1, eig.w2], 1.0, self.kernels_[0], "MultiTaskGP")
             post, lml = multitask_factorize(eig, self._y, self._observed)
         except np.linalg.LinAlgError as exc:
             raise np.linalg.LinAlgError(
@@ -597,7 +624,7 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         ValueError
             If ``theta`` has the wrong length, or ``eval_gradient`` without theta.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "alpha_")  # requires_fit=False skips the plain check
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
@@ -627,8 +654,9 @@ class MultiTaskGP(MultiTaskPredictionMixin, RegressorMixin, BaseEstimator):
         )
 
     def __sklearn_tags__(self) -> Any:
-        """Declare a multi-output regressor that accepts 1-D targets too."""
+        """Declare a multi-output regressor (1-D targets too), prior before fit."""
         tags = super().__sklearn_tags__()
+        tags.requires_fit = False
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = True
         return tags

@@ -39,6 +39,11 @@ class MultiTaskPredictionMixin:
     ) -> FloatArray | tuple[FloatArray, FloatArray]:
         r"""Predict every task's latent function at inputs ``X``.
 
+        Before ``fit`` this is the prior (zero mean, the kernels as given, for
+        ``n_tasks`` tasks, or one task with 1-D outputs when it is None), as
+        in ``GaussianProcessRegressor``; so are :meth:`predict_joint_cov` and
+        :meth:`sample_y`.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -72,12 +77,14 @@ class MultiTaskPredictionMixin:
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
             )
-        check_is_fitted(self)
         X = np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
         if return_cov:
             mean, joint = self._joint(X)
             cov = np.stack([joint[:, t, :, t] for t in range(joint.shape[1])], axis=2)
-            return mean, cov[:, :, 0] if self._y_1d else cov
+            return (mean[:, 0], cov[:, :, 0]) if self._squeeze() else (mean, cov)
+        if not hasattr(self, "X_train_"):  # unfitted: the prior, as sklearn
+            return self._prior_predict(X, return_std)
+        check_is_fitted(self, "X_train_")
         cross = [np.asarray(k(X, self.X_train_)) for k in self.kernels_]
         prior = [k.diag(X) for k in self.kernels_] if return_std else None
         if self.solver_ == "exact":
@@ -99,8 +106,33 @@ class MultiTaskPredictionMixin:
         std = np.sqrt(np.maximum(var, 0.0)) * self.y_train_std_
         return mean, std[:, 0] if self._y_1d else std
 
+    def _squeeze(self) -> bool:
+        """Whether outputs drop the task axis (1-D y at fit; n_tasks=None before)."""
+        if hasattr(self, "X_train_"):
+            return self._y_1d
+        return self.n_tasks is None  # type: ignore[attr-defined]
+
+    def _prior_predict(self, X: FloatArray, return_std: bool) -> Any:
+        """Prior mean (zero) and standard deviation: sum_q diag(K_q) B_q[t, t]."""
+        kernels, bs, squeeze = self._prior_parts()  # type: ignore[attr-defined]
+        mean = np.zeros((X.shape[0], bs[0].shape[0]))
+        var = sum(
+            np.outer(np.asarray(k.diag(X)), np.diag(b)) for k, b in zip(kernels, bs)
+        )
+        std = np.sqrt(np.maximum(var, 0.0))
+        if squeeze:
+            mean, std = mean[:, 0], std[:, 0]
+        return (mean, std) if return_std else mean
+
     def _joint(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Mean (M, T) and joint covariance (M, T, M, T), in target units."""
+        if not hasattr(self, "X_train_"):  # unfitted: sum_q B_q (x) K_q(X)
+            kernels, bs, _ = self._prior_parts()  # type: ignore[attr-defined]
+            joint = sum(
+                np.einsum("ij,tu->itju", np.asarray(k(X)), b)
+                for k, b in zip(kernels, bs)
+            )
+            return np.zeros((X.shape[0], bs[0].shape[0])), np.asarray(joint)
         cross = [np.asarray(k(X, self.X_train_)) for k in self.kernels_]
         prior = [np.asarray(k(X)) for k in self.kernels_]
         if self.solver_ == "exact":
@@ -146,9 +178,8 @@ class MultiTaskPredictionMixin:
         >>> cov.shape
         (2, 2, 2, 2)
         """
-        check_is_fitted(self)
         X = np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
-        return self._joint(X)
+        return self._joint(X)  # before fit: the prior
 
     def sample_y(
         self, X: ArrayLike, n_samples: int = 1, random_state: Any = 0
@@ -170,13 +201,12 @@ class MultiTaskPredictionMixin:
             Samples of the latent functions ((n_points, n_samples) if ``y``
             was 1-D in ``fit``), correlated across tasks as the posterior is.
         """
-        check_is_fitted(self)
         rng = check_random_state(random_state)
         X = np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
-        mean, joint = self._joint(X)
+        mean, joint = self._joint(X)  # before fit: the prior
         size = mean.size
         draws = rng.multivariate_normal(
             mean.reshape(-1), joint.reshape(size, size), n_samples
         )  # (n_samples, M * T)
         out = draws.reshape(n_samples, *mean.shape).transpose(1, 2, 0)
-        return out[:, 0, :] if self._y_1d else out
+        return out[:, 0, :] if self._squeeze() else out
