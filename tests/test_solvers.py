@@ -124,6 +124,7 @@ def test_route_matches_dense_twin(  # noqa: PLR0917 - the catalogue's columns
     allow = settings.pop("allow", None)
     if allow is not None:
         monkeypatch.setattr(_budgets, "ROUTE_SWITCH_FLOPS", 0.0)
+        monkeypatch.setattr(_budgets, "KALMAN_STEP_FLOPS", 0.0)  # flops alone
         for name in ("spacetime", "dense"):
             if name != allow:
                 monkeypatch.setattr(

@@ -1,5 +1,7 @@
 """The spatio-temporal Kalman route against a dense GP on the observed cells."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 from scipy.linalg import LinAlgError, cho_factor, cho_solve
@@ -11,6 +13,7 @@ from kronecker_gp.linalg._spacetime import (
     spacetime_cost,
     spacetime_krige,
     spacetime_lml,
+    spacetime_memory,
     spacetime_posterior,
     spacetime_sample,
 )
@@ -126,6 +129,7 @@ def test_gradient_matches_finite_differences(rng):
 @pytest.mark.parametrize("name", ["matern32", "const+matern12"])
 def test_posterior_mean_and_variance_match_dense(rng, name):
     prob = make_problem(rng, TIME_KERNELS[name])
+    prob["Y"][0] = np.nan  # a site never observed is predicted from the others
     K_s, model, _ = arrays(prob)
     mean, var = spacetime_posterior(prob["Y"], K_s, **model)
     ref_mean, ref_cov = dense_posterior(prob)
@@ -246,9 +250,40 @@ def test_cost_scales_as_documented(monkeypatch):
     # the gradient's length only adds its contractions
     extra = spacetime_cost(100, 50, 2, 8) - base
     assert extra == pytest.approx(4 * (2 * 50 * 4 + 100**2))
-    # records over the budget are re-filtered: at most one more filter pass
+    # records over the budget are re-filtered: at most one more recording pass
     monkeypatch.setattr(spacetime, "_RECORD_BYTES", 1)
-    assert 1.1 < spacetime_cost(100, 50, 2, 4) / base < 1.5
+    assert 1.1 < spacetime_cost(100, 50, 2, 4) / base < 1.6
+
+
+def test_cost_of_each_operation():
+    lml = spacetime_cost(100, 50, 2, 4, operation="lml")
+    grad = spacetime_cost(100, 50, 2, 4)
+    post = spacetime_cost(100, 50, 2, 4, operation="posterior")
+    # the gradient and the smoother each cost a few filters, not n_theta of them
+    assert 2.0 < grad / lml < 4.0
+    assert 2.0 < post / lml < 5.0
+    with pytest.raises(ValueError, match="operation must be 'lml\\+grad'"):
+        spacetime_cost(3, 4, 1, 2, operation="predict")
+
+
+@pytest.mark.parametrize("budget", [2**28, 2**18])
+def test_memory_estimate_bounds_the_traced_peak(rng, monkeypatch, budget):
+    """Few steps, a large state: the arrays, not Python objects, dominate."""
+    import kronecker_gp.linalg._spacetime as spacetime
+
+    monkeypatch.setattr(spacetime, "_RECORD_BYTES", budget)
+    prob = make_problem(rng, TIME_KERNELS["matern32"], n_s=40, n_t=10)
+    K_s, model, derivs = arrays(prob)
+    estimate = spacetime_memory(40, 10, 2)
+    for run in (
+        lambda: spacetime_lml(prob["Y"], K_s, **model, eval_gradient=True, **derivs),
+        lambda: spacetime_posterior(prob["Y"], K_s, **model),
+    ):
+        tracemalloc.start()
+        run()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert 0.5 * estimate < peak < estimate
 
 
 @pytest.mark.parametrize(
@@ -262,6 +297,9 @@ def test_cost_scales_as_documented(monkeypatch):
 def test_cost_rejects_bad_sizes(kwargs, match):
     with pytest.raises(ValueError, match=match):
         spacetime_cost(**{"n_s": 3, "n_t": 4, "d": 1, "n_theta": 2, **kwargs})
+    if "n_theta" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            spacetime_memory(**{"n_s": 3, "n_t": 4, "d": 1, **kwargs})
 
 
 def _bad(prob, K_s, model, derivs, what):
@@ -319,6 +357,9 @@ def test_krige_and_sample_reject_bad_arguments(rng):
         spacetime_krige(prob["Y"], K_s, cross[:, :3], np.ones(2), **model)
     with pytest.raises(ValueError, match=r"k_star must have shape \(2,\)"):
         spacetime_krige(prob["Y"], K_s, cross, np.ones(3), **model)
+    singular = np.ones((4, 4))
+    with pytest.raises(LinAlgError, match="K_s is not positive definite"):
+        spacetime_krige(prob["Y"], singular, cross, np.ones(2), **model)
     with pytest.raises(ValueError, match="n_samples must be a positive integer"):
         spacetime_sample(prob["Y"], K_s, **model, n_samples=0)
 

@@ -44,7 +44,7 @@ from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
-from kronecker_gp.linalg._spacetime import spacetime_cost
+from kronecker_gp.linalg._spacetime import spacetime_cost, spacetime_memory
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
@@ -424,9 +424,11 @@ def _spacetime_candidate(
         n_t = grid.shape[d]
         order = kernel_to_state_space(kernel.kernels[d]).state_dim
         costs[d] = spacetime_cost(grid.size // n_t, n_t, order, n_theta)
+        costs[d] += n_t * _budgets.KALMAN_STEP_FLOPS
     axis = min(costs, key=costs.__getitem__)
     n_s = grid.size // grid.shape[axis]
-    memory = 8.0 * (grid.shape[axis] * n_s * n_s * 4 + n_s * n_s * 16)
+    order = kernel_to_state_space(kernel.kernels[axis]).state_dim
+    memory = spacetime_memory(n_s, grid.shape[axis], order)
     if memory > _budgets.MEMORY_FRACTION * _budgets.available_memory():
         return None
     grid, y, cell_noise = sort_axis(grid, y, axis, cell_noise)
