@@ -60,7 +60,7 @@ def _model_coords(model: Any, coords: Sequence[ArrayLike] | None) -> list[FloatA
     """Return the model's per-axis coordinates (the training grid by default)."""
     from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
 
-    check_is_fitted(model, "theta_")  # KroneckerGP has requires_fit=False
+    check_is_fitted(model, "grid_")  # KroneckerGP has requires_fit=False
     if coords is None:
         coords = model.grid_.coords
     if len(coords) != 2:
@@ -744,7 +744,7 @@ def plot_factor_spectra(model: Any, *, ax: Any = None) -> Any:
     import scipy.linalg  # noqa: PLC0415
     from sklearn.utils.validation import check_is_fitted  # noqa: PLC0415
 
-    check_is_fitted(model, "theta_")  # KroneckerGP has requires_fit=False
+    check_is_fitted(model, "grid_")  # KroneckerGP has requires_fit=False
     ax = _new_axes(ax)
     grams = model.kernel_.factor_grams(model.grid_.coords)
     for d, gram in enumerate(grams):

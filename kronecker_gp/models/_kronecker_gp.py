@@ -477,6 +477,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         last, self._last_fact = self._last_fact, None
         if last is not None and np.array_equal(last[0], self._theta()):
             if not np.isnan(last[1].lml) and last[1].info.lml_std_error == 0:
+                self._check_conditioning(last[1])
                 return last[1]  # the optimiser's last evaluation was at theta_
         return self._factorize(need_lml=False)
 
@@ -539,9 +540,21 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             self.noise_ = float(np.exp(theta[n_k]))
 
     def _factorize(
-        self, *, eval_gradient: bool = False, need_lml: bool = True, route: Any = None
+        self,
+        *,
+        eval_gradient: bool = False,
+        need_lml: bool = True,
+        route: Any = None,
+        check: bool = True,
     ) -> Factorization:
-        """Factorise at the current hyperparameters, with a remedy on failure."""
+        """Factorise at the current hyperparameters, with a remedy on failure.
+
+        ``check`` tests the conditioning of ``K + noise I`` (an error with the
+        condition number where results would be meaningless). The search's
+        evaluations skip it: the eigen routes stay accurate at the bounds'
+        corners the line search probes, and an error there would end the
+        search at its start; the fitted hyperparameters are checked.
+        """
         try:
             fact = (route or self._route).factorize(
                 self.kernel_,
@@ -555,17 +568,22 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 f"{exc} The factorisation failed at theta={self._theta()!r}; increase "
                 "noise or its lower bound."
             ) from None
+        if check:
+            self._check_conditioning(fact)
+        return fact
+
+    def _check_conditioning(self, fact: Factorization) -> None:
         spectrum = fact.spectrum()
         if spectrum is not None and self._route.cell_noise is None:
             check_conditioning(spectrum, self.noise_, self.kernel_, "KroneckerGP")
-        return fact
 
     def _lml_at(
         self, theta: FloatArray, eval_gradient: bool
     ) -> tuple[float, FloatArray]:
         self._set_theta(theta)
+        search = getattr(self, "_search_route", None)
         fact = self._factorize(
-            eval_gradient=eval_gradient, route=getattr(self, "_search_route", None)
+            eval_gradient=eval_gradient, route=search, check=search is None
         )
         if not eval_gradient:
             return fact.lml, np.zeros(0)

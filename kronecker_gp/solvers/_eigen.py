@@ -251,6 +251,7 @@ class EigenFactorization(Factorization):
                 second = second + self._covariance_correction(v)
             else:
                 second = second + self._variance_correction(v, grid=False)
+                second = np.maximum(second, 0.0)  # a Monte Carlo correction
         return mean, second
 
     def predict_grid(
@@ -269,6 +270,7 @@ class EigenFactorization(Factorization):
         mean, var = grid_moments(self.post, cross, prior, same=same)
         if self.system is not None and var is not None:
             var = var + self._variance_correction(self._rotated(cross), grid=True)
+            var = np.maximum(var, 0.0)  # a Monte Carlo correction can overshoot
         return mean, var
 
     def _covariance_correction(self, v: list[FloatArray]) -> FloatArray:

@@ -241,6 +241,26 @@ class SchurSystem(CGRecorder):
         )
         return self._run_cg(self.pmm_matvec, b, precond, "missing-cell")
 
+    def factor_pays(self, n_rhs: int) -> bool:
+        """Whether ``n_rhs`` solves are cheaper through the Cholesky factor.
+
+        Forming ``P_mm`` costs ``m`` complete-grid solves and ``8 m^2`` bytes;
+        CG costs tens of solves per right-hand side. On the CG path the factor
+        pays for many right-hand sides (predictive variances over a grid).
+        """
+        if self.method == "exact" or self.small or self._chol is not None:
+            return True
+        fits = 8.0 * self.n_missing**2 <= _budgets.MEMORY_FRACTION * (
+            _budgets.available_memory()
+        )
+        return fits and n_rhs * _budgets.CG_ITERATIONS > self.n_missing
+
+    def pmm_solve_direct(self, b: FloatArray) -> FloatArray:
+        """Return ``P_mm^{-1} b``, by the Cholesky factor where it pays, else CG."""
+        if self.factor_pays(b.shape[1]):
+            return np.asarray(scipy.linalg.cho_solve(self._factor_exact(), b))
+        return self.pmm_solve(b)
+
     def observed_solve_rot(self, b_rot: FloatArray) -> FloatArray:
         r"""Return ``U^T A_oo^{-1} b`` (zero-padded) from ``b_rot = U^T b``.
 
@@ -463,7 +483,7 @@ def variance_correction_exact(
     for lo in range(0, m_pts, step):
         sl = slice(lo, min(m_pts, lo + step))
         g = system.take_missing(inv[:, None] * test_rows(v, grid, sl).T)
-        out[sl] = np.sum(g * system.pmm_solve(g), axis=0)
+        out[sl] = np.sum(g * system.pmm_solve_direct(g), axis=0)
     return out
 
 
@@ -536,6 +556,10 @@ def variance_correction(
     n = int(np.prod(system.post.shape))
     rotation = n * sum(int(x.shape[1]) for x in v)  # flops of one grid rotation
     exact_cheap = n_test_points(v, grid) * rotation <= EXACT_VARIANCE_WORK
-    if system.method == "exact" or exact_cheap or n_test_points(v, grid) <= n_samples:
+    if (
+        system.factor_pays(n_test_points(v, grid))
+        or exact_cheap
+        or n_test_points(v, grid) <= n_samples
+    ):
         return variance_correction_exact(system, v, grid=grid)
     return variance_correction_mc(system, v, grid=grid, n_samples=n_samples, rng=rng)[0]

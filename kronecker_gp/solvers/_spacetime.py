@@ -131,7 +131,9 @@ class SpaceTimeRoute:
         )
         if not eval_gradient:
             k_s = _kron(list(grams))
-            lml = spacetime_lml(Y, k_s, noise=nz, **model) if need_lml else np.nan
+            # exact and one filter pass: computed here even when not asked
+            # for, so that no first read of the LML costs more than the fit
+            lml = spacetime_lml(Y, k_s, noise=nz, **model)
             return SpaceTimeFactorization(self, kernel, noise, float(lml), None, info)
         k_s = _kron([k for k, _ in grams])
         dk_s = _space_derivatives([k for k, _ in grams], [g for _, g in grams])
