@@ -95,7 +95,7 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
 )
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern  # noqa: E402
 
-from kronecker_gp import KroneckerGP, solvers  # noqa: E402
+from kronecker_gp import KroneckerGP, _budgets, solvers  # noqa: E402
 from kronecker_gp.kernels import KroneckerKernel  # noqa: E402
 from kronecker_gp.solvers._cost import eigen_solve_flops, schur_costs  # noqa: E402
 
@@ -302,17 +302,23 @@ class CostPatch:
         self.saved: dict[str, Any] = {}
 
     def __enter__(self) -> CostPatch:
-        if self.kind == "no-spacetime":
-            self.saved["_cheaper_spacetime"] = solvers._cheaper_spacetime
-            solvers._cheaper_spacetime = lambda choice, *a, **k: choice
-        elif self.kind == "spacetime":
+        if self.kind == "no-spacetime":  # the structured route, as asked
+            for name in ("_spacetime_candidate", "_dense_candidate"):
+                self.saved[name] = getattr(solvers, name)
+                setattr(solvers, name, lambda *a, **k: None)
+        elif self.kind == "spacetime":  # the filter, wherever it applies
             self.saved["spacetime_cost"] = solvers.spacetime_cost
             solvers.spacetime_cost = lambda *a, **k: 0.0
+            self.saved["_dense_candidate"] = solvers._dense_candidate
+            solvers._dense_candidate = lambda *a, **k: None
+            self.saved["ROUTE_SWITCH_FLOPS"] = _budgets.ROUTE_SWITCH_FLOPS
+            self.saved["KALMAN_STEP_FLOPS"] = _budgets.KALMAN_STEP_FLOPS
+            _budgets.ROUTE_SWITCH_FLOPS = _budgets.KALMAN_STEP_FLOPS = 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
         for name, value in self.saved.items():
-            setattr(solvers, name, value)
+            setattr(_budgets if name.isupper() else solvers, name, value)
 
 
 def _emit(out: Path, key: str, value: Any) -> None:

@@ -350,6 +350,28 @@ class SSMSchurSystem(CGRecorder):
         """Return ``P_mm c`` for ``c`` of shape (m, k)."""
         return self.take(self.op.solve(self.pad(c)))
 
+    def pmm_solve_direct(self, b: FloatArray) -> FloatArray:
+        """Return ``P_mm^{-1} b``, by a Cholesky factor where that pays, else CG.
+
+        Forming ``P_mm`` costs ``m`` Kalman solves (batched) and ``8 m^2``
+        bytes; CG costs tens of solves per right-hand side, so many
+        right-hand sides (predictive variances over a grid) pay for it.
+        """
+        m = self.n_missing
+        fits = 8.0 * m * m <= _budgets.MEMORY_FRACTION * _budgets.available_memory()
+        if self._chol is None and fits and b.shape[1] * _budgets.CG_ITERATIONS > m:
+            n_cells = self.op.n_series * self.op.times.size
+            pmm = np.empty((m, m))
+            for sl in column_chunks(m, n_cells):
+                pmm[:, sl] = self.take(self.op.solve(self.pad(np.eye(m)[:, sl])))
+            try:
+                self._chol = scipy.linalg.cho_factor(0.5 * (pmm + pmm.T), lower=True)
+            except np.linalg.LinAlgError:
+                raise np.linalg.LinAlgError(
+                    "the missing-cell system is singular; increase noise."
+                ) from None
+        return self.pmm_solve(b)
+
     def pmm_solve(self, b: FloatArray) -> FloatArray:
         """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k)."""
         if self._chol is not None:

@@ -93,7 +93,7 @@ def variance_correction(
         g = np.empty((n_test, m))
         for sl in column_chunks(m, max(n_cells, n_test)):
             g[:, sl] = proj(_g_columns(system, np.eye(m)[:, sl], pred_times))  # type: ignore[operator]
-        return np.sum(g * system.pmm_solve(g.T).T, axis=1)
+        return np.sum(g * system.pmm_solve_direct(g.T).T, axis=1)
     w_rot = system.op.prior_rot(n_samples, rng)
     eta = system.take(system.op.unrotate(system.op.solve_rot(w_rot)))
     zeta = system.pmm_solve(eta)
