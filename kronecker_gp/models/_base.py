@@ -10,7 +10,8 @@ from sklearn.base import clone
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 
 from kronecker_gp._grid import Grid, check_coords
-from kronecker_gp._typing import ArrayLike
+from kronecker_gp._typing import ArrayLike, FloatArray
+from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 
 
@@ -61,3 +62,27 @@ def check_test_coords(train: Grid, coords: Sequence[ArrayLike]) -> Grid:
             f"columns each (as in training); got {test.widths}."
         )
     return test
+
+
+def check_grid_targets(
+    coords: Sequence[ArrayLike], Y: ArrayLike, axes: Any
+) -> tuple[Grid, FloatArray, list[list[int]]]:
+    """Return the grid, the grid-shaped targets and the axes for ``fit_grid``.
+
+    ``Y`` may hold NaN (missing cells); ``axes`` (the estimator's parameter)
+    must be None or match the coordinates' column blocks.
+    """
+    grid = Grid(check_coords(coords))
+    values = as_float_array(Y, "Y", allow_nan=True)
+    if values.shape != grid.shape:
+        raise ValueError(
+            f"Y must have the grid's shape {grid.shape} (one axis per coords "
+            f"entry); got {values.shape}."
+        )
+    blocks = grid.block_axes()
+    if axes is not None and [list(a) for a in axes] != blocks:
+        raise ValueError(
+            f"axes={axes!r} does not match the coords' column blocks {blocks}; "
+            "leave axes=None with fit_grid."
+        )
+    return grid, values, blocks

@@ -20,7 +20,12 @@ from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_
 from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
-from kronecker_gp.models._base import build_kernel, check_test_coords, resolve_axes
+from kronecker_gp.models._base import (
+    build_kernel,
+    check_grid_targets,
+    check_test_coords,
+    resolve_axes,
+)
 from kronecker_gp.models._contract import (
     check_conditioning,
     lml_float,
@@ -374,19 +379,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         >>> bool(abs(gp.predict_grid([x, t])[2, 3] - truth) < 0.1)
         True
         """
-        grid = Grid(check_coords(coords))
-        Y = as_float_array(Y, "Y", allow_nan=True)
-        if Y.shape != grid.shape:
-            raise ValueError(
-                f"Y must have the grid's shape {grid.shape} (one axis per coords "
-                f"entry); got {Y.shape}."
-            )
-        axes = grid.block_axes()
-        if self.axes is not None and [list(a) for a in self.axes] != axes:
-            raise ValueError(
-                f"axes={self.axes!r} does not match the coords' column blocks {axes}; "
-                "leave axes=None with fit_grid."
-            )
+        grid, Y, axes = check_grid_targets(coords, Y, self.axes)
         self.n_features_in_ = int(sum(grid.widths))
         if np.isscalar(self.noise):
             grid, Y = drop_empty_slices(grid, Y)

@@ -20,6 +20,7 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.likelihoods import Likelihood
+from kronecker_gp.models._base import check_grid_targets
 from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 from kronecker_gp.solvers._laplace import (
     LaplaceOptions,
@@ -128,19 +129,7 @@ class LaplaceGPBase(BaseEstimator):
     def _fit_coords(
         self, coords: Sequence[ArrayLike], Y: ArrayLike, exposure: ArrayLike | None
     ) -> Any:
-        grid = Grid(check_coords(coords))
-        Yg = as_float_array(Y, "Y", allow_nan=True)
-        if Yg.shape != grid.shape:
-            raise ValueError(
-                f"Y must have the grid's shape {grid.shape} (one axis per coords "
-                f"entry); got {Yg.shape}."
-            )
-        axes = grid.block_axes()
-        if self.axes is not None and [list(a) for a in self.axes] != axes:
-            raise ValueError(
-                f"axes={self.axes!r} does not match the coords' column blocks "
-                f"{axes}; leave axes=None with fit_grid."
-            )
+        grid, Yg, axes = check_grid_targets(coords, Y, self.axes)
         expo = np.ones(grid.shape)
         if exposure is not None:
             expo = _check_exposure(exposure, grid.shape, allow_nan=True)
