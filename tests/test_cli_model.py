@@ -268,3 +268,32 @@ def test_prediction_warnings_are_one_line_each(tmp_path, monkeypatch, capsys):
     assert main(fit_args(data, tmp_path / "o.csv")) == 0
     err = capsys.readouterr().err.splitlines()
     assert err == ["kronecker-gp: warning: RuntimeWarning: negative variance clipped"]
+
+
+def test_a_hyperparameter_at_a_bound_is_reported_once(monkeypatch):
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    import kronecker_gp.cli._fit as fit_module
+
+    fake = _Fake([1.0, 10.0, 3.0, 0.1])
+    fake.noise_bounds = (1e-6, 1e5)
+
+    def fit(*args, **kwargs):
+        # what KroneckerGP warns when a hyperparameter ends at a bound
+        warnings.warn(
+            "The optimal value found for dimension 0 of parameter k0__k2__length_scale "
+            "is close to the specified upper bound 10.0. Increasing the bound and "
+            "calling fit again may find a better value.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+        warnings.warn("something else", UserWarning, stacklevel=2)
+        return fake
+
+    monkeypatch.setattr(fit_module, "fit_grid_model", fit)
+    _, lines = fit_module.fit_with_warnings([], [], np.zeros(1), lambda *a: None)
+    at_bound = [line for line in lines if "upper" in line]
+    assert len(at_bound) == 1 and at_bound[0].startswith("the fitted space length")
+    assert "UserWarning: something else" in lines

@@ -7,6 +7,7 @@ days, metres instead of kilometres) give the same fit.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 import warnings
@@ -261,6 +262,10 @@ def _readable(name: str) -> str:
     return f"{axis} {what.get(last, last)}".strip()
 
 
+#: The estimator's own at-a-bound ConvergenceWarning (scikit-learn's wording).
+_AT_BOUND = re.compile(r"is close to the specified (lower|upper) bound")
+
+
 def bound_warnings(gp: Any, bounds_log: FloatArray) -> list[str]:
     """Return one line per fitted hyperparameter that ended at a bound.
 
@@ -298,6 +303,8 @@ def fit_with_warnings(
     lines: list[str] = []
     for item in caught:
         text = f"{item.category.__name__}: {' '.join(str(item.message).split())}"
+        if _AT_BOUND.search(text):
+            continue  # said once, in readable names, by bound_warnings below
         if text not in lines:
             lines.append(text)
     noise_log = np.log(np.asarray(gp.noise_bounds, dtype=np.float64))
