@@ -765,7 +765,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         # per point: the cross-covariance rows, their rotations and squares
         # (each sum(n_d) long); grid-sized work is chunked inside the routes
         step = max(1, _budgets.CHUNK_ENTRIES // (6 * sum(self.grid_.shape)))
-        means, stds = [], []
+        means: list[FloatArray] = []
+        stds: list[FloatArray] = []
         for lo in range(0, X.shape[0], step):
             chunk = [p[lo : lo + step] for p in parts]
             mean, var = self._fact.predict_points(
@@ -773,7 +774,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             )
             mean, std = self._scale(mean, var, as_std=True)
             means.append(mean)
-            stds.append(std)
+            if std is not None:
+                stds.append(std)
         mean = np.concatenate(means) if means else np.zeros(0)
         if not return_std:
             return mean

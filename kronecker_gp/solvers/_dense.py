@@ -162,10 +162,10 @@ class DenseFactorization(Factorization):
             return mean, None
         v = scipy.linalg.solve_triangular(self.chol[0], cross.T, lower=True)
         if cov:
-            prior = np.ones((mean.size, mean.size))
+            prior_cov = np.ones((mean.size, mean.size))
             for k, p in zip(kernel.kernels, parts):
-                prior = prior * k(p)
-            return mean, prior - v.T @ v
+                prior_cov = prior_cov * k(p)
+            return mean, prior_cov - v.T @ v
         prior = np.ones(mean.size)
         for k, p in zip(kernel.kernels, parts):
             prior = prior * k.diag(p)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kronecker_gp._typing import FloatArray
+from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import (
     face_split_gram,
     face_split_matvec,
@@ -137,7 +137,7 @@ def prior_grid_samples(
 
 def union_axes(
     train: Sequence[FloatArray], test: Sequence[FloatArray]
-) -> tuple[list[FloatArray], list[FloatArray], list[FloatArray]]:
+) -> tuple[list[FloatArray], list[IntArray], list[IntArray]]:
     """Return each axis' union of training and test coordinates, with indices.
 
     For Matheron's rule: a joint prior sample on the union grid gives the

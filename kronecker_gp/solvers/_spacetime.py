@@ -26,7 +26,7 @@ import numpy as np
 
 from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid
-from kronecker_gp._typing import FloatArray
+from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels._markov import kernel_to_state_space
 from kronecker_gp.linalg import kron_outer
 from kronecker_gp.linalg._identities import face_split_rows
@@ -82,7 +82,7 @@ class SpaceTimeRoute:
         self._shape = tuple(c.shape[0] for c in self.coords)
 
     @property
-    def missing(self) -> FloatArray:
+    def missing(self) -> IntArray:
         """Flat indices of the missing cells."""
         return np.flatnonzero(np.isnan(self.y))
 
@@ -133,13 +133,14 @@ class SpaceTimeRoute:
             k_s = _kron(list(grams))
             # exact and one filter pass: computed here even when not asked
             # for, so that no first read of the LML costs more than the fit
-            lml = spacetime_lml(Y, k_s, noise=nz, **model)
-            return SpaceTimeFactorization(self, kernel, noise, float(lml), None, info)
+            value = spacetime_lml(Y, k_s, noise=nz, **model)
+            assert isinstance(value, float)  # no gradient asked for
+            return SpaceTimeFactorization(self, kernel, noise, value, None, info)
         k_s = _kron([k for k, _ in grams])
         dk_s = _space_derivatives([k for k, _ in grams], [g for _, g in grams])
-        lml, grad = spacetime_lml(
-            Y, k_s, noise=nz, eval_gradient=True, dK_s=dk_s, **model
-        )
+        out = spacetime_lml(Y, k_s, noise=nz, eval_gradient=True, dK_s=dk_s, **model)
+        assert isinstance(out, tuple)
+        lml, grad = out
         grad = _axis_order(grad, [g.shape[2] for _, g in grams], space, self.axis)
         if not noise_free:
             grad = grad[:-1]
