@@ -196,3 +196,13 @@ def test_predictions_in_chunks_equal_one_pass(missing, rng, monkeypatch):
     mean_c, std_c = gp.predict(X, return_std=True)
     assert_allclose(mean_c, mean, rtol=1e-12, atol=1e-14)
     assert_allclose(std_c, std, rtol=1e-12, atol=1e-14)
+
+
+def test_refit_recomputes_the_weights(rng):
+    # alpha_ is computed on first access: a refit on other data must not
+    # return the weights of the previous fit
+    coords, Y, _ = _problem(rng, True, False)
+    gp = KroneckerGP(_kernels(), noise=0.2, optimizer=None, state_space=None)
+    first = gp.fit_grid(coords, Y).alpha_.copy()
+    second = gp.fit_grid(coords, 2.0 * Y).alpha_
+    assert_allclose(second, 2.0 * first, rtol=1e-10, atol=1e-12)

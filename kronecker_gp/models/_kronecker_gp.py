@@ -429,6 +429,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
         self._fact = self._fitted_factorization()
+        self._alpha_cache = None  # alpha_ of this fit, on first access
         # an estimated LML (CG paths) is computed on first access, see the property
         self._lml_value = None if np.isnan(self._fact.lml) else float(self._fact.lml)
         self.solver_info_ = self._fact.info
