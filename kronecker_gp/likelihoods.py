@@ -51,13 +51,14 @@ from scipy.special import (
     ndtr,
 )
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import ArrayLike, FloatArray
 
 #: Gauss-Hermite nodes of the predictive integrals (exact for polynomials of
 #: degree < 2 * 64; the integrands here are smooth, so the error is far below
 #: 1e-10 for latent standard deviations up to about 10).
 N_QUADRATURE = 64
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 Derivs = tuple[FloatArray, FloatArray, FloatArray, FloatArray]
 ParamDerivs = tuple[FloatArray, FloatArray, FloatArray]

@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, eigh
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray, IntArray
 
 __all__ = [
@@ -61,7 +62,7 @@ __all__ = [
     "spacetime_sample",
 ]
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,17 @@ def resolve_axes(kernels: Any, axes: Any, n_features: int) -> list[list[int]]:
     """Return the column groups of ``X``, one per kernel.
 
     ``axes`` given wins; else one group of all columns for a single kernel (or
-    ``kernels=None``), a ``KroneckerKernel``'s own axes, or one column per
-    kernel when there are as many kernels as columns.
+    ``kernels=None``, or one bare kernel), a ``KroneckerKernel``'s own axes,
+    or one column per kernel when there are as many kernels as columns.
     """
     if axes is not None:
-        return [[int(a)] if isinstance(a, numbers.Integral) else list(a) for a in axes]
-    if kernels is None:
+        return [
+            [int(a)] if isinstance(a, numbers.Integral) else [int(c) for c in a]
+            for a in axes
+        ]
+    if kernels is None or (
+        isinstance(kernels, Kernel) and not isinstance(kernels, KroneckerKernel)
+    ):
         return [list(range(n_features))]
     if isinstance(kernels, KroneckerKernel):
         return kernels.resolved_axes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import numbers
 import time
 import warnings
 from collections.abc import Sequence
@@ -20,7 +19,7 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.likelihoods import Likelihood
-from kronecker_gp.models._base import check_grid_targets
+from kronecker_gp.models._base import build_kernel, check_grid_targets, resolve_axes
 from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 from kronecker_gp.solvers._laplace import (
     LaplaceOptions,
@@ -60,24 +59,7 @@ class LaplaceGPBase(BaseEstimator):
 
     # ------------------------------------------------------------ setup
     def _resolve_axes(self, n_features: int) -> list[list[int]]:
-        if self.axes is not None:
-            return [
-                [int(a)] if isinstance(a, numbers.Integral) else [int(c) for c in a]
-                for a in self.axes
-            ]
-        if self.kernels is None or isinstance(self.kernels, Kernel):
-            return [list(range(n_features))]
-        if isinstance(self.kernels, KroneckerKernel):
-            return self.kernels.resolved_axes
-        n_k = len(self.kernels)
-        if n_k == 1:
-            return [list(range(n_features))]
-        if n_k != n_features:
-            raise ValueError(
-                f"{n_k} kernels but X has {n_features} columns; pass "
-                "axes=[[...], ...] to say which columns each kernel uses."
-            )
-        return [[j] for j in range(n_features)]
+        return resolve_axes(self.kernels, self.axes, n_features)
 
     def _build_kernel(self, axes: list[list[int]]) -> KroneckerKernel:
         given = [self.kernels] if isinstance(self.kernels, Kernel) else self.kernels
@@ -92,16 +74,11 @@ class LaplaceGPBase(BaseEstimator):
             # sklearn's GPC default, once per axis
             default = ConstantKernel(1.0, "fixed") * RBF(1.0, "fixed")
             return KroneckerKernel([clone(default) for _ in axes], axes=axes)
-        if isinstance(self.kernels, KroneckerKernel):
-            return clone(self.kernels).set_params(axes=axes)
-        if isinstance(self.kernels, Kernel):
+        if isinstance(self.kernels, Kernel) and not isinstance(
+            self.kernels, KroneckerKernel
+        ):
             return KroneckerKernel([clone(self.kernels)], axes=axes)
-        if not isinstance(self.kernels, Sequence):
-            raise TypeError(
-                "kernels must be a list of scikit-learn kernels (one per axis), a "
-                f"KroneckerKernel or None; got {type(self.kernels).__name__}."
-            )
-        return KroneckerKernel([clone(k) for k in self.kernels], axes=axes)
+        return build_kernel(self.kernels, axes)
 
     def _options(self, search: bool = False) -> LaplaceOptions:
         return LaplaceOptions(

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_matvec
 from kronecker_gp.linalg._eigenbasis import (
@@ -36,7 +37,7 @@ from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.solvers._eigen_missing import n_test_points, test_rows
 from kronecker_gp.solvers._protocol import SolverInfo
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 class CellNoiseSystem(CGRecorder):

@@ -71,6 +71,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import face_split_matvec, kron_matvec
 from kronecker_gp.linalg._eigenbasis import (
@@ -92,7 +93,7 @@ from kronecker_gp.solvers._eigen_missing import (
 )
 from kronecker_gp.solvers._protocol import SolverInfo
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 #: Relative residual of the inner P_mm solves (Schur CG path only). The outer
 #: CG tolerates this inexact preconditioner: on a 60 x 80 grid with 30 %

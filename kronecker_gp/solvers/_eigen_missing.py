@@ -56,7 +56,7 @@ from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._protocol import SolverInfo
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 #: Entries of the temporaries of one chunk (rows of U, columns of P E_m).
 EXACT_MAX_ENTRIES = _budgets.CHUNK_ENTRIES

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels._graph import (
     diffusion_log_spectrum,
@@ -46,7 +47,7 @@ from kronecker_gp.linalg._eigenbasis import GridPosterior
 from kronecker_gp.solvers._eigen_missing import SchurSystem, missing_factorize
 from kronecker_gp.solvers._protocol import SolverInfo
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 #: Largest intermediate array (float64 entries) built at once.
 _CHUNK_ENTRIES = 2**24
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.solvers._kalman_missing import (
@@ -41,7 +42,7 @@ from kronecker_gp.solvers._kalman_missing import (
     stacked_gradient,
 )
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 class CellNoiseSeries(CGRecorder):

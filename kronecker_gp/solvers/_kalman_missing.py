@@ -64,7 +64,7 @@ from kronecker_gp.solvers._kalman_series import (
 #: (the time loop's Python overhead is paid once per pass, so wide passes pay).
 _CHUNK_ENTRIES = 2**24
 _QUAD_CHUNK_ENTRIES = 2**26
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 def column_chunks(

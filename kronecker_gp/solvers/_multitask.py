@@ -48,10 +48,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import face_split_gram, factor_eigh
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 #: Largest (m, T, test-chunk) intermediate built at once in the variance.
 _CHUNK_ENTRIES = 2**23
 

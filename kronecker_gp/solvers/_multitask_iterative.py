@@ -47,6 +47,7 @@ import scipy.linalg
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import BoolArray, FloatArray
 from kronecker_gp.solvers._multitask import (
     MissingCells,
@@ -57,7 +58,7 @@ from kronecker_gp.solvers._multitask import (
     two_kron_eigh,
 )
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 def _psd_sqrt(g: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -212,6 +212,17 @@ class SpaceTimeFactorization(Factorization):
         """Return ``(K + noise)^{-1} y`` (from the Schur route, exact)."""
         return self._schur().alpha()
 
+    def _space_gram(self, kernel: Any) -> FloatArray:
+        """Return the space Gram ``K_s`` over the training sites (other axes)."""
+        route = self.route
+        return _kron(
+            [
+                kernel.kernels[d](route.coords[d])
+                for d in range(len(route.coords))
+                if d != route.axis
+            ]
+        )
+
     def _model(self, kernel: Any, times: FloatArray) -> dict[str, Any]:
         return time_model(kernel.kernels[self.route.axis], times, False)
 
@@ -243,13 +254,7 @@ class SpaceTimeFactorization(Factorization):
             full[:, at] = nz
             nz = full
         model = self._model(kernel, union)
-        k_s = _kron(
-            [
-                kernel.kernels[d](route.coords[d])
-                for d in range(len(route.coords))
-                if d != route.axis
-            ]
-        )
+        k_s = self._space_gram(kernel)
         if sites is None:
             mean, var = spacetime_posterior(Y, k_s, noise=nz, **model)
         else:
@@ -313,13 +318,7 @@ class SpaceTimeFactorization(Factorization):
         )
         if not same:
             return self._schur().sample_grid(kernel, test, n_samples, rng)
-        k_s = _kron(
-            [
-                kernel.kernels[d](route.coords[d])
-                for d in range(len(route.coords))
-                if d != route.axis
-            ]
-        )
+        k_s = self._space_gram(kernel)
         draws = spacetime_sample(
             route.to_series(route.y),
             k_s,

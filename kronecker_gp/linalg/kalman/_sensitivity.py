@@ -22,10 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg.kalman._filter import FilterStore, Tables, converged, new_store
 
-_LOG_2PI = float(np.log(2.0 * np.pi))
+_LOG_2PI = _budgets.LOG_2PI
 
 
 @dataclass
