@@ -175,9 +175,10 @@ def drop_empty_slices(grid: Grid, Y: FloatArray, *extra: FloatArray) -> tuple[An
     ----------
     grid : Grid
         The grid.
-    Y : ndarray of shape grid.shape
-        Values with NaN for missing cells.
-    *extra : ndarray of shape grid.shape
+    Y : ndarray of shape grid.shape or grid.shape + (n_targets,)
+        Values with NaN for missing cells; with a trailing targets axis, a
+        slice is dropped where every target is missing.
+    *extra : ndarray of shape grid.shape (+ trailing axes)
         Arrays restricted to the same cells (e.g. per-cell noise).
 
     Returns
@@ -196,10 +197,13 @@ def drop_empty_slices(grid: Grid, Y: FloatArray, *extra: FloatArray) -> tuple[An
     >>> g2.shape, Y2.ravel().tolist()
     ((2, 1), [1.0, 2.0])
     """
+    n_axes = len(grid.shape)
     observed = ~np.isnan(Y)
+    if Y.ndim > n_axes:
+        observed = observed.any(axis=tuple(range(n_axes, Y.ndim)))
     keep = []
-    for d in range(Y.ndim):
-        others = tuple(e for e in range(Y.ndim) if e != d)
+    for d in range(n_axes):
+        others = tuple(e for e in range(n_axes) if e != d)
         keep.append(np.flatnonzero(observed.any(axis=others)))
     index = np.ix_(*keep)
     kept = Grid([c[k] for c, k in zip(grid.coords, keep)])

@@ -517,6 +517,26 @@ def test_posterior_samples_have_the_posterior_moments(rng):
     assert gp.sample_y(X[:3], n_samples=2).shape == (3, 2)
 
 
+@pytest.mark.parametrize("kind", ["matern", "diffusion"])
+def test_predictions_before_fit_are_the_prior(kind, laps):
+    """As GaussianProcessRegressor: unfitted, predict from the prior."""
+    gp = _product_gp(kind, laps)
+    scale = 1.7 if kind == "matern" else 0.6
+    K = _dense_product(kind, laps, scale)
+    X = np.array([[0, 0], [2, 3], [4, 1]])
+    cells = np.ravel_multi_index(tuple(X.T), (5, 4))
+    mean, cov = gp.predict(X, return_cov=True)
+    assert_allclose(mean, np.zeros(3))
+    assert_allclose(cov, K[np.ix_(cells, cells)], rtol=1e-10, atol=1e-12)
+    _, std = gp.predict(X, return_std=True)
+    assert_allclose(std, np.sqrt(np.diag(K)[cells]), rtol=1e-10)
+    grid_mean, grid_std = gp.predict_grid([[1, 3], None], return_std=True)
+    assert grid_mean.shape == grid_std.shape == (2, 4)
+    assert_allclose(grid_std, np.sqrt(np.diag(K)).reshape(5, 4)[[1, 3]], rtol=1e-10)
+    assert gp.sample_y(X, n_samples=2).shape == (3, 2)
+    assert not hasattr(gp, "alpha_")  # still unfitted
+
+
 def test_clone_and_score(laps, rng):
     gp = ProductGraphGP(laps, kernel="diffusion", beta=[0.5, 1.0], noise=0.1)
     copy = clone(gp)
@@ -574,7 +594,9 @@ def test_bad_data_raise(laps):
     with pytest.raises(ValueError, match="X repeats a grid cell"):
         gp.fit(np.array([[0, 1], [0, 1]]), np.zeros(2))
     with pytest.raises(NotFittedError):
-        gp.predict(np.array([[0, 0]]))
+        gp.log_marginal_likelihood()
+    with pytest.raises(ValueError, match="one column per graph"):
+        ProductGraphGP(laps).predict(np.zeros((1, 3)))  # the prior checks X too
     gp.set_params(optimizer=None).fit_grid(None, np.zeros((5, 4)))
     with pytest.raises(ValueError, match="theta must have 3 entries"):
         gp.log_marginal_likelihood(np.zeros(2))

@@ -18,9 +18,7 @@ identity task covariance (independent targets sharing the kernel, as
 sklearn's multi-output GP).
 
 Skips and xfails carry their reason; the design differences are listed in
-README.md ("Differences from scikit-learn"). Multi-target ``y`` and the
-``n_targets`` parameter (issue 12, item 3) are being built into the solver
-layer; those tests are strict xfails that must start passing with it.
+README.md ("Differences from scikit-learn").
 """
 
 import re
@@ -28,6 +26,7 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy.linalg import LinAlgWarning
 from scipy.optimize import approx_fprime
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
@@ -36,6 +35,7 @@ from sklearn.gaussian_process.kernels import (
     RBF,
     DotProduct,
     ExpSineSquared,
+    Matern,
     WhiteKernel,
 )
 from sklearn.gaussian_process.kernels import (
@@ -52,12 +52,6 @@ from kronecker_gp import KroneckerGP, MultiTaskGP
 from kronecker_gp.kernels import CoregionalizationKernel, KroneckerKernel
 from kronecker_gp.testing import EIG_RTOL
 from kronecker_gp.testing import assert_allclose as kgp_allclose
-
-MULTI_TARGET = pytest.mark.xfail(
-    strict=True,
-    reason="multi-target y (n_samples, n_targets) and n_targets: issue 12 item 3, "
-    "being built into the solver layer",
-)
 
 
 def f(x):
@@ -530,7 +524,6 @@ def test_huge_y_normalization_does_not_overflow():
     kgp_allclose(std / scale, ref_std, rtol=1e-10, atol=1e-10 * ref_std.max())
 
 
-@MULTI_TARGET
 def test_y_multioutput():
     # Test that GPR can deal with multi-dimensional target values
     y_2d = np.vstack((y, y * 2)).T
@@ -714,6 +707,35 @@ def test_gpr_correct_error_message_grid():
     # a noise above the rounding level of the spectrum fits
     gpr.set_params(noise=1e-6).fit_grid([a, b], np.ones((6, 4)))
     assert np.isfinite(gpr.log_marginal_likelihood_value_)
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        {"state_space": 1},  # a Kalman axis: no spectrum of that factor
+        {"state_space": 1, "missing": True},
+        {"noise": np.full((6, 30), 1e-100)},  # per-cell noise
+    ],
+    ids=["state-space", "state-space-missing", "cell-noise"],
+)
+def test_gpr_tiny_noise_warns_on_routes_without_a_spectrum(route):
+    """Routes that cannot compute the condition number warn with a bound."""
+    route = dict(route)
+    Y = np.random.default_rng(0).standard_normal((6, 30))
+    if route.pop("missing", False):
+        Y[1, 3] = np.nan
+    kw = {"noise": 1e-100, "noise_bounds": "fixed", "optimizer": None, **route}
+    gpr = KroneckerGP([DotProduct(), Matern(3.0, nu=1.5)], **kw)
+    match = r"condition number of K \+ noise is at most"
+    with pytest.warns(LinAlgWarning, match=match):
+        gpr.fit_grid([np.linspace(0, 1, 6), np.arange(30.0)], Y)
+    # a sensible noise does not warn
+    kw["noise"] = 1e-2 if np.isscalar(kw["noise"]) else np.full((6, 30), 1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LinAlgWarning)
+        KroneckerGP([DotProduct(), Matern(3.0, nu=1.5)], **kw).fit_grid(
+            [np.linspace(0, 1, 6), np.arange(30.0)], Y
+        )
 
 
 @pytest.mark.parametrize("kernel", kernels)
@@ -943,7 +965,6 @@ def _constant_target_multi(gpr):
     assert Y_cov.shape == (n_samples, n_samples, n_targets)
 
 
-@MULTI_TARGET
 @pytest.mark.parametrize("kernel", kernels)
 def test_constant_target_multi_target(kernel):
     _constant_target_multi(GPR(kernel=kernel, normalize_y=True))
@@ -1051,13 +1072,8 @@ def test_gpr_predict_error():
         gpr.predict(X, return_cov=True, return_std=True)
 
 
-def _n_targets_marks(n_targets):
-    multi = n_targets is not None and n_targets > 1
-    return pytest.param(n_targets, marks=[MULTI_TARGET] if multi else [])
-
-
 @pytest.mark.parametrize("normalize_y", [True, False])
-@pytest.mark.parametrize("n_targets", [_n_targets_marks(n) for n in [None, 1, 10]])
+@pytest.mark.parametrize("n_targets", [None, 1, 10])
 def test_predict_shapes(normalize_y, n_targets):
     """Check the shapes of y_mean, y_std, and y_cov in single-output
     (n_targets=None) and multi-output settings, including the edge case when
@@ -1123,7 +1139,7 @@ def test_predict_shapes_multitask(normalize_y, n_targets):
 
 
 @pytest.mark.parametrize("normalize_y", [True, False])
-@pytest.mark.parametrize("n_targets", [_n_targets_marks(n) for n in [None, 1, 10]])
+@pytest.mark.parametrize("n_targets", [None, 1, 10])
 def test_sample_y_shapes(normalize_y, n_targets):
     """Check the shapes of y_samples in single-output (n_targets=0) and
     multi-output settings, including the edge case when n_targets=1, where the
@@ -1162,15 +1178,10 @@ def test_sample_y_shapes(normalize_y, n_targets):
 
 
 def _with_n_targets(n_targets):
-    # KroneckerGP has no n_targets parameter yet (issue 12 item 3)
     return GPR() if n_targets is None else GPR(n_targets=n_targets)
 
 
-def _n_targets_param(n_targets):
-    return pytest.param(n_targets, marks=[MULTI_TARGET] if n_targets else [])
-
-
-@pytest.mark.parametrize("n_targets", [_n_targets_param(n) for n in [None, 1, 2, 3]])
+@pytest.mark.parametrize("n_targets", [None, 1, 2, 3])
 @pytest.mark.parametrize("n_samples", [1, 5])
 def test_sample_y_shape_with_prior(n_targets, n_samples):
     """Check the output shape of `sample_y` is consistent before and after `fit`."""
@@ -1188,7 +1199,7 @@ def test_sample_y_shape_with_prior(n_targets, n_samples):
     assert shape_before_fit == shape_after_fit
 
 
-@pytest.mark.parametrize("n_targets", [_n_targets_param(n) for n in [None, 1, 2, 3]])
+@pytest.mark.parametrize("n_targets", [None, 1, 2, 3])
 def test_predict_shape_with_prior(n_targets):
     """Check the output shape of `predict` with prior distribution."""
     rng = np.random.RandomState(1024)
@@ -1268,7 +1279,6 @@ def test_prior_multitask_is_task_covariance_times_kernel():
     assert np.abs(emp - joint.reshape(8, 8)).max() <= 0.05 * np.abs(joint).max()
 
 
-@MULTI_TARGET
 def test_n_targets_error():
     """Check that an error is raised when the number of targets seen at fit is
     inconsistent with n_targets.

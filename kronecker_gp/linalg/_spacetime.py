@@ -42,16 +42,38 @@ References
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, eigh
 from scipy.linalg.lapack import dpotrf, dpotri, dtrtrs
 
 from kronecker_gp import _budgets
+from kronecker_gp._threads import blas_threads
 from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray, IntArray
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _small_state_on_one_thread(fn: _F) -> _F:
+    """Run ``fn`` on one BLAS thread when the filter's state is small.
+
+    The state has ``n_s * d`` dimensions (``K_s`` is ``n_s x n_s``, ``P_inf``
+    is ``d x d``); its thousands of small products stall on a busy machine
+    when the BLAS is threaded (:mod:`kronecker_gp._threads`).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(Y: Any, K_s: Any, *args: Any, **kwargs: Any) -> Any:
+        state = np.shape(K_s)[0] * np.shape(kwargs["P_inf"])[0]
+        with blas_threads(int(state)):
+            return fn(Y, K_s, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
 
 __all__ = [
     "spacetime_cost",
@@ -529,6 +551,7 @@ def _filter_adjoint(prob: _Problem, der: _Derivs) -> tuple[float, FloatArray]:
     return lml, _adjoint_grad(prob, der, adj)
 
 
+@_small_state_on_one_thread
 def spacetime_lml(
     Y: ArrayLike,
     K_s: ArrayLike,
@@ -687,6 +710,7 @@ def _smooth(prob: _Problem, G: FloatArray) -> tuple[FloatArray, FloatArray]:
     return mean, var
 
 
+@_small_state_on_one_thread
 def spacetime_posterior(
     Y: ArrayLike,
     K_s: ArrayLike,
@@ -757,6 +781,7 @@ def spacetime_posterior(
     return _smooth(prob, np.eye(prob.n_s))
 
 
+@_small_state_on_one_thread
 def spacetime_krige(
     Y: ArrayLike,
     K_s: ArrayLike,
@@ -875,6 +900,7 @@ def _backward_draw(
     return mean + _psd_sqrt(_sym(P - Gt.T @ AP)) @ xi
 
 
+@_small_state_on_one_thread
 def spacetime_sample(
     Y: ArrayLike,
     K_s: ArrayLike,

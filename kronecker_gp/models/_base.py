@@ -70,20 +70,27 @@ def check_test_coords(train: Grid, coords: Sequence[ArrayLike]) -> Grid:
 
 
 def check_grid_targets(
-    coords: Sequence[ArrayLike], Y: ArrayLike, axes: Any
+    coords: Sequence[ArrayLike], Y: ArrayLike, axes: Any, *, multi_output: bool = False
 ) -> tuple[Grid, FloatArray, list[list[int]]]:
     """Return the grid, the grid-shaped targets and the axes for ``fit_grid``.
 
     ``Y`` may hold NaN (missing cells); ``axes`` (the estimator's parameter)
-    must be None or match the coordinates' column blocks.
+    must be None or match the coordinates' column blocks. With
+    ``multi_output``, ``Y`` may have one more axis at the end: the targets.
     """
     grid = Grid(check_coords(coords))
     values = as_float_array(Y, "Y", allow_nan=True)
-    if values.shape != grid.shape:
+    targets = multi_output and values.ndim == len(grid.shape) + 1
+    if values.shape[: len(grid.shape)] != grid.shape or not (
+        targets or values.ndim == len(grid.shape)
+    ):
+        extra = " or the grid's shape + (n_targets,)" if multi_output else ""
         raise ValueError(
             f"Y must have the grid's shape {grid.shape} (one axis per coords "
-            f"entry); got {values.shape}."
+            f"entry){extra}; got {values.shape}."
         )
+    if targets and values.shape[-1] < 1:
+        raise ValueError(f"Y has an empty targets axis; got shape {values.shape}.")
     blocks = grid.block_axes()
     if axes is not None and [list(a) for a in axes] != blocks:
         raise ValueError(

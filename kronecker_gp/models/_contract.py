@@ -11,11 +11,13 @@ normalisation that cannot overflow.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 from sklearn.utils.validation import validate_data
 
 from kronecker_gp._typing import ArrayLike, FloatArray
@@ -111,6 +113,59 @@ def check_conditioning(
             f"{owner} estimator. (The condition number of K + noise I is "
             f"{cond:.3g}, above {MAX_CONDITION:.3g}: the noise is below the "
             "rounding error of the kernel's eigenvalues.)"
+        )
+
+
+def warn_conditioning_bound(
+    factor_diags: Sequence[FloatArray],
+    noise_min: float,
+    noise_max: float,
+    kernel: object,
+    owner: str,
+) -> None:
+    r"""Warn when a bound on the condition number of ``K + D`` exceeds ``1/eps``.
+
+    For routes without every factor's spectrum (a Kalman axis, per-cell
+    noise): :math:`\lambda_{max}(K) \le \prod_d \operatorname{tr} K_d` and
+    :math:`\lambda_{min}(K + D) \ge \min D`, so the condition number is at
+    most :math:`(\prod_d \operatorname{tr} K_d + \max D) / \min D`. Above
+    :data:`MAX_CONDITION` the results may be rounding noise: a
+    ``scipy.linalg.LinAlgWarning`` says so with the bound (a bound, so a
+    warning and not the eigen routes' error).
+
+    Parameters
+    ----------
+    factor_diags : sequence of ndarray
+        Each factor Gram's diagonal on the training coordinates.
+    noise_min, noise_max : float
+        Smallest and largest noise variance of the observed cells.
+    kernel : object
+        The kernel, shown in the message.
+    owner : str
+        The estimator's class name, shown in the message.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import numpy as np
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     warn_conditioning_bound([np.ones(3)], 1e-100, 1e-100, "K", "KroneckerGP")
+    >>> len(w)
+    1
+    """
+    top = float(np.prod([np.sum(np.maximum(d, 0.0)) for d in factor_diags]))
+    bound = (top + noise_max) / noise_min if noise_min > 0 else np.inf
+    if bound > MAX_CONDITION:
+        warnings.warn(
+            f"The noise (smallest variance {noise_min:.3g}) may be below the rounding "
+            f"error of the kernel {kernel}: the condition number of K + noise is at "
+            f"most {bound:.3g}, above {MAX_CONDITION:.3g}, and this route cannot "
+            "tell whether it is that large; predictions and the likelihood may be "
+            f"meaningless. Try increasing the 'noise' parameter of your {owner} "
+            "estimator.",
+            LinAlgWarning,
+            stacklevel=4,
         )
 
 
@@ -282,7 +337,7 @@ def safe_normalisation(y: FloatArray) -> tuple[float, float]:
 
 
 def validate_targets_with_nan(
-    estimator: object, X: ArrayLike, y: ArrayLike
+    estimator: object, X: ArrayLike, y: ArrayLike, *, multi_output: bool = False
 ) -> tuple[FloatArray, FloatArray]:
     """Validate ``fit(X, y)`` as scikit-learn does, but keep NaN in ``y``.
 
@@ -297,13 +352,16 @@ def validate_targets_with_nan(
         The estimator being fitted (``n_features_in_`` is set on it).
     X : array-like of shape (n_samples, n_features)
         Inputs.
-    y : array-like of shape (n_samples,)
-        Targets, NaN where missing.
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        Targets, NaN where missing (several columns only with
+        ``multi_output``).
+    multi_output : bool, default=False
+        Accept a 2-D ``y`` (scikit-learn's ``multi_output``).
 
     Returns
     -------
     X : ndarray of shape (n_samples, n_features)
-    y : ndarray of shape (n_samples,)
+    y : ndarray of shape (n_samples,) or (n_samples, n_targets)
 
     Examples
     --------
@@ -319,9 +377,11 @@ def validate_targets_with_nan(
         if y_arr.dtype.kind == "f":
             missing = np.isnan(y_arr).reshape(-1)
             y = np.where(np.isnan(y_arr), 0.0, y_arr)
-    X, y_out = validate_data(estimator, X, y, y_numeric=True, dtype=np.float64)  # type: ignore[arg-type]
+    X, y_out = validate_data(  # type: ignore[arg-type]
+        estimator, X, y, y_numeric=True, dtype=np.float64, multi_output=multi_output
+    )
     X_arr = np.asarray(X, dtype=np.float64)
-    y_float = np.array(y_out, dtype=np.float64)
+    y_float = np.array(y_out, dtype=np.float64, order="C")
     if missing is not None and missing.size == y_float.size:
-        y_float[missing] = np.nan
+        y_float.reshape(-1)[missing] = np.nan
     return X_arr, y_float

@@ -574,7 +574,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         ValueError
             If ``theta`` has the wrong length, or a gradient without theta.
         """
-        check_is_fitted(self)
+        check_is_fitted(self, "alpha_")  # requires_fit=False skips the plain check
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
@@ -599,6 +599,39 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             self._path.__dict__.update(state)
 
     # ------------------------------------------------------------- prediction
+    def _prior(self) -> tuple[list[FloatArray], FloatArray, tuple[int, ...]]:
+        """Return the prior's eigenvectors, spectrum and grid shape (before fit)."""
+        ws, us = self._eigen()
+        params = self._check_params(len(ws))
+        g = product_spectrum(
+            self.kernel,
+            _lam_parts(ws),
+            amplitude=params["amplitude"],
+            scale=params["scale"],
+            nu=params["nu"],
+            grad_names=[],
+        )[0]
+        return us, g, tuple(w.size for w in ws)
+
+    def _prior_predict(
+        self, X: ArrayLike, return_std: bool, return_cov: bool
+    ) -> FloatArray | tuple[FloatArray, FloatArray]:
+        """Zero mean and the prior's variances or covariance at cells ``X``."""
+        us, g, shape = self._prior()
+        X = np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
+        if X.shape[1] != len(shape):
+            raise ValueError(
+                f"X must have one column per graph ({len(shape)}); got {X.shape[1]}."
+            )
+        idx = [check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(shape)]
+        rows = eigvec_rows(us, np.asarray(np.ravel_multi_index(tuple(idx), shape)))
+        mean = np.zeros(X.shape[0])
+        if return_cov:
+            return mean, (rows * g) @ rows.T
+        if return_std:
+            return mean, np.sqrt(np.maximum((rows * rows) @ g, 0.0))
+        return mean
+
     def _apply_k(self, w: FloatArray) -> FloatArray:
         """Return ``K w`` for grid columns ``w`` (N, k): two rotations."""
         g = self._spectrum(False)[0]
@@ -638,6 +671,8 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
 
         Notes
         -----
+        Before ``fit`` this is the prior (zero mean, the hyperparameters as
+        given), as in ``GaussianProcessRegressor``.
         The mean is stored on the whole grid at fit time; the standard
         deviation is computed once for the whole grid (cost of the path);
         the covariance costs :math:`O(M N \sum_d n_d)` plus ``M`` solves.
@@ -646,7 +681,8 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             raise RuntimeError(
                 "At most one of return_std or return_cov can be requested."
             )
-        check_is_fitted(self)
+        if not hasattr(self, "alpha_"):  # unfitted: the prior, as sklearn
+            return self._prior_predict(X, return_std, return_cov)
         cells = self._cells(X)
         mean = self._mean[cells] * self.y_train_std_ + self.y_train_mean_
         if return_std:
@@ -680,8 +716,20 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         -------
         mean : ndarray of shape (m_1, ..., m_D)
         std : ndarray of shape (m_1, ..., m_D), optional
+
+        Notes
+        -----
+        Before ``fit`` this is the prior (zero mean, the hyperparameters as
+        given).
         """
-        check_is_fitted(self)
+        if not hasattr(self, "alpha_"):  # unfitted: the prior
+            us, g, shape = self._prior()
+            ix = _sub_index(shape, self._check_nodes_per_axis(coords, shape))
+            mean = np.zeros(shape)[ix]
+            if not return_std:
+                return mean
+            var = kron_matvec([u * u for u in us], g).reshape(shape)[ix]
+            return mean, np.sqrt(np.maximum(var, 0.0))
         ix = self._grid_index(coords)
         mean = self._mean.reshape(self.shape_)[ix] * self.y_train_std_
         mean = mean + self.y_train_mean_
@@ -726,17 +774,7 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             )
         rng = np.random.default_rng(random_state)
         if not hasattr(self, "alpha_"):  # prior, at the hyperparameters as given
-            ws, us = self._eigen()
-            params = self._check_params(len(ws))
-            g = product_spectrum(
-                self.kernel,
-                _lam_parts(ws),
-                amplitude=params["amplitude"],
-                scale=params["scale"],
-                nu=params["nu"],
-                grad_names=[],
-            )[0]
-            shape = tuple(w.size for w in ws)
+            us, g, shape = self._prior()
             nodes = self._check_nodes_per_axis(coords, shape)
             z = rng.standard_normal((g.size, n_samples))
             f = kron_matvec(us, np.sqrt(g)[:, None] * z)
@@ -750,10 +788,16 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         f = f + self._apply_k(self._path.solve_observed(resid))
         return _take(f * self.y_train_std_ + self.y_train_mean_, self.shape_, nodes)
 
+    def __sklearn_tags__(self) -> Any:
+        """Declare a regressor that predicts from the prior unfitted (as sklearn)."""
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        return tags
+
     def sample_y(
         self, X: ArrayLike, n_samples: int = 1, random_state: Any = 0
     ) -> FloatArray:
-        """Draw posterior samples at cells ``X`` (as ``GaussianProcessRegressor``).
+        """Draw posterior (after fit) or prior samples at cells ``X``.
 
         Parameters
         ----------

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
-from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
+from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.models._base import (
@@ -34,6 +34,7 @@ from kronecker_gp.models._contract import (
     query_lml,
     safe_normalisation,
     validate_targets_with_nan,
+    warn_conditioning_bound,
 )
 from kronecker_gp.models._optimize import (
     check_optimizer_params,
@@ -96,7 +97,17 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Extra optimiser runs from log-uniform starts within the bounds.
     normalize_y : bool, default=False
         Subtract the mean and divide by the standard deviation of ``y`` before
-        fitting (predictions are transformed back).
+        fitting (predictions are transformed back); per target with several.
+    n_targets : int or None, default=None
+        Number of target columns, as in ``GaussianProcessRegressor``: it sets
+        the shape of predictions and samples before ``fit`` (the prior), and
+        ``fit`` checks it against ``y``. Several targets (``y`` of shape
+        ``(n_samples, n_targets)``, or ``Y`` of shape ``grid.shape +
+        (n_targets,)``) share the kernel and the noise; the log marginal
+        likelihood is the sum over targets, each target may miss its own
+        cells, and predictions gain a last axis of length ``n_targets``. On a
+        complete grid one eigendecomposition of every axis serves all targets;
+        otherwise each target is solved on its own route.
     random_state : int, RandomState instance or None, default=None
         Seeds the optimiser restarts and (an int) the probe vectors of the
         stochastic estimates; other values use seed 0, so repeated fits and
@@ -183,14 +194,15 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Column groups used for each factor.
     grid_ : Grid
         The training grid (sorted per-axis coordinates, C order).
-    alpha_ : ndarray of shape (n_cells,)
+    alpha_ : ndarray of shape (n_cells,) or (n_cells, n_targets)
         ``(K + noise I)^{-1} y`` on the training grid, flat in C order.
     log_marginal_likelihood_value_ : float
         Log marginal likelihood at ``theta_``.
     n_features_in_ : int
         Number of columns of ``X``.
-    y_train_mean_, y_train_std_ : float
-        Normalisation applied to ``y`` (0 and 1 without ``normalize_y``).
+    y_train_mean_, y_train_std_ : float or ndarray of shape (n_targets,)
+        Normalisation applied to ``y`` (0 and 1 without ``normalize_y``), one
+        entry per target with several.
     fit_time_ : float
         Wall time of the last ``fit`` in seconds.
     solver_info_ : SolverInfo
@@ -239,6 +251,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         optimizer: str | Callable[..., Any] | None = "fmin_l_bfgs_b",
         n_restarts_optimizer: int = 0,
         normalize_y: bool = False,
+        n_targets: int | None = None,
         random_state: int | np.random.RandomState | None = None,
         solver: str = "auto",
         cg_tol: float = 1e-10,
@@ -255,6 +268,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.optimizer = optimizer
         self.n_restarts_optimizer = n_restarts_optimizer
         self.normalize_y = normalize_y
+        self.n_targets = n_targets
         self.random_state = random_state
         self.solver = solver
         self.cg_tol = cg_tol
@@ -276,10 +290,11 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Rows whose column groups (``axes``) lie on a Cartesian product.
-        y : array-like of shape (n_samples,)
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
             Targets; NaN marks a missing observation, exactly as NaN in
             ``Y`` does for :meth:`fit_grid` (the cell is missing, and grid
-            slices left without an observation are dropped).
+            slices left without an observation in any target are dropped).
+            Several columns are targets sharing the kernel and noise.
 
         Returns
         -------
@@ -298,7 +313,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             If the grid spanned by the rows has over 20 times more cells than
             there are rows (scattered data).
         """
-        X, y = validate_targets_with_nan(self, X, y)
+        X, y = validate_targets_with_nan(self, X, y, multi_output=True)
+        y = self._check_n_targets(y, y.ndim - 1)
         axes = resolve_axes(self.kernels, self.axes, X.shape[1])
         grid, cell = grid_from_rows(X, axes, complete=False)
         if grid.size > SPARSE_GRID_RATIO * X.shape[0]:
@@ -312,24 +328,32 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 UserWarning,
                 stacklevel=2,
             )
-        y_grid = np.full(grid.size, np.nan)
+        targets = y.shape[1:]
+        y_grid = np.full((grid.size, *targets), np.nan)
         y_grid[cell] = y
         if np.isscalar(self.noise):
-            grid, Y = drop_empty_slices(grid, y_grid.reshape(grid.shape))
-            return self._fit(grid, np.asarray(Y).reshape(-1), axes)
-        v = as_float_array(self.noise, "noise", ndim=1)
+            grid, Y = drop_empty_slices(grid, y_grid.reshape(*grid.shape, *targets))
+            return self._fit(grid, np.asarray(Y).reshape(-1, *targets), axes)
+        v = as_float_array(self.noise, "noise", ndim=None)
+        if v.shape == y.shape[:1] and targets:
+            v = np.repeat(v[:, None], targets[0], axis=1)  # the same for every target
         if v.shape != y.shape:
             raise ValueError(
                 "noise must be a scalar or an array with same number of entries as "
                 f"y ({y.shape[0]}); got shape {v.shape}."
             )
-        cells = np.full(grid.size, np.nan)
+        cells = np.full((grid.size, *targets), np.nan)
         cells[cell] = v
         grid, Y, V = drop_empty_slices(
-            grid, y_grid.reshape(grid.shape), cells.reshape(grid.shape)
+            grid,
+            y_grid.reshape(*grid.shape, *targets),
+            cells.reshape(*grid.shape, *targets),
         )
         return self._fit(
-            grid, np.asarray(Y).reshape(-1), axes, np.asarray(V).reshape(-1)
+            grid,
+            np.asarray(Y).reshape(-1, *targets),
+            axes,
+            np.asarray(V).reshape(-1, *targets),
         )
 
     def fit_grid(self, coords: Sequence[ArrayLike], Y: ArrayLike) -> KroneckerGP:
@@ -339,11 +363,13 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ----------
         coords : list of array-like
             One array per axis, each of shape (n_d,) or (n_d, p_d).
-        Y : array-like of shape (n_1, ..., n_D)
+        Y : array-like of shape (n_1, ..., n_D) or (n_1, ..., n_D, n_targets)
             Targets on the grid; NaN marks a missing cell. Axis slices with no
-            observed cell are dropped from the training grid (``grid_`` holds
-            the kept coordinates); the other missing cells are handled exactly
-            by the Schur-complement solver (see ``solver``).
+            observed cell (in any target) are dropped from the training grid
+            (``grid_`` holds the kept coordinates); the other missing cells
+            are handled exactly by the Schur-complement solver (see
+            ``solver``). A last axis holds several targets (see
+            ``n_targets``); each may miss its own cells.
 
         Returns
         -------
@@ -379,20 +405,56 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         >>> bool(abs(gp.predict_grid([x, t])[2, 3] - truth) < 0.1)
         True
         """
-        grid, Y, axes = check_grid_targets(coords, Y, self.axes)
+        grid, Y, axes = check_grid_targets(coords, Y, self.axes, multi_output=True)
         self.n_features_in_ = int(sum(grid.widths))
-        if np.isscalar(self.noise):
+        n_axes = len(grid.shape)
+        v = None
+        if not np.isscalar(self.noise):
+            v = as_float_array(self.noise, "noise", allow_nan=True)
+            if Y.ndim > n_axes and v.shape == grid.shape:
+                v = np.repeat(v[..., None], Y.shape[-1], axis=-1)  # every target
+            if v.shape != Y.shape:
+                raise ValueError(
+                    f"noise given per cell must have Y's shape {Y.shape}; got "
+                    f"{v.shape}."
+                )
+        Y = self._check_n_targets(Y, Y.ndim - n_axes)
+        if v is not None:
+            v = v.reshape(Y.shape)
+        targets = Y.shape[n_axes:]
+        if v is None:
             grid, Y = drop_empty_slices(grid, Y)
-            return self._fit(grid, np.asarray(Y).reshape(-1), axes)
-        v = as_float_array(self.noise, "noise", allow_nan=True)
-        if v.shape != Y.shape:
-            raise ValueError(
-                f"noise given per cell must have Y's shape {Y.shape}; got {v.shape}."
-            )
+            return self._fit(grid, np.asarray(Y).reshape(-1, *targets), axes)
         grid, Y, v = drop_empty_slices(grid, Y, v)
         return self._fit(
-            grid, np.asarray(Y).reshape(-1), axes, np.asarray(v).reshape(-1)
+            grid,
+            np.asarray(Y).reshape(-1, *targets),
+            axes,
+            np.asarray(v).reshape(-1, *targets),
         )
+
+    def _check_n_targets(self, Y: FloatArray, has_targets: int) -> FloatArray:
+        """Check ``n_targets`` against the targets axis of ``Y``; drop it if 1 long.
+
+        ``has_targets`` is 1 when the last axis of ``Y`` holds the targets.
+        """
+        n_targets = self.n_targets
+        if n_targets is not None and (
+            isinstance(n_targets, bool)
+            or not isinstance(n_targets, numbers.Integral)
+            or n_targets < 1
+        ):
+            raise ValueError(
+                f"n_targets must be a positive integer or None; got {n_targets!r}."
+            )
+        seen = int(Y.shape[-1]) if has_targets else 1
+        if n_targets is not None and seen != n_targets:
+            raise ValueError(
+                "The number of targets seen in `y` is different from the parameter "
+                f"`n_targets`. Got {seen} != {n_targets}."
+            )
+        # one target column is the single-output case (scikit-learn squeezes it)
+        return Y[..., 0] if has_targets and seen == 1 else Y
 
     def _fit(
         self,
@@ -406,12 +468,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         kernel = build_kernel(self.kernels, axes)
         self._check_params(kernel, len(grid.shape))
         self.axes_ = axes
-        self.y_train_mean_, self.y_train_std_ = (
-            safe_normalisation(y) if self.normalize_y else (0.0, 1.0)
-        )
+        self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
         y = (y - self.y_train_mean_) / self.y_train_std_
         if cell_noise is not None:
-            cell_noise = self._check_cell_noise(cell_noise, np.flatnonzero(np.isnan(y)))
+            cell_noise = self._check_cell_noise(cell_noise, np.isnan(y))
         choice = select_solver(
             grid,
             kernel,
@@ -441,6 +501,15 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
+    def _normalisation(self, y: FloatArray) -> tuple[Any, Any]:
+        """Return the mean and scale of ``y`` (per target column), or 0 and 1."""
+        if y.ndim == 1:
+            return safe_normalisation(y) if self.normalize_y else (0.0, 1.0)
+        if not self.normalize_y:
+            return np.zeros(y.shape[1]), np.ones(y.shape[1])
+        stats = np.array([safe_normalisation(col) for col in y.T])
+        return stats[:, 0], stats[:, 1]
+
     def _options(self) -> SolverOptions:
         seed = (
             self.random_state if isinstance(self.random_state, numbers.Integral) else 0
@@ -456,7 +525,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     def _noise_variances(self) -> FloatArray:
         """``noise_ * noise`` on the training grid in data units, NaN where missing."""
         route = self._route
-        cells = np.asarray(route.cell_noise, dtype=float).reshape(-1)
+        cells = np.asarray(route.cell_noise, dtype=float).reshape(self.grid_.size, -1)
         missing = np.zeros(cells.size, dtype=bool)
         if getattr(route, "missing", None) is not None:
             missing = np.asarray(route.missing).reshape(-1)
@@ -464,8 +533,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 flags = np.zeros(cells.size, dtype=bool)
                 flags[missing] = True
                 missing = flags
+        missing = missing.reshape(cells.shape)
         out = np.where(missing, np.nan, self.noise_ * cells * self.y_train_std_**2)
-        return out.reshape(self.grid_.shape)
+        targets = cells.shape[1:] if cells.shape[1] > 1 else ()
+        return out.reshape(*self.grid_.shape, *targets)
 
     def _fitted_factorization(self) -> Factorization:
         last, self._last_fact = self._last_fact, None
@@ -500,12 +571,12 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             raise ValueError(f"noise must be a positive finite number; got {noise!r}.")
         check_optimizer_params(self.optimizer, self.n_restarts_optimizer)
 
-    def _check_cell_noise(self, v: FloatArray, missing: IntArray) -> FloatArray:
+    def _check_cell_noise(self, v: FloatArray, missing: Any) -> FloatArray:
         # values on missing cells carry no information: accept NaN or anything
         v = v.copy()
         v[missing] = np.nan
         seen = v[~np.isnan(v)]
-        n_nan = v.size - missing.size - seen.size
+        n_nan = v.size - int(np.sum(missing)) - seen.size
         if n_nan or np.any(seen <= 0):
             raise ValueError(
                 "noise given per cell must be positive and finite on every observed "
@@ -568,8 +639,21 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
     def _check_conditioning(self, fact: Factorization) -> None:
         spectrum = fact.spectrum()
-        if spectrum is not None and self._route.cell_noise is None:
+        cell_noise = self._route.cell_noise
+        if spectrum is not None and cell_noise is None:
             check_conditioning(spectrum, self.noise_, self.kernel_, "KroneckerGP")
+            return
+        # a Kalman axis or per-cell noise: only a bound on the condition number
+        low = high = self.noise_
+        if cell_noise is not None:
+            seen = np.asarray(cell_noise, dtype=float)
+            seen = seen[np.isfinite(seen)]
+            low, high = self.noise_ * float(seen.min()), self.noise_ * float(seen.max())
+        diags = [
+            np.asarray(k.diag(c), dtype=float)
+            for k, c in zip(self.kernel_.kernels, self.grid_.coords)
+        ]
+        warn_conditioning_bound(diags, low, high, self.kernel_, "KroneckerGP")
 
     def _lml_at(
         self, theta: FloatArray, eval_gradient: bool
@@ -690,7 +774,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         if getattr(self, "_lml_value", None) is None:
             if not hasattr(self, "_route"):
                 raise AttributeError("log_marginal_likelihood_value_ is set by fit.")
-            fact = self._factorize(need_lml=True)
+            fact = self._factorize(need_lml=True, check=False)  # fit checked it
             self._lml_value = float(fact.lml)
             self.solver_info_.lml_std_error = fact.info.lml_std_error
             self.solver_info_.extra.update(fact.info.extra)
@@ -708,6 +792,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         mean = mean * self.y_train_std_ + self.y_train_mean_
         if var is None:
             return mean, None
+        var = _per_target(var, mean, cov=not as_std)
         if as_std:
             return mean, np.sqrt(var) * self.y_train_std_
         return mean, var * self.y_train_std_**2
@@ -732,9 +817,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        y_mean : ndarray of shape (n_samples,)
-        y_std : ndarray of shape (n_samples,), optional
-        y_cov : ndarray of shape (n_samples, n_samples), optional
+        y_mean : ndarray of shape (n_samples,) or (n_samples, n_targets)
+        y_std : ndarray of shape (n_samples,) or (n_samples, n_targets), optional
+        y_cov : ndarray of shape (n_samples, n_samples) or \
+(n_samples, n_samples, n_targets), optional
 
         Notes
         -----
@@ -753,7 +839,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             kernel = build_kernel(
                 self.kernels, resolve_axes(self.kernels, self.axes, X.shape[1])
             )
-            return prior_predict(kernel, X, return_std, return_cov)  # type: ignore[no-any-return]
+            prior = prior_predict(kernel, X, return_std, return_cov)
+            return self._prior_targets(prior)  # type: ignore[no-any-return]
         check_is_fitted(self)
         X = self._check_X(X)
         parts = [X[:, cols] for cols in self.axes_]
@@ -777,10 +864,10 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             means.append(mean)
             if std is not None:
                 stds.append(std)
-        mean = np.concatenate(means) if means else np.zeros(0)
+        mean = np.concatenate(means) if means else np.zeros((0, *self._targets()))
         if not return_std:
             return mean
-        return mean, np.concatenate(stds) if stds else np.zeros(0)
+        return mean, np.concatenate(stds) if stds else np.zeros(mean.shape)
 
     def predict_grid(
         self, coords: Sequence[ArrayLike], return_std: bool = False
@@ -799,8 +886,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        mean : ndarray of shape (m_1, ..., m_D)
-        std : ndarray of shape (m_1, ..., m_D), optional
+        mean : ndarray of shape (m_1, ..., m_D) (+ (n_targets,) with several)
+        std : ndarray of the same shape, optional
 
         Notes
         -----
@@ -810,14 +897,16 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             grid = Grid(check_coords(coords))
             kernel = build_kernel(self.kernels, grid.block_axes())
             self._check_params(kernel, len(grid.shape))
-            return prior_predict_grid(kernel.kernels, grid.coords, return_std)  # type: ignore[no-any-return]
+            prior = prior_predict_grid(kernel.kernels, grid.coords, return_std)
+            return self._prior_targets(prior)  # type: ignore[no-any-return]
         check_is_fitted(self)
         test = check_test_coords(self.grid_, coords)
         mean, var = self._fact.predict_grid(self.kernel_, test, std=return_std)
         mean, std = self._scale(mean, var, as_std=True)
+        shape = (*test.shape, *self._targets())
         if std is None:
-            return mean.reshape(test.shape)
-        return mean.reshape(test.shape), std.reshape(test.shape)
+            return mean.reshape(shape)
+        return mean.reshape(shape), std.reshape(shape)
 
     # ----------------------------------------------------------------- sampling
     def sample_y(
@@ -836,7 +925,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_points, n_samples)
+        ndarray of shape (n_points, n_samples) or (n_points, n_targets, n_samples)
             The samples (latent function, noise excluded).
         """
         rng = check_random_state(random_state)
@@ -846,8 +935,16 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             X = as_float_array(X, "X", ndim=2)
             axes = resolve_axes(self.kernels, self.axes, X.shape[1])
             kernel = build_kernel(self.kernels, axes)
-            mean, cov = np.zeros(X.shape[0]), kernel(X)
-        return rng.multivariate_normal(mean, cov, n_samples).T
+            mean, cov = self._prior_targets((np.zeros(X.shape[0]), kernel(X)))
+        if mean.ndim == 1:
+            return rng.multivariate_normal(mean, cov, n_samples).T
+        return np.stack(
+            [
+                rng.multivariate_normal(mean[:, t], cov[..., t], n_samples).T
+                for t in range(mean.shape[1])
+            ],
+            axis=1,
+        )
 
     def sample_grid(
         self,
@@ -869,7 +966,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (m_1, ..., m_D, n_samples)
-            The samples (latent function, noise excluded).
+            The samples (latent function, noise excluded); with several
+            targets ``(m_1, ..., m_D, n_targets, n_samples)``.
 
         Notes
         -----
@@ -888,17 +986,46 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         if not hasattr(self, "kernel_"):
             grid = Grid(check_coords(coords))
             kernel = build_kernel(self.kernels, grid.block_axes())
-            z = prior_grid_samples(kernel.factor_grams(grid.coords), n_samples, rng)
-            return z.reshape(*grid.shape, n_samples)
+            targets = (self.n_targets,) if (self.n_targets or 1) > 1 else ()
+            n_draws = int(n_samples) * (self.n_targets or 1)
+            z = prior_grid_samples(kernel.factor_grams(grid.coords), n_draws, rng)
+            return z.reshape(*grid.shape, *targets, n_samples)
         test = check_test_coords(self.grid_, coords)
         draws = self._fact.sample_grid(self.kernel_, test, int(n_samples), rng)
-        draws = draws * self.y_train_std_ + self.y_train_mean_
-        return draws.reshape(*test.shape, int(n_samples))
+        std = np.asarray(self.y_train_std_)[..., None]
+        draws = draws * std + np.asarray(self.y_train_mean_)[..., None]
+        return draws.reshape(*test.shape, *self._targets(), int(n_samples))
+
+    def _targets(self) -> tuple[int, ...]:
+        """Return the targets axis of predictions: ``(n_targets,)``, or ``()``."""
+        if hasattr(self, "kernel_"):
+            return np.shape(self.y_train_mean_)
+        return (self.n_targets,) if (self.n_targets or 1) > 1 else ()
+
+    def _prior_targets(self, prior: Any) -> Any:
+        """Repeat single-target prior predictions over ``n_targets`` (as sklearn)."""
+        targets = self._targets()
+        if not targets:
+            return prior
+        if not isinstance(prior, tuple):
+            return np.zeros((*prior.shape, *targets))
+        mean, second = prior
+        return np.zeros((*mean.shape, *targets)), np.repeat(
+            second[..., None], targets[0], axis=-1
+        )
 
     def __sklearn_tags__(self) -> Any:
-        """Declare a single-output regressor that predicts from the prior unfitted."""
+        """Declare a (multi-output) regressor that predicts from the prior unfitted."""
         tags = super().__sklearn_tags__()
         tags.requires_fit = False
         tags.target_tags.single_output = True
-        tags.target_tags.multi_output = False
+        tags.target_tags.multi_output = True
         return tags
+
+
+def _per_target(second: FloatArray, mean: FloatArray, *, cov: bool) -> FloatArray:
+    """Give variances (or a covariance) shared by every target the targets axis."""
+    shared = second.ndim == (2 if cov else 1)
+    if mean.ndim == 1 or not shared:
+        return second
+    return np.repeat(second[..., None], mean.shape[-1], axis=-1)

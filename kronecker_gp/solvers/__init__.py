@@ -49,6 +49,7 @@ from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
 from kronecker_gp.solvers._kalman import StateSpaceRoute
+from kronecker_gp.solvers._multi_target import MultiTargetRoute
 from kronecker_gp.solvers._spacetime import SpaceTimeRoute
 
 __all__ = ["RouteChoice", "SolverOptions", "select_solver"]
@@ -161,7 +162,8 @@ def sort_axis(
 ) -> tuple[Grid, FloatArray, FloatArray | None]:
     """Sort the coordinates of ``axis`` increasingly, with ``y`` and ``cell_noise``.
 
-    ``y`` and ``cell_noise`` are flat in C order.
+    ``y`` and ``cell_noise`` are flat in C order, shape ``(N,)`` or
+    ``(N, n_targets)``.
     """
     order = np.argsort(grid.coords[axis][:, 0], kind="stable")
     if np.all(order == np.arange(order.size)):
@@ -170,7 +172,8 @@ def sort_axis(
     coords[axis] = coords[axis][order]
 
     def take(x: FloatArray) -> FloatArray:
-        return np.take(x.reshape(grid.shape), order, axis=axis).reshape(-1)
+        cells = x.reshape(*grid.shape, -1)
+        return np.take(cells, order, axis=axis).reshape(x.shape)
 
     return Grid(coords), take(y), None if cell_noise is None else take(cell_noise)
 
@@ -193,9 +196,13 @@ def select_solver(
         The training grid.
     kernel : KroneckerKernel
         The product kernel (its factors decide which axes are Markov).
-    y : ndarray of shape (N,)
-        Targets in C order (normalised), NaN on missing cells.
-    cell_noise : ndarray of shape (N,) or None, default=None
+    y : ndarray of shape (N,) or (N, n_targets)
+        Targets in C order (normalised), NaN on missing cells. Several
+        columns are targets sharing the covariance (summed likelihoods): on a
+        complete grid with iid noise the eigen route takes them together,
+        otherwise each target gets its own route
+        (:class:`~kronecker_gp.solvers._multi_target.MultiTargetRoute`).
+    cell_noise : ndarray of shape y.shape or None, default=None
         Known per-cell noise variances (normalised), ignored where ``y`` is NaN.
     state_space : "auto", int or None, default="auto"
         The estimator's ``state_space`` parameter.
@@ -223,7 +230,8 @@ def select_solver(
     ('eigen', [3])
     """
     options = options or SolverOptions()
-    choice = _choose_route(
+    route_for = _choose_route if y.ndim == 1 else _multi_target_route
+    choice = route_for(
         grid,
         kernel,
         y,
@@ -297,10 +305,84 @@ def _choose_route(
     if current < structured:
         choice = replace(
             choice,
-            reason=f"{choice.reason}, against {structured:.2g} on the structured "
-            "route",
+            reason=f"{choice.reason}, against {structured:.2g} on the structured route",
         )
     return choice
+
+
+def _multi_target_route(
+    grid: Grid,
+    kernel: Any,
+    y: FloatArray,
+    *,
+    cell_noise: FloatArray | None,
+    state_space: Any,
+    state_space_min_size: int,
+    options: SolverOptions,
+) -> RouteChoice:
+    """Return the route of several target columns sharing one covariance."""
+    missing = np.isnan(y)
+    empty = np.flatnonzero(missing.all(axis=0))
+    if empty.size:
+        raise ValueError(
+            f"Y has no observed cell for target {int(empty[0])}; nothing to fit it on."
+        )
+    n_targets = y.shape[1]
+    if not missing.any() and cell_noise is None:
+        first = _structured_route(
+            grid,
+            kernel,
+            y[:, 0],
+            cell_noise=None,
+            state_space=state_space,
+            state_space_min_size=state_space_min_size,
+            options=options,
+        )
+        if first.route == "eigen":
+            choice = _eigen_route(grid, y, missing, None, options)
+            return replace(
+                choice,
+                reason=f"{n_targets} targets on a complete grid: one "
+                "eigendecomposition of every axis serves them all",
+            )
+    # each target on its own route; every axis a Kalman route might sort is
+    # sorted first, so that the targets' routes share one grid
+    if state_space is not None:
+        for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels)):
+            if c.shape[1] == 1 and is_markov_kernel(k):
+                grid, y, cell_noise = sort_axis(grid, y, d, cell_noise)
+    choices = [
+        _choose_route(
+            grid,
+            kernel,
+            y[:, t],
+            cell_noise=None if cell_noise is None else cell_noise[:, t],
+            state_space=state_space,
+            state_space_min_size=state_space_min_size,
+            options=options,
+        )
+        for t in range(n_targets)
+    ]
+    for c in choices:
+        if any(
+            not np.array_equal(a, b)
+            for a, b in zip(c.grid.coords, choices[0].grid.coords)
+        ):  # pragma: no cover - the sort above makes every grid the same
+            raise RuntimeError("the targets' routes disagree on the training grid.")
+    route = MultiTargetRoute(
+        [c.solver for c in choices],
+        cell_noise,
+        np.isnan(y),
+        tol=options.tol,
+        n_probes=options.n_probes,
+    )
+    kinds = sorted({c.route for c in choices})
+    reason = (
+        f"{n_targets} targets with different missing cells or per-cell noise: one "
+        f"route per target ({', '.join(kinds)}), likelihoods summed"
+    )
+    notes = sorted({c.note for c in choices if c.note})
+    return RouteChoice(route, choices[0].grid, "multi-target", reason, " ".join(notes))
 
 
 def _structured_route(

@@ -67,8 +67,10 @@ class GridSolver:
 
     Parameters
     ----------
-    y : ndarray of shape (N,)
-        Targets in C order, zero on missing cells.
+    y : ndarray of shape (N,) or (N, n_targets)
+        Targets in C order, zero on missing cells. Several target columns
+        (sharing the covariance) are taken on a complete grid with iid noise,
+        where one eigendecomposition serves them all.
     missing : ndarray of int or None
         Flat indices of missing cells; None for a complete grid.
     method : {"auto", "exact", "cg"}
@@ -141,6 +143,13 @@ class GridSolver:
     ) -> SolveResult:
         """Factorise, and return weights, LML and (optionally) its gradient."""
         want_grad = grad_grams is not None
+        if self.y.ndim == 2 and (
+            self.cell_noise is not None or self.missing is not None
+        ):
+            raise ValueError(
+                "several target columns are solved together on a complete grid with "
+                "iid noise only; select_solver wraps one route per target otherwise."
+            )
         if self.cell_noise is not None and self.missing is not None:
             post, lml, grad, on_obs, info = cell_noise_missing_factorize(
                 grams,
@@ -306,14 +315,18 @@ class EigenFactorization(Factorization):
         solver = self.solver
         union, idx_train, idx_test = union_axes(solver.coords, test.coords)
         shape = tuple(u.shape[0] for u in union)
-        f = prior_grid_samples(kernel.factor_grams(union), n_samples, rng)
-        f = f.reshape(*shape, n_samples)
-        cols = np.arange(n_samples)
-        f_train = f[np.ix_(*idx_train, cols)].reshape(-1, n_samples)
-        f_test = f[np.ix_(*idx_test, cols)].reshape(-1, n_samples)
+        n_targets = 1 if solver.y.ndim == 1 else solver.y.shape[1]
+        n_draws = n_samples * n_targets  # independent draws for every target
+        f = prior_grid_samples(kernel.factor_grams(union), n_draws, rng)
+        f = f.reshape(*shape, n_draws)
+        cols = np.arange(n_draws)
+        f_train = f[np.ix_(*idx_train, cols)].reshape(-1, n_draws)
+        f_test = f[np.ix_(*idx_test, cols)].reshape(-1, n_draws)
         scale = 1.0 if solver.cell_noise is None else solver.cell_noise[:, None]
         eps = np.sqrt(self.noise * scale) * rng.standard_normal(f_train.shape)
-        resid = solver.y[:, None] - f_train - eps
+        # column t * n_samples + s is sample s of target t
+        y_cols = np.repeat(solver.y.reshape(solver.y.shape[0], -1), n_samples, axis=1)
+        resid = y_cols - f_train - eps
         cross = [k(t, c) for k, t, c in zip(kernel.kernels, test.coords, solver.coords)]
         if solver.missing is not None:
             resid[solver.missing] = 0.0  # only the observed residuals enter
@@ -324,4 +337,7 @@ class EigenFactorization(Factorization):
             weights = self.system.rot(self.system.solve(resid))
         else:
             weights = self.system.observed_solve_rot(resid_rot)
-        return np.asarray(f_test + kron_matvec(self._rotated(cross), weights))
+        draws = f_test + kron_matvec(self._rotated(cross), weights)
+        if n_targets == 1 and solver.y.ndim == 1:
+            return np.asarray(draws)
+        return np.asarray(draws).reshape(-1, n_targets, n_samples)

@@ -48,8 +48,10 @@ def grid_moments(
 
     Returns
     -------
-    mean : ndarray of shape (M,)
+    mean : ndarray of shape (M,) or (M, n_targets)
+        One column per target where ``post`` holds several.
     var : ndarray of shape (M,) or None
+        Shared by every target.
 
     Notes
     -----
@@ -93,8 +95,10 @@ def point_moments(
 
     Returns
     -------
-    mean : ndarray of shape (M,)
+    mean : ndarray of shape (M,) or (M, n_targets)
+        One column per target where ``post`` holds several.
     var_or_cov : ndarray of shape (M,) or (M, M), or None
+        Shared by every target.
 
     Notes
     -----
@@ -102,7 +106,10 @@ def point_moments(
     covariance; never an :math:`N \times N` array.
     """
     v = [c @ u for c, u in zip(cross, post.eigvecs)]
-    mean = face_split_matvec(v, post.alpha_rot)
+    if post.alpha_rot.ndim == 1:
+        mean = face_split_matvec(v, post.alpha_rot)
+    else:  # several targets: one mean column each, the variance is shared
+        mean = np.stack([face_split_matvec(v, a) for a in post.alpha_rot.T], axis=1)
     if prior is None:
         return mean, None
     if full_cov:
