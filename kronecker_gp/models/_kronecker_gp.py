@@ -20,6 +20,8 @@ from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_
 from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.linalg import kron_outer
+from kronecker_gp.linalg._whitening import balance_log_variances
 from kronecker_gp.models._base import (
     build_kernel,
     check_grid_targets,
@@ -43,6 +45,7 @@ from kronecker_gp.models._optimize import (
     param_label,
 )
 from kronecker_gp.solvers import SolverOptions, select_solver
+from kronecker_gp.solvers._axis_noise import axis_noise_start, check_noise_axes
 from kronecker_gp.solvers._posterior import prior_grid_samples
 from kronecker_gp.solvers._protocol import Factorization
 
@@ -236,6 +239,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         axes: Sequence[Sequence[int]] | None = None,
         noise: float = 1.0,
         noise_bounds: tuple[float, float] | str = (1e-6, 1e5),
+        noise_axes: Sequence[int] | None = None,
         optimizer: str | Callable[..., Any] | None = "fmin_l_bfgs_b",
         n_restarts_optimizer: int = 0,
         normalize_y: bool = False,
@@ -252,6 +256,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.axes = axes
         self.noise = noise
         self.noise_bounds = noise_bounds
+        self.noise_axes = noise_axes
         self.optimizer = optimizer
         self.n_restarts_optimizer = n_restarts_optimizer
         self.normalize_y = normalize_y
@@ -314,8 +319,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             )
         y_grid = np.full(grid.size, np.nan)
         y_grid[cell] = y
-        if np.isscalar(self.noise):
-            grid, Y = drop_empty_slices(grid, y_grid.reshape(grid.shape))
+        if np.isscalar(self.noise) or self.noise_axes is not None:
+            grid, Y = self._drop_empty(grid, y_grid.reshape(grid.shape))
             return self._fit(grid, np.asarray(Y).reshape(-1), axes)
         v = as_float_array(self.noise, "noise", ndim=1)
         if v.shape != y.shape:
@@ -381,8 +386,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         """
         grid, Y, axes = check_grid_targets(coords, Y, self.axes)
         self.n_features_in_ = int(sum(grid.widths))
-        if np.isscalar(self.noise):
-            grid, Y = drop_empty_slices(grid, Y)
+        if np.isscalar(self.noise) or self.noise_axes is not None:
+            grid, Y = self._drop_empty(grid, Y)
             return self._fit(grid, np.asarray(Y).reshape(-1), axes)
         v = as_float_array(self.noise, "noise", allow_nan=True)
         if v.shape != Y.shape:
@@ -403,6 +408,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     ) -> KroneckerGP:
         """Validate, choose the route, optimise theta, factorise, store."""
         t0 = time.perf_counter()
+        self._noise_axes = None if self.noise_axes is None else self._axis_init[0]
         kernel = build_kernel(self.kernels, axes)
         self._check_params(kernel, len(grid.shape))
         self.axes_ = axes
@@ -420,11 +426,15 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             state_space=self.state_space,
             state_space_min_size=int(self.state_space_min_size),
             options=self._options(),
+            noise_axes=self._noise_axes,
         )
         self.grid_, self._route = choice.grid, choice.solver
         self._last_fact = None
         self.kernel_ = kernel
-        self.noise_ = float(self.noise) if cell_noise is None else 1.0
+        if self._noise_axes is not None:
+            self.noise_ = self._noise_from_log(self._axis_init[1])
+        else:
+            self.noise_ = float(self.noise) if cell_noise is None else 1.0
         self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
@@ -437,6 +447,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.theta_ = self._theta()
         if cell_noise is not None:
             self.noise_variances_ = self._noise_variances()
+        if self._noise_axes is not None:
+            self._store_axis_noise()
         self.kernels_ = list(self.kernel_.kernels)
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -514,24 +526,80 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             )
         return v / self.y_train_std_**2
 
+    # ------------------------------------------------------------ axis noise
+    def _drop_empty(self, grid: Grid, Y: FloatArray) -> tuple[Grid, FloatArray]:
+        """Drop empty slices; with ``noise_axes``, check them and align the start.
+
+        Stores ``_axis_init``: the checked axes and the start log-variances on
+        the kept slices (normalised units, the first axis carrying the scale).
+        """
+        if self.noise_axes is None:
+            out = drop_empty_slices(grid, Y)
+            return out[0], out[1]
+        axes = check_noise_axes(self.noise_axes, len(grid.shape))
+        starts = axis_noise_start(self.noise, axes, grid.shape)
+        spread = [
+            np.broadcast_to(
+                v.reshape([-1 if e == d else 1 for e in range(len(grid.shape))]),
+                grid.shape,
+            )
+            for d, v in zip(axes, starts)
+        ]
+        grid, Y, *kept = drop_empty_slices(grid, Y, *spread)
+        logs = [
+            np.log(np.moveaxis(k, d, 0).reshape(k.shape[d], -1)[:, 0])
+            for d, k in zip(axes, kept)
+        ]
+        self._axis_init = (axes, np.concatenate(logs))
+        return grid, Y
+
+    def _n_noise(self) -> int:
+        """Return the number of noise log-variances in theta (noise learned)."""
+        if getattr(self, "_noise_axes", None) is None:
+            return 1
+        return int(sum(v.size for v in self.noise_))
+
+    def _log_noise(self) -> FloatArray:
+        if getattr(self, "_noise_axes", None) is None:
+            return np.log(np.atleast_1d(float(self.noise_)))
+        return np.log(np.concatenate(self.noise_))
+
+    def _noise_from_log(self, log_noise: FloatArray) -> Any:
+        """``noise_`` from its log entries: a float, or per-axis arrays (balanced)."""
+        if getattr(self, "_noise_axes", None) is None:
+            return float(np.exp(log_noise[0]))
+        sizes = [self.grid_.shape[d] for d in self._noise_axes]
+        parts = np.split(np.asarray(log_noise, dtype=float), np.cumsum(sizes)[:-1])
+        return [np.exp(x) for x in balance_log_variances(parts)]
+
+    def _store_axis_noise(self) -> None:
+        """Set ``noise_per_axis_`` and ``noise_variances_`` in data units."""
+        per_axis = [v.copy() for v in self.noise_]
+        per_axis[0] = per_axis[0] * self.y_train_std_**2
+        self.noise_per_axis_ = per_axis
+        full = [np.ones(n) for n in self.grid_.shape]
+        for d, v in zip(self._noise_axes, per_axis):
+            full[d] = v
+        self.noise_variances_ = kron_outer(full).reshape(self.grid_.shape)
+
     # ------------------------------------------------------- hyperparameters
     def _bounds(self) -> FloatArray:
         parts = [np.asarray(self.kernel_.bounds, dtype=float).reshape(-1, 2)]
         if self._noise_log_bounds is not None:
-            parts.append(self._noise_log_bounds.reshape(1, 2))
+            parts.append(np.tile(self._noise_log_bounds, (self._n_noise(), 1)))
         return np.vstack(parts)
 
     def _theta(self) -> FloatArray:
         theta = np.asarray(self.kernel_.theta, dtype=float)
         if self._noise_log_bounds is None:
             return theta.copy()
-        return np.append(theta, np.log(self.noise_))
+        return np.append(theta, self._log_noise())
 
     def _set_theta(self, theta: FloatArray) -> None:
         n_k = len(self.kernel_.theta)
         self.kernel_.theta = theta[:n_k]
         if self._noise_log_bounds is not None:
-            self.noise_ = float(np.exp(theta[n_k]))
+            self.noise_ = self._noise_from_log(theta[n_k:])
 
     def _factorize(
         self,
@@ -568,7 +636,9 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
     def _check_conditioning(self, fact: Factorization) -> None:
         spectrum = fact.spectrum()
-        if spectrum is not None and self._route.cell_noise is None:
+        if self._noise_axes is not None and spectrum is not None:  # whitened: noise 1
+            check_conditioning(spectrum, 1.0, self.kernel_, "KroneckerGP")
+        elif spectrum is not None and self._route.cell_noise is None:
             check_conditioning(spectrum, self.noise_, self.kernel_, "KroneckerGP")
 
     def _lml_at(
@@ -605,7 +675,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 verbose=self.verbose,
                 name=type(self).__name__,
                 labels=kernel_labels(self.kernel_)
-                + param_label("noise", 1, self.noise_bounds),
+                + param_label("noise", self._n_noise(), self.noise_bounds),
             )
         finally:
             # keep what the search settled (the block-Jacobi axis), at fit settings

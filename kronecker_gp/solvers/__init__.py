@@ -22,6 +22,8 @@ route (``solver_info_.path``)  structure
                                site's state (exact, any missing pattern)
 ``dense``                      few observed cells (scattered rows): one
                                Cholesky factor of their covariance
+``axis-noise`` / ``-schur-*``  noise varying along axes (``noise_axes``):
+                               whitened into the factors, eigen route
 ============================  ==========================================
 
 With missing cells or per-cell noise, the cost model compares the structured
@@ -45,6 +47,7 @@ from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
 from kronecker_gp.linalg._spacetime import spacetime_cost, spacetime_memory
+from kronecker_gp.solvers._axis_noise import AxisNoiseRoute
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
@@ -184,6 +187,7 @@ def select_solver(
     state_space: Any = "auto",
     state_space_min_size: int = 2000,
     options: SolverOptions | None = None,
+    noise_axes: tuple[int, ...] | None = None,
 ) -> RouteChoice:
     """Choose the route for these data: the one place that does.
 
@@ -203,6 +207,10 @@ def select_solver(
         Smallest axis ``"auto"`` solves by filtering.
     options : SolverOptions, default=None
         Numerical settings (defaults if None).
+    noise_axes : tuple of int or None, default=None
+        Axes along which the noise variance varies (the estimator's
+        ``noise_axes``): the axis-noise route, exact, whatever the other
+        settings.
 
     Returns
     -------
@@ -231,6 +239,7 @@ def select_solver(
         state_space=state_space,
         state_space_min_size=state_space_min_size,
         options=options,
+        noise_axes=noise_axes,
     )
     if choice.note:
         warnings.warn(choice.note, UserWarning, stacklevel=3)
@@ -246,11 +255,14 @@ def _choose_route(
     state_space: Any,
     state_space_min_size: int,
     options: SolverOptions,
+    noise_axes: tuple[int, ...] | None = None,
 ) -> RouteChoice:
     """Return the structured route, or a cheaper exact one the cost model finds."""
     missing = np.isnan(y)
     if missing.all():
         raise ValueError("Y has no observed cell; nothing to fit.")
+    if noise_axes is not None:  # Kronecker noise: whitened into the factors
+        return _axis_noise_route(grid, y, missing, noise_axes, options)
     choice = _structured_route(
         grid,
         kernel,
@@ -374,6 +386,34 @@ def _eigen_route(
     if idx.size:
         reason += "; missing cells through the Schur complement (see the method)"
     return RouteChoice(solver, grid, "eigen", reason)
+
+
+def _axis_noise_route(
+    grid: Grid,
+    y: FloatArray,
+    missing: Any,
+    noise_axes: tuple[int, ...],
+    options: SolverOptions,
+) -> RouteChoice:
+    idx = np.flatnonzero(missing)
+    route = AxisNoiseRoute(
+        np.where(missing, 0.0, y),
+        idx if idx.size else None,
+        tuple(int(d) for d in noise_axes),
+        method=options.method,
+        tol=options.tol,
+        max_iter=options.max_iter,
+        n_probes=options.n_probes,
+        seed=options.seed,
+        coords=list(grid.coords),
+    )
+    reason = (
+        f"noise varying along axes {list(noise_axes)}: whitened into the factors, "
+        "every axis through its eigendecomposition"
+    )
+    if idx.size:
+        reason += "; missing cells through the Schur complement (see the method)"
+    return RouteChoice(route, grid, "axis-noise", reason)
 
 
 def _route_flops(choice: RouteChoice, n_missing: int, options: SolverOptions) -> float:
