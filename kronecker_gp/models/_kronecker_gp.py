@@ -90,6 +90,25 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ``solver``. The LML and gradient are estimated as on the ``"cg"`` path.
     noise_bounds : pair of float or "fixed", default=(1e-6, 1e5)
         Bounds on ``noise`` during optimisation; ``"fixed"`` keeps it.
+    noise_axes : sequence of int or None, default=None
+        Axes along which the noise variance varies (per site, per task, per
+        day): the noise covariance is then a Kronecker product of per-axis
+        diagonals, ``D_1 (x) D_2 (x) ...`` (identity off these axes), one
+        variance per slice of each noise axis, every one learned within
+        ``noise_bounds`` (``theta_`` lists their logs after the kernel's). The
+        noise is whitened into the factors (Rakitsch et al. 2013), so the
+        likelihood, its gradient and the predictions stay exact at the
+        complete-grid cost, with missing cells too (``solver_info_.path``
+        ``"axis-noise"`` or ``"axis-noise-schur-*"``; ``state_space`` does
+        not apply). ``noise`` then gives the start: a scalar (every cell's
+        variance; the first noise axis' entries start there, the others' at
+        1), an array of the axis' length for one noise axis, or one such
+        array per noise axis; units as a scalar ``noise`` (normalised with
+        ``normalize_y``). With several noise axes the product has one
+        redundant scale: the first noise axis carries it and the others'
+        variances are normalised to geometric mean 1 (the per-cell
+        variances and the likelihood are unchanged). ``None``: iid noise, or
+        per-cell noise given as an array shaped like ``Y``.
     optimizer : "fmin_l_bfgs_b", callable or None, default="fmin_l_bfgs_b"
         As in ``GaussianProcessRegressor``: maximise the log marginal
         likelihood with L-BFGS-B, a callable
@@ -174,14 +193,21 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         The fitted product kernel.
     kernels_ : list of Kernel
         Its per-axis factors.
-    noise_ : float
-        The fitted noise variance (with per-cell ``noise``: the fitted scale).
+    noise_ : float or list of ndarray
+        The fitted noise variance (with per-cell ``noise``: the fitted scale;
+        with ``noise_axes``: one array of variances per noise axis, in
+        normalised units as ``theta_``).
+    noise_per_axis_ : list of ndarray of shape (n_d,)
+        With ``noise_axes`` only: the fitted per-axis variances in data units
+        (the first noise axis carries the scale).
     noise_variances_ : ndarray of shape grid_.shape
-        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid
-        (NaN on missing cells).
+        With per-cell ``noise``: ``noise_ * noise`` on the training grid (NaN
+        on missing cells); with ``noise_axes``: the fitted per-cell variances
+        ``kron(noise_per_axis_)`` (every cell) in data units.
     theta_ : ndarray
         Fitted log-hyperparameters: the factors' thetas, then ``log(noise_)``
-        unless the noise is fixed.
+        (with ``noise_axes``: each noise axis' log-variances in order) unless
+        the noise is fixed.
     axes_ : list of list of int
         Column groups used for each factor.
     grid_ : Grid
@@ -226,6 +252,19 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     >>> mean.shape
     (20, 30)
     >>> bool(np.abs(mean - Y).max() < 0.1)
+    True
+
+    Noise that differs between sites (two kinds of instrument), learned:
+
+    >>> rng = np.random.default_rng(0)
+    >>> sd = np.where(np.arange(20) < 10, 0.1, 0.5)
+    >>> Y_noisy = Y + sd[:, None] * rng.standard_normal(Y.shape)
+    >>> gp = KroneckerGP([RBF(0.3), Matern(5.0, nu=1.5)], noise=0.1, noise_axes=[0])
+    >>> gp = gp.fit_grid([sites, days], Y_noisy)
+    >>> gp.solver_info_.path
+    'axis-noise'
+    >>> var = gp.noise_per_axis_[0]
+    >>> bool(var[10:].mean() > 10 * var[:10].mean())  # true ratio 25
     True
     """
 
@@ -568,6 +607,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         """``noise_`` from its log entries: a float, or per-axis arrays (balanced)."""
         if getattr(self, "_noise_axes", None) is None:
             return float(np.exp(log_noise[0]))
+        assert self._noise_axes is not None
         sizes = [self.grid_.shape[d] for d in self._noise_axes]
         parts = np.split(np.asarray(log_noise, dtype=float), np.cumsum(sizes)[:-1])
         return [np.exp(x) for x in balance_log_variances(parts)]
@@ -578,6 +618,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         per_axis[0] = per_axis[0] * self.y_train_std_**2
         self.noise_per_axis_ = per_axis
         full = [np.ones(n) for n in self.grid_.shape]
+        assert self._noise_axes is not None
         for d, v in zip(self._noise_axes, per_axis):
             full[d] = v
         self.noise_variances_ = kron_outer(full).reshape(self.grid_.shape)
