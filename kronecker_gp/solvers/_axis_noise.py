@@ -127,10 +127,7 @@ class AxisNoiseRoute:
         grad = res.grad
         if grad is not None and noise_free:
             noise_grad = axis_noise_gradient(
-                res.post,
-                self.noise_axes,
-                correction=res.correction,
-                missing=self.missing,
+                res.post, self.noise_axes, correction=res.correction
             )
             grad = np.concatenate([grad, noise_grad])
         info = res.info
