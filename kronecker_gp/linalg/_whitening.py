@@ -26,7 +26,6 @@ References
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 import numpy as np
 
@@ -34,7 +33,7 @@ from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
     TraceCorrection,
-    factor_gradient_matrix,
+    mode_gram,
 )
 from kronecker_gp.linalg._identities import kron_outer
 
@@ -138,12 +137,15 @@ def axis_noise_gradient(
         \bigr).
 
     Summed over a slice, the other factors' eigenvectors cancel
-    (:math:`U_e^T U_e = I`): the term is entry ``(i, i)`` of
-    :func:`~kronecker_gp.linalg._eigenbasis.factor_gradient_matrix` with unit
-    weights in place of the other factors' eigenvalues (the derivative of the
-    whitened problem along :math:`I \otimes E_{ii} \otimes I`). Cost
-    :math:`O(N n_d + n_d^3)` per noise axis, as a kernel hyperparameter's;
-    never an :math:`N \times N` array. On missing cells
+    (:math:`U_e^T U_e = I`): with :math:`A = \tilde a` and :math:`G =
+    1/(\lambda + 1)` as grids, the gradient is
+    :math:`\tfrac12 \operatorname{diag}(U_d (A_{(d)} A_{(d)}^T -
+    \operatorname{diag}(h_d)) U_d^T)`, :math:`h_d = \sum_{-d} G`: the
+    :math:`M_d` of :func:`~kronecker_gp.linalg._eigenbasis.
+    factor_gradient_matrix` with unit weights in place of the other factors'
+    eigenvalues, and a missing-cell correction enters as there. Cost: one
+    SYRK of :math:`O(N n_d)` and :math:`O(n_d^3)` per noise axis, never an
+    :math:`N \times N` array. On missing cells
     :math:`\tilde\alpha` and the zero-padded :math:`(\tilde K_{oo} + I)^{-1}`
     vanish (exactly with the exact correction; the Hutchinson estimate is
     unbiased there, as for the iid noise gradient).
@@ -161,10 +163,20 @@ def axis_noise_gradient(
     >>> bool(np.allclose(axis_noise_gradient(post, [1]), 0.5 * cell.sum(axis=0)))
     True
     """
-    ones = replace(post, eigvals=[np.ones(n) for n in post.shape])
-    parts = [
-        np.diagonal(factor_gradient_matrix(ones, d, correction)) for d in noise_axes
-    ]
+    shape = post.shape
+    weights = [np.ones(n) for n in shape]
+    alpha, inv = post.alpha_rot.reshape(shape), post.inv_lam.reshape(shape)
+    parts = []
+    for d in noise_axes:
+        others = tuple(e for e in range(len(shape)) if e != d)
+        a = np.moveaxis(alpha, d, 0).reshape(shape[d], -1)
+        inner = a @ a.T  # SYRK: only the diagonal of U_d inner U_d^T is needed
+        inner[np.diag_indices_from(inner)] -= inv.sum(axis=others)
+        if correction is not None:
+            c = mode_gram(correction.a, correction.b, weights, d)
+            inner += 0.5 * correction.scale * (c + c.T)
+        u = post.eigvecs[d]
+        parts.append(0.5 * np.einsum("ij,ij->i", u @ inner, u))
     return np.concatenate(parts) if parts else np.zeros(0)
 
 

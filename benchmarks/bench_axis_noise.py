@@ -1,0 +1,152 @@
+"""Benchmark per-site noise (``noise_axes=[0]``) against iid noise on a complete grid.
+
+The problem of ``_common.make_problem`` (``n_sites x n_times``, noise 0.1)
+gets two kinds of site: the first half keeps noise standard deviation 0.1
+(variance 0.01 added), the second gets 0.5. For each size it times, in one
+process, with the hyperparameters fixed at ``THETA_TRUE``:
+
+* one log marginal likelihood + gradient on the iid complete-grid route
+  (``solver_info_.path == "complete"``) and on the axis-noise route
+  (``"axis-noise"``, ``n_sites`` more gradient entries),
+* ``fit_grid`` with the optimisation from ``THETA_START`` on both (up to
+  ``--fit-max`` sites x times; the per-site fit has ``n_sites`` more
+  parameters, so L-BFGS-B may take more evaluations: they are reported), with
+  the fitted LML of each model.
+
+It prints a markdown table with the ratios and the load average.
+
+Run ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_axis_noise.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402 - the helper module sits next to this script
+    THETA_START,
+    THETA_TRUE,
+    factor_kernels,
+    load_average,
+    make_problem,
+    measure,
+    parse_size,
+)
+
+from kronecker_gp import KroneckerGP  # noqa: E402
+
+NOISE = float(np.exp(THETA_TRUE[3]))
+
+
+def make_case(size: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Return coordinates and targets with two site noise levels."""
+    sites, times, Y = make_problem(*size)
+    rng = np.random.default_rng(7)
+    extra = np.where(np.arange(size[0]) < size[0] // 2, 0.1, 0.5)
+    Y = Y + extra[:, None] * rng.standard_normal(Y.shape)
+    return [sites, times], Y
+
+
+def _estimator(per_site: bool, theta: np.ndarray, optimise: bool) -> KroneckerGP:
+    return KroneckerGP(
+        factor_kernels(theta),
+        noise=float(np.exp(theta[3])),
+        noise_axes=[0] if per_site else None,
+        optimizer="fmin_l_bfgs_b" if optimise else None,
+        state_space=None,
+    )
+
+
+def lml_grad_time(coords: list[np.ndarray], Y: np.ndarray, per_site: bool) -> float:
+    """Median seconds of one LML + gradient at THETA_TRUE."""
+    gp = _estimator(per_site, THETA_TRUE, False).fit_grid(coords, Y)
+    expected = "axis-noise" if per_site else "complete"
+    assert gp.solver_info_.path == expected, gp.solver_info_.path
+    theta = gp.theta_
+    return float(
+        measure(
+            lambda: gp.log_marginal_likelihood(theta, eval_gradient=True),
+            repeat=3,
+            budget=20.0,
+        )["median"]
+    )
+
+
+def fit_time(
+    coords: list[np.ndarray], Y: np.ndarray, per_site: bool
+) -> dict[str, Any]:
+    """Seconds, evaluations and fitted LML of fit_grid from THETA_START."""
+    gp = _estimator(per_site, THETA_START, True)
+    calls = {"n": 0}
+    inner = gp._lml_at
+
+    def counted(theta: np.ndarray, eval_gradient: bool) -> Any:
+        calls["n"] += 1
+        return inner(theta, eval_gradient)
+
+    gp._lml_at = counted  # type: ignore[method-assign]
+    t0 = time.perf_counter()
+    gp.fit_grid(coords, Y)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "evaluations": calls["n"],
+        "lml": gp.log_marginal_likelihood_value_,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark and print the markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["300x300", "1000x1000"])
+    parser.add_argument(
+        "--fit-max", type=int, default=300 * 300, help="largest grid to fit"
+    )
+    args = parser.parse_args(argv)
+    rows = []
+    for text in args.sizes:
+        size = parse_size(text)
+        coords, Y = make_case(size)
+        load = load_average()[0]
+        iid, site = (lml_grad_time(coords, Y, p) for p in (False, True))
+        row = [text, f"{iid:.3f}", f"{site:.3f}", f"{site / iid:.2f}"]
+        if size[0] * size[1] <= args.fit_max:
+            f_iid, f_site = (fit_time(coords, Y, p) for p in (False, True))
+            per_eval = (f_site["seconds"] / f_site["evaluations"]) / (
+                f_iid["seconds"] / f_iid["evaluations"]
+            )
+            row += [
+                f"{f_iid['seconds']:.2f} ({f_iid['evaluations']})",
+                f"{f_site['seconds']:.2f} ({f_site['evaluations']})",
+                f"{per_eval:.2f}",
+                f"{f_site['lml'] - f_iid['lml']:.1f}",
+            ]
+        else:
+            row += ["-", "-", "-", "-"]
+        row.append(f"{load:.2f} / {load_average()[0]:.2f}")
+        rows.append(row)
+    head = [
+        "grid",
+        "LML+grad iid (s)",
+        "LML+grad per-site (s)",
+        "ratio",
+        "fit iid (s, evals)",
+        "fit per-site (s, evals)",
+        "per-eval ratio",
+        "LML gain",
+        "load before / after",
+    ]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("---" for _ in head) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
