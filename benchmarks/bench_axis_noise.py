@@ -36,7 +36,6 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
     factor_kernels,
     load_average,
     make_problem,
-    measure,
     parse_size,
 )
 
@@ -64,24 +63,30 @@ def _estimator(per_site: bool, theta: np.ndarray, optimise: bool) -> KroneckerGP
     )
 
 
-def lml_grad_time(coords: list[np.ndarray], Y: np.ndarray, per_site: bool) -> float:
-    """Median seconds of one LML + gradient at THETA_TRUE."""
-    gp = _estimator(per_site, THETA_TRUE, False).fit_grid(coords, Y)
-    expected = "axis-noise" if per_site else "complete"
-    assert gp.solver_info_.path == expected, gp.solver_info_.path
-    theta = gp.theta_
-    return float(
-        measure(
-            lambda: gp.log_marginal_likelihood(theta, eval_gradient=True),
-            repeat=3,
-            budget=20.0,
-        )["median"]
-    )
+def lml_grad_times(
+    coords: list[np.ndarray], Y: np.ndarray, repeat: int
+) -> tuple[float, float]:
+    """Median seconds of one LML + gradient at THETA_TRUE: iid, then per-site.
+
+    The two routes are timed alternately (after one warm-up call each), so a
+    change of the machine's load hits both alike.
+    """
+    gps = []
+    for per_site, path in ((False, "complete"), (True, "axis-noise")):
+        gp = _estimator(per_site, THETA_TRUE, False).fit_grid(coords, Y)
+        assert gp.solver_info_.path == path, gp.solver_info_.path
+        gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+        gps.append(gp)
+    samples: list[list[float]] = [[], []]
+    for _ in range(repeat):
+        for k, gp in enumerate(gps):
+            t0 = time.perf_counter()
+            gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+            samples[k].append(time.perf_counter() - t0)
+    return float(np.median(samples[0])), float(np.median(samples[1]))
 
 
-def fit_time(
-    coords: list[np.ndarray], Y: np.ndarray, per_site: bool
-) -> dict[str, Any]:
+def fit_time(coords: list[np.ndarray], Y: np.ndarray, per_site: bool) -> dict[str, Any]:
     """Seconds, evaluations and fitted LML of fit_grid from THETA_START."""
     gp = _estimator(per_site, THETA_START, True)
     calls = {"n": 0}
@@ -108,13 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fit-max", type=int, default=300 * 300, help="largest grid to fit"
     )
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds")
     args = parser.parse_args(argv)
     rows = []
     for text in args.sizes:
         size = parse_size(text)
         coords, Y = make_case(size)
         load = load_average()[0]
-        iid, site = (lml_grad_time(coords, Y, p) for p in (False, True))
+        iid, site = lml_grad_times(coords, Y, args.repeat)
         row = [text, f"{iid:.3f}", f"{site:.3f}", f"{site / iid:.2f}"]
         if size[0] * size[1] <= args.fit_max:
             f_iid, f_site = (fit_time(coords, Y, p) for p in (False, True))

@@ -280,3 +280,38 @@ def test_bad_input_names_the_argument(noise_axes, noise, match, rng):
     gp = KroneckerGP(_kernels(2), noise=noise, noise_axes=noise_axes)
     with pytest.raises(ValueError, match=match):
         gp.fit_grid(coords, Y)
+
+
+def test_separable_cell_noise_takes_the_exact_route(rng):
+    # per-cell noise that is an outer product of per-axis vectors: the exact
+    # whitened route instead of CG with an estimated LML; one learned scale
+    shape = (5, 7)
+    coords, Y, _ = _problem(rng, shape, (0,), False)
+    v_s, v_t = rng.uniform(0.1, 1.0, 5), rng.uniform(0.5, 2.0, 7)
+    cells = np.outer(v_s, v_t)
+    gp = KroneckerGP(
+        _kernels(2), noise=cells, optimizer=None, state_space=None
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == "cell-noise-kronecker"
+    assert gp.solver_info_.lml_std_error == 0
+    assert gp.noise_ == 1.0
+    assert_allclose(gp.noise_variances_, cells)
+    scale = 1.7
+    theta = np.append(gp.kernel_.theta, np.log(scale))
+    lml, grad, _, _ = _dense(coords, Y, (0, 1), [scale * v_s, v_t], _kernels(2))
+    n_k = len(gp.kernel_.theta)
+    grad = np.append(grad[:n_k], grad[n_k : n_k + 5].sum())  # d/dlog(scale)
+    got, g = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    assert_allclose(got, lml, rtol=1e-10)
+    assert_allclose(g, grad, rtol=1e-10, atol=1e-10 * np.abs(grad).max())
+    # predictions equal the dense posterior at noise_ = 1
+    _, _, mean, cov = _dense(coords, Y, (0, 1), [v_s, v_t], _kernels(2))
+    m, sd = gp.predict_grid(coords, return_std=True)
+    assert_allclose(m.reshape(-1), mean, rtol=1e-9, atol=1e-11)
+    assert_allclose(sd.reshape(-1), np.sqrt(np.diag(cov)), rtol=1e-8, atol=1e-10)
+    # a perturbed cell breaks the product: the CG route, estimated
+    cells[2, 3] *= 1.001
+    gp = KroneckerGP(
+        _kernels(2), noise=cells, optimizer=None, state_space=None
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == "cell-noise-cg"

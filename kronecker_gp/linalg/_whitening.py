@@ -223,3 +223,54 @@ def balance_log_variances(log_variances: Sequence[FloatArray]) -> list[FloatArra
         parts[k] -= shift
         parts[0] += shift
     return parts
+
+
+def kronecker_noise_factors(
+    variances: FloatArray, rtol: float = 1e-12
+) -> list[FloatArray] | None:
+    r"""Return per-axis vectors whose Kronecker product is ``variances``, or None.
+
+    Parameters
+    ----------
+    variances : ndarray of shape (n_1, ..., n_D)
+        Positive per-cell variances on a grid (no NaN).
+    rtol : float, default=1e-12
+        Tolerance of the test, relative to the largest absolute log-variance.
+
+    Returns
+    -------
+    list of ndarray of shape (n_d,) or None
+        One vector per axis (the first carries the scale, the others have
+        geometric mean 1) when :math:`\log V` is a sum of per-axis terms to
+        ``rtol``; None otherwise.
+
+    Notes
+    -----
+    :math:`V = \bigotimes_d v_d` exactly when :math:`\log V_{i_1 \dots i_D} =
+    \sum_d \log v_{d, i_d}` (a rank-one grid of positive values); the
+    per-axis terms are the log grid's axis means. Cost :math:`O(N D)`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = np.outer([1.0, 4.0], [0.5, 1.0, 2.0])
+    >>> [x.tolist() for x in kronecker_noise_factors(v)]
+    [[1.0, 4.0], [0.5, 1.0, 2.0]]
+    >>> v[0, 0] *= 1.01
+    >>> kronecker_noise_factors(v) is None
+    True
+    """
+    logs = np.log(np.asarray(variances, dtype=float))
+    n_axes = logs.ndim
+    total = float(logs.mean())
+    parts = []
+    fitted = np.full(logs.shape, -(n_axes - 1) * total)
+    for d in range(n_axes):
+        others = tuple(e for e in range(n_axes) if e != d)
+        part = logs.mean(axis=others)
+        parts.append(part)
+        fitted = fitted + part.reshape([-1 if e == d else 1 for e in range(n_axes)])
+    if np.abs(logs - fitted).max() > rtol * max(1.0, float(np.abs(logs).max())):
+        return None
+    parts[0] = parts[0] - (n_axes - 1) * total
+    return [np.exp(x) for x in balance_log_variances(parts)]

@@ -52,12 +52,20 @@ class AxisNoiseRoute:
         As in :class:`~kronecker_gp.solvers._eigen.GridSolver` (missing cells).
     coords : list of ndarray
         Per-axis training coordinates.
+    known : list of ndarray or None, default=None
+        Known per-cell variances that are an exact Kronecker product, as
+        vectors (one per noise axis): ``noise`` is then the learned scale
+        ``s`` of the per-cell noise, ``s * kron(known)`` (the per-cell noise
+        of the estimator, found to be separable, solved exactly).
+    cell_noise : ndarray of shape (N,) or None, default=None
+        With ``known``: the per-cell variances ``kron(known)`` (reported by
+        the estimator as ``noise_variances_``).
 
     Notes
     -----
     ``factorize(kernel, noise)`` takes ``noise`` as a sequence of per-axis
     variance vectors, one per entry of ``noise_axes``; the noise of cell
-    ``(i_1, ..., i_D)`` is their product.
+    ``(i_1, ..., i_D)`` is their product. With ``known`` it takes the scale.
 
     Examples
     --------
@@ -82,6 +90,8 @@ class AxisNoiseRoute:
     seed: int = 0
     block_axis: int | None = None
     coords: list[FloatArray] = field(default_factory=list)
+    known: list[FloatArray] | None = None
+    cell_noise: FloatArray | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -102,6 +112,8 @@ class AxisNoiseRoute:
         The gradient lists the kernel's log-hyperparameters, then (with
         ``noise_free``) the log-variances of each noise axis in order.
         """
+        if self.known is not None:  # known separable per-cell noise, a scale
+            noise = [self.known[0] * float(noise), *self.known[1:]]  # type: ignore[arg-type]
         variances = noise_vectors(self.shape, self.noise_axes, noise)
         inner = GridSolver(
             self.y * inverse_sqrt_noise(variances),
@@ -126,12 +138,15 @@ class AxisNoiseRoute:
         lml = res.lml - 0.5 * observed_log_noise(variances, self.missing)
         grad = res.grad
         if grad is not None and noise_free:
-            noise_grad = axis_noise_gradient(
-                res.post, self.noise_axes, correction=res.correction
-            )
+            axes = self.noise_axes if self.known is None else self.noise_axes[:1]
+            noise_grad = axis_noise_gradient(res.post, axes, correction=res.correction)
+            if self.known is not None:  # d/dlog(scale): the first axis' sum
+                noise_grad = np.array([noise_grad.sum()])
             grad = np.concatenate([grad, noise_grad])
         info = res.info
         info.path = PATH if info.path == "complete" else f"{PATH}-{info.path}"
+        if self.known is not None:
+            info.path = info.path.replace(PATH, "cell-noise-kronecker")
         info.extra["noise_axes"] = list(self.noise_axes)
         return AxisNoiseFactorization(
             inner, res.post, res.system, 1.0, lml, grad, info, variances
