@@ -315,3 +315,40 @@ def test_separable_cell_noise_takes_the_exact_route(rng):
         _kernels(2), noise=cells, optimizer=None, state_space=None
     ).fit_grid(coords, Y)
     assert gp.solver_info_.path == "cell-noise-cg"
+
+
+def test_estimated_path_within_its_error(rng, monkeypatch):
+    # missing cells beyond the exact budgets: CG, SLQ and Hutchinson on the
+    # whitened problem; the noise gradient's trace is estimated like the kernel's
+    from kronecker_gp import _budgets
+
+    monkeypatch.setattr(_budgets, "EXACT_FLOPS_BUDGET", 0.0)
+    monkeypatch.setattr(_budgets, "EXACT_PREFERENCE", 0.0)
+    shape, noise_axes = (8, 10), (0,)
+    coords, Y, variances = _problem(rng, shape, noise_axes, True)
+    gp = _fit(coords, Y, noise_axes, variances, solver="cg", n_probes=512)
+    assert gp.solver_info_.path == "axis-noise-schur-cg"
+    lml, grad, mean, _ = _dense(coords, Y, noise_axes, variances, _kernels(2))
+    got = gp.log_marginal_likelihood_value_  # estimated on first access
+    assert gp.solver_info_.extra["logdet"] == "slq"
+    err = gp.solver_info_.lml_std_error
+    assert 0 < err
+    assert abs(got - lml) <= 4 * err + 1e-8 * abs(lml)
+    _, g = gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+    assert np.abs(g - grad).max() < 0.1 * np.abs(grad).max()
+    m = gp.predict_grid(coords)
+    assert_allclose(m.reshape(-1), mean, rtol=1e-7, atol=1e-9)
+
+
+def test_fixed_noise_keeps_the_start(rng):
+    shape, noise_axes = (5, 7), (1,)
+    coords, Y, variances = _problem(rng, shape, noise_axes, False)
+    gp = KroneckerGP(
+        _kernels(2),
+        noise=variances[0],
+        noise_axes=noise_axes,
+        noise_bounds="fixed",
+        state_space=None,
+    ).fit_grid(coords, Y)
+    assert gp.theta_.size == len(gp.kernel_.theta)
+    assert_allclose(gp.noise_per_axis_[0], variances[0])
