@@ -143,8 +143,10 @@ def axis_noise_gradient(
     \operatorname{diag}(h_d)) U_d^T)`, :math:`h_d = \sum_{-d} G`: the
     :math:`M_d` of :func:`~kronecker_gp.linalg._eigenbasis.
     factor_gradient_matrix` with unit weights in place of the other factors'
-    eigenvalues, and a missing-cell correction enters as there. Cost: one
-    SYRK of :math:`O(N n_d)` and :math:`O(n_d^3)` per noise axis, never an
+    eigenvalues, and a missing-cell correction enters as there. Cost per
+    noise axis: one GEMM of :math:`O(N n_d)` (:math:`\operatorname{diag}(U_d
+    A_{(d)} A_{(d)}^T U_d^T)` is the row norms of :math:`U_d A_{(d)}`), plus
+    :math:`O(n_d^3 + k N n_d)` with a correction of ``k`` columns; never an
     :math:`N \times N` array. On missing cells
     :math:`\tilde\alpha` and the zero-padded :math:`(\tilde K_{oo} + I)^{-1}`
     vanish (exactly with the exact correction; the Hutchinson estimate is
@@ -169,13 +171,16 @@ def axis_noise_gradient(
     parts = []
     for d in noise_axes:
         others = tuple(e for e in range(len(shape)) if e != d)
+        u, h = post.eigvecs[d], inv.sum(axis=others)
         a = np.moveaxis(alpha, d, 0).reshape(shape[d], -1)
-        inner = a @ a.T  # SYRK: only the diagonal of U_d inner U_d^T is needed
-        inner[np.diag_indices_from(inner)] -= inv.sum(axis=others)
-        if correction is not None:
-            c = mode_gram(correction.a, correction.b, weights, d)
-            inner += 0.5 * correction.scale * (c + c.T)
-        u = post.eigvecs[d]
+        if correction is None:
+            # diag(U_d A A^T U_d^T) = row norms of U_d A: one GEMM, no n_d^3
+            b = u @ a
+            parts.append(0.5 * (np.einsum("ij,ij->i", b, b) - (u * u) @ h))
+            continue
+        inner = a @ a.T - np.diag(h)
+        c = mode_gram(correction.a, correction.b, weights, d)
+        inner += 0.5 * correction.scale * (c + c.T)
         parts.append(0.5 * np.einsum("ij,ij->i", u @ inner, u))
     return np.concatenate(parts) if parts else np.zeros(0)
 
