@@ -88,6 +88,11 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ``cg_tol``; with missing cells the CG runs on the observed cells and
         the preconditioner is inverted through the Schur complement of
         ``solver``. The LML and gradient are estimated as on the ``"cg"`` path.
+        On a complete grid whose per-cell variances are an exact Kronecker
+        product of per-axis vectors (log-variances a sum of per-axis terms to
+        ``1e-12``) and no Kalman axis, the exact whitened route of
+        ``noise_axes`` is taken instead (``solver_info_.path ==
+        "cell-noise-kronecker"``; exact LML and gradient).
     noise_bounds : pair of float or "fixed", default=(1e-6, 1e5)
         Bounds on ``noise`` during optimisation; ``"fixed"`` keeps it.
     noise_axes : sequence of int or None, default=None
@@ -225,9 +230,11 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     solver_info_ : SolverInfo
         The path taken (``"complete"``, ``"schur-exact"``, ``"schur-cg"``,
         ``"cell-noise-cg"``, or with per-cell noise and missing cells
-        ``"cell-noise-schur-exact"`` / ``"cell-noise-schur-cg"``),
-        number of missing cells, CG iterations and residual, and the standard
-        error of an estimated LML.
+        ``"cell-noise-schur-exact"`` / ``"cell-noise-schur-cg"``; with
+        ``noise_axes`` ``"axis-noise"`` / ``"axis-noise-schur-*"``; separable
+        per-cell noise ``"cell-noise-kronecker"``), number of missing cells,
+        CG iterations and residual, and the standard error of an estimated
+        LML.
 
     Notes
     -----
