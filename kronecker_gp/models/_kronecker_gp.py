@@ -20,6 +20,8 @@ from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.linalg import kron_outer
+from kronecker_gp.linalg._whitening import balance_log_variances
 from kronecker_gp.models._base import (
     build_kernel,
     check_grid_targets,
@@ -44,6 +46,7 @@ from kronecker_gp.models._optimize import (
     param_label,
 )
 from kronecker_gp.solvers import SolverOptions, select_solver
+from kronecker_gp.solvers._axis_noise import axis_noise_start, check_noise_axes
 from kronecker_gp.solvers._posterior import prior_grid_samples
 from kronecker_gp.solvers._protocol import Factorization
 
@@ -86,8 +89,32 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         ``cg_tol``; with missing cells the CG runs on the observed cells and
         the preconditioner is inverted through the Schur complement of
         ``solver``. The LML and gradient are estimated as on the ``"cg"`` path.
+        On a complete grid whose per-cell variances are an exact Kronecker
+        product of per-axis vectors (log-variances a sum of per-axis terms to
+        ``1e-12``) and no Kalman axis, the exact whitened route of
+        ``noise_axes`` is taken instead (``solver_info_.path ==
+        "cell-noise-kronecker"``; exact LML and gradient).
     noise_bounds : pair of float or "fixed", default=(1e-6, 1e5)
         Bounds on ``noise`` during optimisation; ``"fixed"`` keeps it.
+    noise_axes : sequence of int or None, default=None
+        Axes along which the noise variance varies (per site, per task, per
+        day): the noise covariance is then a Kronecker product of per-axis
+        diagonals, ``D_1 (x) D_2 (x) ...`` (identity off these axes), one
+        variance per slice of each noise axis, every one learned within
+        ``noise_bounds`` (``theta_`` lists their logs after the kernel's). The
+        noise is whitened into the factors (Rakitsch et al. 2013), so the
+        likelihood, its gradient and the predictions stay exact at the
+        complete-grid cost, with missing cells too (``solver_info_.path``
+        ``"axis-noise"`` or ``"axis-noise-schur-*"``; ``state_space`` does
+        not apply). ``noise`` then gives the start: a scalar (every cell's
+        variance; the first noise axis' entries start there, the others' at
+        1), an array of the axis' length for one noise axis, or one such
+        array per noise axis; units as a scalar ``noise`` (normalised with
+        ``normalize_y``). With several noise axes the product has one
+        redundant scale: the first noise axis carries it and the others'
+        variances are normalised to geometric mean 1 (the per-cell
+        variances and the likelihood are unchanged). ``None``: iid noise, or
+        per-cell noise given as an array shaped like ``Y``.
     optimizer : "fmin_l_bfgs_b", callable or None, default="fmin_l_bfgs_b"
         As in ``GaussianProcessRegressor``: maximise the log marginal
         likelihood with L-BFGS-B, a callable
@@ -182,14 +209,21 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         The fitted product kernel.
     kernels_ : list of Kernel
         Its per-axis factors.
-    noise_ : float
-        The fitted noise variance (with per-cell ``noise``: the fitted scale).
+    noise_ : float or list of ndarray
+        The fitted noise variance (with per-cell ``noise``: the fitted scale;
+        with ``noise_axes``: one array of variances per noise axis, in
+        normalised units as ``theta_``).
+    noise_per_axis_ : list of ndarray of shape (n_d,)
+        With ``noise_axes`` only: the fitted per-axis variances in data units
+        (the first noise axis carries the scale).
     noise_variances_ : ndarray of shape grid_.shape
-        With per-cell ``noise`` only: ``noise_ * noise`` on the training grid
-        (NaN on missing cells).
+        With per-cell ``noise``: ``noise_ * noise`` on the training grid (NaN
+        on missing cells); with ``noise_axes``: the fitted per-cell variances
+        ``kron(noise_per_axis_)`` (every cell) in data units.
     theta_ : ndarray
         Fitted log-hyperparameters: the factors' thetas, then ``log(noise_)``
-        unless the noise is fixed.
+        (with ``noise_axes``: each noise axis' log-variances in order) unless
+        the noise is fixed.
     axes_ : list of list of int
         Column groups used for each factor.
     grid_ : Grid
@@ -208,9 +242,11 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     solver_info_ : SolverInfo
         The path taken (``"complete"``, ``"schur-exact"``, ``"schur-cg"``,
         ``"cell-noise-cg"``, or with per-cell noise and missing cells
-        ``"cell-noise-schur-exact"`` / ``"cell-noise-schur-cg"``),
-        number of missing cells, CG iterations and residual, and the standard
-        error of an estimated LML.
+        ``"cell-noise-schur-exact"`` / ``"cell-noise-schur-cg"``; with
+        ``noise_axes`` ``"axis-noise"`` / ``"axis-noise-schur-*"``; separable
+        per-cell noise ``"cell-noise-kronecker"``), number of missing cells,
+        CG iterations and residual, and the standard error of an estimated
+        LML.
 
     Notes
     -----
@@ -236,6 +272,19 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     (20, 30)
     >>> bool(np.abs(mean - Y).max() < 0.1)
     True
+
+    Noise that differs between sites (two kinds of instrument), learned:
+
+    >>> rng = np.random.default_rng(0)
+    >>> sd = np.where(np.arange(20) < 10, 0.1, 0.5)
+    >>> Y_noisy = Y + sd[:, None] * rng.standard_normal(Y.shape)
+    >>> gp = KroneckerGP([RBF(0.3), Matern(5.0, nu=1.5)], noise=0.1, noise_axes=[0])
+    >>> gp = gp.fit_grid([sites, days], Y_noisy)
+    >>> gp.solver_info_.path
+    'axis-noise'
+    >>> var = gp.noise_per_axis_[0]
+    >>> bool(var[10:].mean() > 10 * var[:10].mean())  # true ratio 25
+    True
     """
 
     _last_fact: tuple[FloatArray, Factorization] | None
@@ -248,6 +297,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         axes: Sequence[Sequence[int]] | None = None,
         noise: float = 1.0,
         noise_bounds: tuple[float, float] | str = (1e-6, 1e5),
+        noise_axes: Sequence[int] | None = None,
         optimizer: str | Callable[..., Any] | None = "fmin_l_bfgs_b",
         n_restarts_optimizer: int = 0,
         normalize_y: bool = False,
@@ -265,6 +315,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.axes = axes
         self.noise = noise
         self.noise_bounds = noise_bounds
+        self.noise_axes = noise_axes
         self.optimizer = optimizer
         self.n_restarts_optimizer = n_restarts_optimizer
         self.normalize_y = normalize_y
@@ -331,8 +382,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         targets = y.shape[1:]
         y_grid = np.full((grid.size, *targets), np.nan)
         y_grid[cell] = y
-        if np.isscalar(self.noise):
-            grid, Y = drop_empty_slices(grid, y_grid.reshape(*grid.shape, *targets))
+        if np.isscalar(self.noise) or self.noise_axes is not None:
+            grid, Y = self._drop_empty(grid, y_grid.reshape(*grid.shape, *targets))
             return self._fit(grid, np.asarray(Y).reshape(-1, *targets), axes)
         v = as_float_array(self.noise, "noise", ndim=None)
         if v.shape == y.shape[:1] and targets:
@@ -409,7 +460,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.n_features_in_ = int(sum(grid.widths))
         n_axes = len(grid.shape)
         v = None
-        if not np.isscalar(self.noise):
+        if not np.isscalar(self.noise) and self.noise_axes is None:
             v = as_float_array(self.noise, "noise", allow_nan=True)
             if Y.ndim > n_axes and v.shape == grid.shape:
                 v = np.repeat(v[..., None], Y.shape[-1], axis=-1)  # every target
@@ -423,7 +474,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             v = v.reshape(Y.shape)
         targets = Y.shape[n_axes:]
         if v is None:
-            grid, Y = drop_empty_slices(grid, Y)
+            grid, Y = self._drop_empty(grid, Y)
             return self._fit(grid, np.asarray(Y).reshape(-1, *targets), axes)
         grid, Y, v = drop_empty_slices(grid, Y, v)
         return self._fit(
@@ -453,6 +504,13 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 "The number of targets seen in `y` is different from the parameter "
                 f"`n_targets`. Got {seen} != {n_targets}."
             )
+        if seen > 1 and self.noise_axes is not None:
+            raise ValueError(
+                "noise_axes takes one target; got Y with "
+                f"{seen} targets. Fit each target on its own, or make the targets a "
+                "grid axis (e.g. with a CoregionalizationKernel) and list that axis "
+                "in noise_axes."
+            )
         # one target column is the single-output case (scikit-learn squeezes it)
         return Y[..., 0] if has_targets and seen == 1 else Y
 
@@ -465,6 +523,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     ) -> KroneckerGP:
         """Validate, choose the route, optimise theta, factorise, store."""
         t0 = time.perf_counter()
+        self._noise_axes = None if self.noise_axes is None else self._axis_init[0]
         kernel = build_kernel(self.kernels, axes)
         self._check_params(kernel, len(grid.shape))
         self.axes_ = axes
@@ -480,11 +539,15 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             state_space=self.state_space,
             state_space_min_size=int(self.state_space_min_size),
             options=self._options(),
+            noise_axes=self._noise_axes,
         )
         self.grid_, self._route = choice.grid, choice.solver
         self._last_fact = None
         self.kernel_ = kernel
-        self.noise_ = float(self.noise) if cell_noise is None else 1.0
+        if self._noise_axes is not None:
+            self.noise_ = self._noise_from_log(self._axis_init[1])
+        else:
+            self.noise_ = float(self.noise) if cell_noise is None else 1.0
         self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
@@ -497,6 +560,8 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
         self.theta_ = self._theta()
         if cell_noise is not None:
             self.noise_variances_ = self._noise_variances()
+        if self._noise_axes is not None:
+            self._store_axis_noise()
         self.kernels_ = list(self.kernel_.kernels)
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -585,24 +650,82 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             )
         return v / self.y_train_std_**2
 
+    # ------------------------------------------------------------ axis noise
+    def _drop_empty(self, grid: Grid, Y: FloatArray) -> tuple[Grid, FloatArray]:
+        """Drop empty slices; with ``noise_axes``, check them and align the start.
+
+        Stores ``_axis_init``: the checked axes and the start log-variances on
+        the kept slices (normalised units, the first axis carrying the scale).
+        """
+        if self.noise_axes is None:
+            out = drop_empty_slices(grid, Y)
+            return out[0], out[1]
+        axes = check_noise_axes(self.noise_axes, len(grid.shape))
+        starts = axis_noise_start(self.noise, axes, grid.shape)
+        spread = [
+            np.broadcast_to(
+                v.reshape([-1 if e == d else 1 for e in range(len(grid.shape))]),
+                grid.shape,
+            )
+            for d, v in zip(axes, starts)
+        ]
+        grid, Y, *kept = drop_empty_slices(grid, Y, *spread)
+        logs = [
+            np.log(np.moveaxis(k, d, 0).reshape(k.shape[d], -1)[:, 0])
+            for d, k in zip(axes, kept)
+        ]
+        self._axis_init = (axes, np.concatenate(logs))
+        return grid, Y
+
+    def _n_noise(self) -> int:
+        """Return the number of noise log-variances in theta (noise learned)."""
+        if getattr(self, "_noise_axes", None) is None:
+            return 1
+        return int(sum(v.size for v in self.noise_))
+
+    def _log_noise(self) -> FloatArray:
+        if getattr(self, "_noise_axes", None) is None:
+            return np.log(np.atleast_1d(float(self.noise_)))
+        return np.log(np.concatenate(self.noise_))
+
+    def _noise_from_log(self, log_noise: FloatArray) -> Any:
+        """``noise_`` from its log entries: a float, or per-axis arrays (balanced)."""
+        if getattr(self, "_noise_axes", None) is None:
+            return float(np.exp(log_noise[0]))
+        assert self._noise_axes is not None
+        sizes = [self.grid_.shape[d] for d in self._noise_axes]
+        parts = np.split(np.asarray(log_noise, dtype=float), np.cumsum(sizes)[:-1])
+        return [np.exp(x) for x in balance_log_variances(parts)]
+
+    def _store_axis_noise(self) -> None:
+        """Set ``noise_per_axis_`` and ``noise_variances_`` in data units."""
+        per_axis = [v.copy() for v in self.noise_]
+        per_axis[0] = per_axis[0] * self.y_train_std_**2
+        self.noise_per_axis_ = per_axis
+        full = [np.ones(n) for n in self.grid_.shape]
+        assert self._noise_axes is not None
+        for d, v in zip(self._noise_axes, per_axis):
+            full[d] = v
+        self.noise_variances_ = kron_outer(full).reshape(self.grid_.shape)
+
     # ------------------------------------------------------- hyperparameters
     def _bounds(self) -> FloatArray:
         parts = [np.asarray(self.kernel_.bounds, dtype=float).reshape(-1, 2)]
         if self._noise_log_bounds is not None:
-            parts.append(self._noise_log_bounds.reshape(1, 2))
+            parts.append(np.tile(self._noise_log_bounds, (self._n_noise(), 1)))
         return np.vstack(parts)
 
     def _theta(self) -> FloatArray:
         theta = np.asarray(self.kernel_.theta, dtype=float)
         if self._noise_log_bounds is None:
             return theta.copy()
-        return np.append(theta, np.log(self.noise_))
+        return np.append(theta, self._log_noise())
 
     def _set_theta(self, theta: FloatArray) -> None:
         n_k = len(self.kernel_.theta)
         self.kernel_.theta = theta[:n_k]
         if self._noise_log_bounds is not None:
-            self.noise_ = float(np.exp(theta[n_k]))
+            self.noise_ = self._noise_from_log(theta[n_k:])
 
     def _factorize(
         self,
@@ -640,6 +763,9 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
     def _check_conditioning(self, fact: Factorization) -> None:
         spectrum = fact.spectrum()
         cell_noise = self._route.cell_noise
+        if self._noise_axes is not None and spectrum is not None:  # whitened: noise 1
+            check_conditioning(spectrum, 1.0, self.kernel_, "KroneckerGP")
+            return
         if spectrum is not None and cell_noise is None:
             check_conditioning(spectrum, self.noise_, self.kernel_, "KroneckerGP")
             return
@@ -689,7 +815,7 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
                 verbose=self.verbose,
                 name=type(self).__name__,
                 labels=kernel_labels(self.kernel_)
-                + param_label("noise", 1, self.noise_bounds),
+                + param_label("noise", self._n_noise(), self.noise_bounds),
             )
         finally:
             # keep what the search settled (the block-Jacobi axis), at fit settings

@@ -22,6 +22,11 @@ route (``solver_info_.path``)  structure
                                site's state (exact, any missing pattern)
 ``dense``                      few observed cells (scattered rows): one
                                Cholesky factor of their covariance
+``axis-noise`` / ``-schur-*``  noise varying along axes (``noise_axes``):
+                               whitened into the factors, eigen route
+``cell-noise-kronecker``       per-cell noise that is a Kronecker product
+                               (complete grid, no Kalman axis): the same
+                               exact whitened route
 ============================  ==========================================
 
 With missing cells or per-cell noise, the cost model compares the structured
@@ -44,7 +49,10 @@ from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
+from kronecker_gp.linalg import kron_outer
 from kronecker_gp.linalg._spacetime import spacetime_cost, spacetime_memory
+from kronecker_gp.linalg._whitening import kronecker_noise_factors
+from kronecker_gp.solvers._axis_noise import AxisNoiseRoute
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
@@ -187,6 +195,7 @@ def select_solver(
     state_space: Any = "auto",
     state_space_min_size: int = 2000,
     options: SolverOptions | None = None,
+    noise_axes: tuple[int, ...] | None = None,
 ) -> RouteChoice:
     """Choose the route for these data: the one place that does.
 
@@ -210,6 +219,10 @@ def select_solver(
         Smallest axis ``"auto"`` solves by filtering.
     options : SolverOptions, default=None
         Numerical settings (defaults if None).
+    noise_axes : tuple of int or None, default=None
+        Axes along which the noise variance varies (the estimator's
+        ``noise_axes``): the axis-noise route, exact, whatever the other
+        settings.
 
     Returns
     -------
@@ -239,6 +252,7 @@ def select_solver(
         state_space=state_space,
         state_space_min_size=state_space_min_size,
         options=options,
+        noise_axes=noise_axes,
     )
     if choice.note:
         warnings.warn(choice.note, UserWarning, stacklevel=3)
@@ -254,11 +268,22 @@ def _choose_route(
     state_space: Any,
     state_space_min_size: int,
     options: SolverOptions,
+    noise_axes: tuple[int, ...] | None = None,
 ) -> RouteChoice:
     """Return the structured route, or a cheaper exact one the cost model finds."""
     missing = np.isnan(y)
     if missing.all():
         raise ValueError("Y has no observed cell; nothing to fit.")
+    known = _separable_cell_noise(
+        grid,
+        kernel,
+        cell_noise,
+        missing,
+        state_space=state_space,
+        min_size=state_space_min_size,
+    )
+    if noise_axes is not None or known is not None:  # whitened into the factors
+        return _axis_noise_route(grid, y, missing, noise_axes, options, known=known)
     choice = _structured_route(
         grid,
         kernel,
@@ -319,6 +344,7 @@ def _multi_target_route(
     state_space: Any,
     state_space_min_size: int,
     options: SolverOptions,
+    noise_axes: tuple[int, ...] | None = None,
 ) -> RouteChoice:
     """Return the route of several target columns sharing one covariance."""
     missing = np.isnan(y)
@@ -328,7 +354,7 @@ def _multi_target_route(
             f"Y has no observed cell for target {int(empty[0])}; nothing to fit it on."
         )
     n_targets = y.shape[1]
-    if not missing.any() and cell_noise is None:
+    if not missing.any() and cell_noise is None and noise_axes is None:
         first = _structured_route(
             grid,
             kernel,
@@ -360,6 +386,7 @@ def _multi_target_route(
             state_space=state_space,
             state_space_min_size=state_space_min_size,
             options=options,
+            noise_axes=noise_axes,
         )
         for t in range(n_targets)
     ]
@@ -456,6 +483,62 @@ def _eigen_route(
     if idx.size:
         reason += "; missing cells through the Schur complement (see the method)"
     return RouteChoice(solver, grid, "eigen", reason)
+
+
+def _separable_cell_noise(
+    grid: Grid,
+    kernel: Any,
+    cell_noise: FloatArray | None,
+    missing: Any,
+    *,
+    state_space: Any,
+    min_size: int,
+) -> list[FloatArray] | None:
+    """Per-axis vectors of known per-cell noise that is a Kronecker product.
+
+    Only on a complete grid that the eigen route takes (no Kalman axis): the
+    exact whitened route then replaces CG with estimated likelihoods.
+    """
+    if cell_noise is None or missing.any():
+        return None
+    if markov_axis(grid, kernel, state_space, min_size) is not None:
+        return None
+    return kronecker_noise_factors(cell_noise.reshape(grid.shape))
+
+
+def _axis_noise_route(
+    grid: Grid,
+    y: FloatArray,
+    missing: Any,
+    noise_axes: tuple[int, ...] | None,
+    options: SolverOptions,
+    *,
+    known: list[FloatArray] | None = None,
+) -> RouteChoice:
+    idx = np.flatnonzero(missing)
+    axes = tuple(range(len(grid.shape))) if noise_axes is None else noise_axes
+    route = AxisNoiseRoute(
+        np.where(missing, 0.0, y),
+        idx if idx.size else None,
+        tuple(int(d) for d in axes),
+        method=options.method,
+        tol=options.tol,
+        max_iter=options.max_iter,
+        n_probes=options.n_probes,
+        seed=options.seed,
+        coords=list(grid.coords),
+        known=known,
+        cell_noise=None if known is None else kron_outer(known),
+    )
+    reason = (
+        f"noise varying along axes {list(axes)}: whitened into the factors, "
+        "every axis through its eigendecomposition"
+    )
+    if known is not None:
+        reason = f"per-cell noise is a Kronecker product (to 1e-12): {reason}"
+    if idx.size:
+        reason += "; missing cells through the Schur complement (see the method)"
+    return RouteChoice(route, grid, "axis-noise", reason)
 
 
 def _route_flops(choice: RouteChoice, n_missing: int, options: SolverOptions) -> float:

@@ -20,6 +20,7 @@ from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.linalg import kron_matvec, kron_outer
 from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
+    TraceCorrection,
     factorize,
     grid_eigen,
     lml_gradient,
@@ -59,6 +60,7 @@ class SolveResult:
     grad: FloatArray | None
     system: SchurSystem | CellNoiseSystem | None
     info: SolverInfo
+    correction: TraceCorrection | None = None
 
 
 @dataclass
@@ -207,7 +209,7 @@ class GridSolver:
             grad = lml_gradient(
                 post, grad_grams, noise_free=noise_free, correction=corr
             )
-        return SolveResult(post, lml, grad, system, info)
+        return SolveResult(post, lml, grad, system, info, corr)
 
 
 @dataclass
@@ -238,12 +240,27 @@ class EigenFactorization(Factorization):
     def _rotated(self, cross: list[FloatArray]) -> list[FloatArray]:
         return [c @ u for c, u in zip(cross, self.post.eigvecs)]
 
+    def _cross(self, kernel: Any, coords: Sequence[FloatArray]) -> list[FloatArray]:
+        """Return the cross-covariances to the training axes, as the eigenbasis sees."""
+        return [k(t, c) for k, t, c in zip(kernel.kernels, coords, self.solver.coords)]
+
+    def _same_axes(self, test: Grid) -> list[bool]:
+        """Which test axes equal the training axes (their cross Gram is K_d)."""
+        return [
+            t.shape == c.shape and np.array_equal(t, c)
+            for t, c in zip(test.coords, self.solver.coords)
+        ]
+
+    def _train_values(self, f: FloatArray) -> FloatArray:
+        """Prior draws at the training cells, as the eigenbasis sees them."""
+        return f
+
     def predict_points(
         self, kernel: Any, parts: list[FloatArray], *, std: bool, cov: bool
     ) -> tuple[FloatArray, FloatArray | None]:
         """Return the mean and variances (``std``) or covariance (``cov``) at points."""
-        kernels, coords = kernel.kernels, self.solver.coords
-        cross = [k(p, c) for k, p, c in zip(kernels, parts, coords)]
+        kernels = kernel.kernels
+        cross = self._cross(kernel, parts)
         prior: FloatArray | None = None
         if cov:
             prior = np.ones((parts[0].shape[0], parts[0].shape[0]))
@@ -267,16 +284,12 @@ class EigenFactorization(Factorization):
         self, kernel: Any, test: Grid, *, std: bool
     ) -> tuple[FloatArray, FloatArray | None]:
         """Return the mean and variance on a test grid (mode products only)."""
-        kernels, coords = kernel.kernels, self.solver.coords
-        cross = [k(t, c) for k, t, c in zip(kernels, test.coords, coords)]
+        kernels = kernel.kernels
+        cross = self._cross(kernel, test.coords)
         prior = None
         if std:
             prior = kron_outer([k.diag(t) for k, t in zip(kernels, test.coords)])
-        same = [
-            t.shape == c.shape and np.array_equal(t, c)
-            for t, c in zip(test.coords, coords)
-        ]
-        mean, var = grid_moments(self.post, cross, prior, same=same)
+        mean, var = grid_moments(self.post, cross, prior, same=self._same_axes(test))
         if self.system is not None and var is not None:
             var = var + self._variance_correction(self._rotated(cross), grid=True)
             var = np.maximum(var, 0.0)  # a Monte Carlo correction can overshoot
@@ -320,14 +333,14 @@ class EigenFactorization(Factorization):
         f = prior_grid_samples(kernel.factor_grams(union), n_draws, rng)
         f = f.reshape(*shape, n_draws)
         cols = np.arange(n_draws)
-        f_train = f[np.ix_(*idx_train, cols)].reshape(-1, n_draws)
+        f_train = self._train_values(f[np.ix_(*idx_train, cols)].reshape(-1, n_draws))
         f_test = f[np.ix_(*idx_test, cols)].reshape(-1, n_draws)
         scale = 1.0 if solver.cell_noise is None else solver.cell_noise[:, None]
         eps = np.sqrt(self.noise * scale) * rng.standard_normal(f_train.shape)
         # column t * n_samples + s is sample s of target t
         y_cols = np.repeat(solver.y.reshape(solver.y.shape[0], -1), n_samples, axis=1)
         resid = y_cols - f_train - eps
-        cross = [k(t, c) for k, t, c in zip(kernel.kernels, test.coords, solver.coords)]
+        cross = self._cross(kernel, test.coords)
         if solver.missing is not None:
             resid[solver.missing] = 0.0  # only the observed residuals enter
         resid_rot = kron_matvec([u.T for u in self.post.eigvecs], resid)
