@@ -309,12 +309,13 @@ def test_separable_cell_noise_takes_the_exact_route(rng):
     m, sd = gp.predict_grid(coords, return_std=True)
     assert_allclose(m.reshape(-1), mean, rtol=1e-9, atol=1e-11)
     assert_allclose(sd.reshape(-1), np.sqrt(np.diag(cov)), rtol=1e-8, atol=1e-10)
-    # a perturbed cell breaks the product: the CG route, estimated
+    # a perturbed cell breaks the product: another route (on a grid this
+    # small the cost model takes the exact dense one over CG with estimates)
     cells[2, 3] *= 1.001
     gp = KroneckerGP(
         _kernels(2), noise=cells, optimizer=None, state_space=None
     ).fit_grid(coords, Y)
-    assert gp.solver_info_.path == "cell-noise-cg"
+    assert gp.solver_info_.path in ("dense", "cell-noise-cg")
 
 
 def test_estimated_path_within_its_error(rng, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 
-from kronecker_gp import KroneckerGP
+from kronecker_gp import KroneckerGP, solvers
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.solvers import _cell_noise_missing
@@ -18,6 +18,16 @@ from kronecker_gp.solvers._cell_noise import cell_noise_variance_correction
 from kronecker_gp.solvers._cell_noise_missing import observed_variance_correction_mc
 from kronecker_gp.solvers._eigen_missing import variance_correction_exact
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
+
+
+@pytest.fixture(autouse=True)
+def _structured_cg_route(monkeypatch):
+    # these tests exercise the CG route for per-cell noise on its small grids;
+    # keep the cost model from the exact dense and spatio-temporal routes
+    # (tests/test_solvers.py covers those, and the switch to them)
+    for name in ("_spacetime_candidate", "_dense_candidate"):
+        monkeypatch.setattr(solvers, name, lambda *args, **kwargs: None)
+
 
 #: The outer CG runs to cg_tol=1e-12; the observed-cell system's condition
 #: number is at most the noise spread (20 here).

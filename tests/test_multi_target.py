@@ -217,11 +217,9 @@ def test_per_cell_noise_shared_by_targets_equals_dense():
         ).fit(X[seen], y[seen])
         total += ref.log_marginal_likelihood_value_
         assert_allclose(gp.predict(Xq)[:, t], ref.predict(Xq), rtol=1e-7, atol=1e-9)
-    # the complete target's per-cell-noise route estimates its LML (SLQ)
-    lml = gp.log_marginal_likelihood_value_  # estimated on first access
-    error = gp.solver_info_.lml_std_error
-    assert 0 < error < 1.0
-    assert abs(lml - total) < 4 * error
+    # so few cells: each target on the exact dense route (no estimate)
+    assert gp.solver_info_.extra["target_paths"] == ["dense", "dense"]
+    assert_allclose(gp.log_marginal_likelihood_value_, total, rtol=1e-10)
 
 
 def test_kalman_axis_targets_equal_eigen_targets():

@@ -28,8 +28,14 @@ ROUTES = [
     ("complete", {"state_space": None}, False, False, True),
     ("schur-exact", {"state_space": None, "solver": "exact"}, True, False, True),
     ("schur-cg", {"state_space": None, "solver": "cg"}, True, False, True),
-    ("cell-noise-cg", {"state_space": None}, False, True, False),
-    ("cell-noise-schur-exact", {"state_space": None}, True, True, False),
+    ("cell-noise-cg", {"state_space": None, "allow": "none"}, False, True, False),
+    (
+        "cell-noise-schur-exact",
+        {"state_space": None, "allow": "none"},
+        True,
+        True,
+        False,
+    ),
     ("state-space", {"state_space": 1}, False, False, True),
     (
         "state-space-schur-exact",
@@ -61,6 +67,8 @@ ROUTES = [
     ),
     ("dense", {"state_space": None, "allow": "dense"}, 0.85, False, True),
     ("dense", {"state_space": None, "allow": "dense"}, 0.85, True, True),
+    # per-cell noise on a small complete grid: exact, not CG with estimates
+    ("dense", {"state_space": None}, False, True, True),
 ]
 
 

@@ -296,10 +296,10 @@ def _choose_route(
     if not (missing.any() or cell_noise is not None) or options.method == "cg":
         return choice
     n_missing = int(missing.sum())
-    current = _route_flops(choice, n_missing, options)
+    current, estimated = _route_flops(choice, n_missing, options)
     explicit = not isinstance(state_space, str) and state_space is not None
     both = cell_noise is not None and n_missing > 0
-    if current <= _budgets.ROUTE_SWITCH_FLOPS and not (explicit and both):
+    if current <= _budgets.ROUTE_SWITCH_FLOPS and not (explicit and both or estimated):
         return choice
     candidates = [
         _spacetime_candidate(
@@ -310,9 +310,12 @@ def _choose_route(
             state_space=state_space,
             options=options,
         ),
-        _dense_candidate(grid, kernel, y, cell_noise) if n_missing else None,
+        _dense_candidate(grid, kernel, y, cell_noise),
     ]
     structured = current
+    # an exact candidate replaces an estimating structured route (CG with
+    # stochastic log-determinants) up to EXACT_PREFERENCE times its work
+    limit = _budgets.EXACT_PREFERENCE * current if estimated else current
     if explicit and both:
         # an axis named for Kalman filtering, with both per-cell noise and
         # missing cells: only the spatio-temporal filter takes that
@@ -324,13 +327,15 @@ def _choose_route(
             )
         choice, current = candidates[0]
         candidates = []
-    for candidate in candidates:
-        if candidate is not None and candidate[1] < current:
-            choice, current = candidate
-    if current < structured:
+    affordable = [c for c in candidates if c is not None and c[1] < limit]
+    if affordable:
+        choice, current = min(affordable, key=lambda c: c[1])
+    if choice.route in ("dense", "spacetime-kalman"):
+        how = "estimated LML" if estimated else "exact"
         choice = replace(
             choice,
-            reason=f"{choice.reason}, against {structured:.2g} on the structured route",
+            reason=f"{choice.reason}, against {structured:.2g} on the structured "
+            f"route ({how})",
         )
     return choice
 
@@ -541,8 +546,14 @@ def _axis_noise_route(
     return RouteChoice(route, grid, "axis-noise", reason)
 
 
-def _route_flops(choice: RouteChoice, n_missing: int, options: SolverOptions) -> float:
-    """Flops of one LML + gradient on the chosen eigen or Kalman route."""
+def _route_flops(
+    choice: RouteChoice, n_missing: int, options: SolverOptions
+) -> tuple[float, bool]:
+    """Flops of one LML + gradient on the chosen eigen or Kalman route.
+
+    Also returns whether that route estimates the LML (CG with stochastic
+    log-determinants: per-cell noise, or the iterative Schur method).
+    """
     shape = choice.grid.shape
     n = int(np.prod(shape))
     if choice.route == "eigen":
@@ -552,11 +563,15 @@ def _route_flops(choice: RouteChoice, n_missing: int, options: SolverOptions) ->
         other = [s for d, s in enumerate(shape) if d != choice.solver.axis]
         solve = float(n) * (4.0 * sum(other) + _budgets.KALMAN_CELL_FLOPS * 4.0)
         setup = 10.0 * float(sum(s**3 for s in other))
+    cell_noise = getattr(choice.solver, "cell_noise", None) is not None
     if n_missing == 0:  # per-cell noise, complete grid: CG with estimates
-        return setup + (1 + options.n_probes) * _budgets.CG_ITERATIONS * solve
+        return setup + (1 + options.n_probes) * _budgets.CG_ITERATIONS * solve, True
     pick = choose_schur_method(options.method, n_missing, n, solve, options.n_probes)
     work = pick.exact_flops if pick.method == "exact" else pick.iterative_flops
-    return setup + work
+    if cell_noise:  # CG with estimates, each iteration one missing-cell solve
+        step = solve + 2.0 * n_missing**2 if pick.method == "exact" else work
+        work += (1 + options.n_probes) * _budgets.CG_ITERATIONS * step
+    return setup + work, cell_noise or pick.method != "exact"
 
 
 def _spacetime_candidate(
