@@ -22,6 +22,7 @@ route (``solver_info_.path``)  structure
                                site's state (exact, any missing pattern)
 ``dense``                      few observed cells (scattered rows): one
                                Cholesky factor of their covariance
+``separable-sum-*``            a ``SeparableSum`` kernel (Woodbury or CG)
 ============================  ==========================================
 
 With missing cells or per-cell noise, the cost model compares the structured
@@ -43,12 +44,14 @@ import numpy as np
 from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
+from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
 from kronecker_gp.linalg._spacetime import spacetime_cost, spacetime_memory
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
 from kronecker_gp.solvers._kalman import StateSpaceRoute
+from kronecker_gp.solvers._separable_sum import separable_sum_route
 from kronecker_gp.solvers._spacetime import SpaceTimeRoute
 
 __all__ = ["RouteChoice", "SolverOptions", "select_solver"]
@@ -251,6 +254,9 @@ def _choose_route(
     missing = np.isnan(y)
     if missing.all():
         raise ValueError("Y has no observed cell; nothing to fit.")
+    if isinstance(kernel, SeparableSum):
+        route, why = separable_sum_route(grid, y, cell_noise, options)
+        return RouteChoice(route, grid, "separable-sum", why)
     choice = _structured_route(
         grid,
         kernel,
