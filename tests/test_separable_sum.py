@@ -345,3 +345,35 @@ def test_errors_name_the_argument(rng):
         )
     with pytest.raises(TypeError, match="supported by KroneckerGP only"):
         KroneckerLaplaceGP(_kernel2()).fit_grid(coords, np.abs(Y).round())
+
+
+def test_many_missing_cells_use_the_padded_estimate(rng, monkeypatch):
+    from kronecker_gp import _budgets
+
+    monkeypatch.setattr(_budgets, "EXACT_FLOPS_BUDGET", 0.0)
+    coords, Y = _grid(rng, (5, 6))
+    Y[rng.random(Y.shape) < 0.2] = np.nan
+    gp = KroneckerGP(_kernel2(), noise=NOISE, optimizer=None, n_probes=128)
+    lml = gp.fit_grid(coords, Y).log_marginal_likelihood_value_  # estimated now
+    assert gp.solver_info_.extra["logdet_method"] == "padded"
+    gpr, X = _twin(_kernel2(), coords, Y)
+    err = gp.solver_info_.lml_std_error
+    assert abs(lml - gpr.log_marginal_likelihood_value_) < 4 * err
+    assert_allclose(gp.predict(X), gpr.predict(X), rtol=1e-7, atol=1e-8)
+
+
+def test_unfitted_prior_on_a_grid(rng):
+    coords = [np.linspace(0, 1, 3), np.linspace(0, 2, 4)]
+    kernel = _kernel2()
+    mean, std = KroneckerGP(kernel).predict_grid(coords, return_std=True)
+    assert_allclose(mean, np.zeros((3, 4)))
+    assert_allclose(std.reshape(-1), np.sqrt(kernel.diag(_rows(coords))))
+
+
+def test_summed_mode_contraction(rng):
+    mats = [rng.random((2, 2)), rng.random((3, 3))]
+    a, b = rng.random((6, 4)), rng.random((6, 4))
+    assert_allclose(
+        mode_pair_grams(a, b, mats, 0, summed=True),
+        mode_pair_grams(a, b, mats, 0).sum(axis=0),
+    )

@@ -68,7 +68,11 @@ def low_rank_factor(w: FloatArray, u: FloatArray) -> FloatArray:
 
 
 def mode_pair_grams(
-    a: FloatArray, b: FloatArray, mats: Sequence[FloatArray], d: int
+    a: FloatArray,
+    b: FloatArray,
+    mats: Sequence[FloatArray],
+    d: int,
+    summed: bool = False,
 ) -> FloatArray:
     r"""Return per column ``k`` the matrix contracting ``a_k, b_k`` with axis ``d``.
 
@@ -84,10 +88,12 @@ def mode_pair_grams(
         The other axes' factors (``mats[d]`` only gives the axis' size).
     d : int
         The free axis.
+    summed : bool, default=False
+        Return the sum over columns instead, shape (n_d, n_d).
 
     Returns
     -------
-    ndarray of shape (k, n_d, n_d)
+    ndarray of shape (k, n_d, n_d), or (n_d, n_d) if ``summed``
 
     Examples
     --------
@@ -108,7 +114,8 @@ def mode_pair_grams(
     k = a.shape[1]
     a4 = a.reshape(pre, n_d, post, k)
     c4 = c.reshape(pre, n_d, post, k)
-    return np.asarray(np.einsum("piqk,pjqk->kij", a4, c4, optimize=True))
+    spec = "piqk,pjqk->ij" if summed else "piqk,pjqk->kij"
+    return np.asarray(np.einsum(spec, a4, c4, optimize=True))
 
 
 def mode_diag_weights(g: FloatArray, diags: Sequence[FloatArray], d: int) -> FloatArray:
