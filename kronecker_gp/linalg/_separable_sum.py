@@ -132,6 +132,46 @@ def mode_diag_weights(g: FloatArray, diags: Sequence[FloatArray], d: int) -> Flo
     return np.asarray(np.moveaxis(w, d, 0).reshape(shape[d], -1).sum(axis=1))
 
 
+def nearest_kronecker_weights(
+    term_grams: Sequence[Sequence[FloatArray]], sweeps: int = 20
+) -> list[FloatArray]:
+    r"""Return per-axis weights of the Kronecker product nearest a sum of them.
+
+    :math:`\bigotimes_d \sum_r w_{dr} K^r_d` is the Kronecker product
+    nearest (Frobenius norm) to :math:`\sum_r
+    \bigotimes_d K^r_d` within the span of each axis' factors, by alternating
+    least squares on the ``R x R`` Gram matrices :math:`G_d = [\langle K^r_d,
+    K^{r'}_d \rangle]` (Van Loan and Pitsianis 1993; exact for ``D = 2``
+    up to the sweeps' convergence). For positive semi-definite factors the
+    weights are non-negative, so the product is positive semi-definite: a
+    preconditioner for the sum. Cost :math:`O(R^2 \sum_d n_d^2)`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a, b = np.diag([1.0, 2.0]), np.diag([3.0, 1.0])
+    >>> w = nearest_kronecker_weights([[a, b], [2 * a, b]])
+    >>> x = [w[0][0] * a + w[0][1] * 2 * a, w[1][0] * b + w[1][1] * b]
+    >>> bool(np.allclose(np.kron(*x), 3 * np.kron(a, b)))
+    True
+    """
+    n_d = len(term_grams[0])
+    grams = [
+        np.array([[np.sum(ka[d] * kb[d]) for kb in term_grams] for ka in term_grams])
+        for d in range(n_d)
+    ]
+    w = [np.ones(len(term_grams)) for _ in range(n_d)]
+    for _ in range(sweeps):
+        for d in range(n_d):
+            new = np.ones(len(term_grams))
+            for e in range(n_d):
+                if e != d:
+                    norm = float(w[e] @ grams[e] @ w[e])
+                    new = new * (grams[e] @ w[e]) / max(norm, np.finfo(float).tiny)
+            w[d] = np.maximum(new, 0.0)
+    return w
+
+
 @dataclass(frozen=True)
 class WoodburyGrid:
     """``A = K_b + sI + U U^T`` in the base term's eigenbasis (see the module).

@@ -177,7 +177,7 @@ class SeparableSumRoute:
         alpha = system.solve(self.y[:, None])[:, 0]
         n_missing = int(np.sum(~np.asarray(self.observed)))
         info = SolverInfo("separable-sum-cg", n_missing)
-        info.extra["base_term"] = system.base
+        info.extra["preconditioner_weights"] = [w.tolist() for w in system.weights]
         lml, grad = np.nan, None
         if need_lml or dgrams is not None:
             rng = np.random.default_rng(self.seed)
@@ -310,6 +310,6 @@ def separable_sum_route(
     )
     reason = (
         "a sum of separable kernels: Woodbury on the low-rank terms where exact "
-        "and affordable, else CG preconditioned by the dominant term"
+        "and affordable, else CG preconditioned by the nearest Kronecker product"
     )
     return route, reason

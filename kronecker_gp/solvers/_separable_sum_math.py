@@ -12,23 +12,28 @@ Two methods share this module (the route in
   :math:`\operatorname{tr}(A^{-1}\partial A) = \operatorname{tr}(G \tilde X)
   - \operatorname{tr}(C^{-1} F^T \tilde X F)`, both by mode contractions,
   :math:`O(P N \sum_d n_d)` per term and axis.
-* **Preconditioned CG (estimated LML).** On the full grid, the operator
-  :math:`\tilde A = O A O + c (I - O)` (``O`` the observed-cell mask, ``c``
-  a constant on missing cells) has :math:`\tilde A^{-1}` equal to
-  :math:`A_{oo}^{-1}` on the observed cells and
-  :math:`\log|A_{oo}| = \log|\tilde A| - n_m \log c`. It is preconditioned by
-  :math:`M = K^b + sI`, the dominant term (largest trace) plus noise, inverted
-  exactly in its eigenbasis; :math:`\log|\tilde A| = \log|M| + \log|B|`,
-  :math:`B = M^{-1/2}\tilde A M^{-1/2}`, with :math:`\operatorname{tr}(\log B
-  - B + I)` by stochastic Lanczos quadrature and
-  :math:`\operatorname{tr}(B - I) = \operatorname{tr}(M^{-1} A) - N
-  + \operatorname{tr}(M^{-1}(\tilde A - A))`: the first part exact
-  (:math:`\sum_{r \ne b} \operatorname{tr}(M^{-1} K^r)`, eigenbasis), the
-  second (zero on a complete grid; only the missing cells' rows and columns)
-  by Hutchinson with the same probes. The gradient's trace is Hutchinson's with
-  the Lanczos solves (on a complete grid with the exact control variate
-  :math:`\operatorname{tr}(M^{-1}\partial A)`), as on the per-cell-noise
-  route; every estimate states its standard error.
+* **Preconditioned CG (estimated LML).** The preconditioner is
+  :math:`M = \bigotimes_d X_d + sI` with :math:`X_d = \sum_r w_{dr} K^r_d`
+  the Kronecker product nearest the sum
+  (:func:`~kronecker_gp.linalg._separable_sum.nearest_kronecker_weights`),
+  inverted exactly in its eigenbasis. On a complete grid
+  :math:`\log|A| = \log|M| + \log|B|`, :math:`B = M^{-1/2} A M^{-1/2}`, with
+  :math:`\operatorname{tr}(\log B - B + I)` by stochastic Lanczos quadrature
+  and :math:`\operatorname{tr}(B - I) = \sum_r \operatorname{tr}(M^{-1} K^r)
+  + s \operatorname{tr}(M^{-1}) - N` exact (eigenbasis). With ``n_m``
+  missing cells the solves use the full-grid operator
+  :math:`\tilde A = O A O + c (I - O)` (``O`` the observed-cell mask), whose
+  inverse equals :math:`A_{oo}^{-1}` on the observed cells; the
+  log-determinant is :math:`\log|A| + \log|(A^{-1})_{mm}|` (the complete
+  grid's estimate plus an exact Schur term from ``n_m`` CG solves) while
+  those solves fit the exact-flops budget, else
+  :math:`\log|\tilde A| - n_m \log c` by the same SLQ, with
+  :math:`\operatorname{tr}(M^{-1}(\tilde A - A))` by Hutchinson (a larger
+  standard error). The gradient's trace is Hutchinson's (on a complete grid
+  with the Lanczos solves and the exact control variate
+  :math:`\operatorname{tr}(M^{-1}\partial A)`, as on the per-cell-noise
+  route); every estimate states its standard error
+  (``solver_info_.lml_std_error``, ``solver_info_.extra["grad_std_error"]``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from kronecker_gp.linalg._separable_sum import (
     WoodburyGrid,
     mode_diag_weights,
     mode_pair_grams,
+    nearest_kronecker_weights,
     sum_matvec,
 )
 
@@ -111,9 +117,14 @@ class SumSystem(CGRecorder):
         max_iter: int,
     ) -> None:
         self.grams, self.noise = grams, float(noise)
-        traces = [np.prod([np.trace(k) for k in term]) for term in grams]
-        self.base = int(np.argmax(traces))
-        self.post = grid_eigen(grams[self.base], self.noise)
+        # M = (x)_d X_d + sI, X_d = sum_r w_dr K^r_d nearest the sum
+        weights = nearest_kronecker_weights(grams)
+        self.weights = weights
+        factors = [
+            sum(w[r] * term[d] for r, term in enumerate(grams))
+            for d, w in enumerate(weights)
+        ]
+        self.post = grid_eigen(factors, self.noise)
         self.o = np.asarray(observed, dtype=float)
         # c on missing cells: the mean eigenvalue of c M^{-1} is one
         self.fill = float(self.post.inv_lam.size / np.sum(self.post.inv_lam))
@@ -160,12 +171,12 @@ class SumSystem(CGRecorder):
         return o * self._run_cg(self.matvec, o * b, self.precond, "separable-sum")
 
     def exact_trace_b(self) -> float:
-        """Return ``tr(M^{-1} A) - N = sum_{r != b} tr(M^{-1} K^r)`` (exact)."""
-        total = 0.0
-        for r, term in enumerate(self.grams):
-            if r != self.base:
-                diags = rotated_diags(self.post.eigvecs, term)
-                total += float(np.sum(self.post.inv_lam * kron_outer(diags)))
+        """Return ``tr(M^{-1} A) - N = sum_r tr(M^{-1} K^r) + s tr(M^{-1}) - N``."""
+        g = self.post.inv_lam
+        total = self.noise * float(np.sum(g)) - g.size
+        for term in self.grams:
+            diags = rotated_diags(self.post.eigvecs, term)
+            total += float(np.sum(g * kron_outer(diags)))
         return total
 
 
