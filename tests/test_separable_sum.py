@@ -204,6 +204,11 @@ def test_woodbury_route_matches_dense_twin(rng, kernel, shape):
     grid_mean, grid_std = gp.predict_grid(coords, return_std=True)
     assert_allclose(grid_mean.reshape(-1), ref_mean, rtol=EIG_RTOL, atol=1e-10)
     assert_allclose(grid_std.reshape(-1), ref_std, rtol=EIG_RTOL, atol=1e-10)
+    test = [np.linspace(-1, 6, n + 1) for n in shape]  # off the training grid
+    grid_mean, grid_std = gp.predict_grid(test, return_std=True)
+    ref_mean, ref_std = gpr.predict(_rows(test), return_std=True)
+    assert_allclose(grid_mean.reshape(-1), ref_mean, rtol=EIG_RTOL, atol=1e-10)
+    assert_allclose(grid_std.reshape(-1), ref_std, rtol=EIG_RTOL, atol=1e-10)
     Xt = X[:7] + 0.05
     _, cov = gp.predict(Xt, return_cov=True)
     assert_allclose(cov, gpr.predict(Xt, return_cov=True)[1], rtol=EIG_RTOL, atol=1e-10)
