@@ -137,7 +137,9 @@ class SeparableSum(Kernel):
         self, coords: Sequence[ArrayLike], eval_gradient: bool = False
     ) -> list[Any]:
         """Return each term's per-axis Grams (see ``KroneckerKernel.factor_grams``)."""
-        return [p.factor_grams(coords, eval_gradient) for p in self.products()]
+        if eval_gradient:
+            return [p.factor_grams(coords, True) for p in self.products()]
+        return [p.factor_grams(coords) for p in self.products()]
 
     def term_cross(
         self, coords_a: Sequence[ArrayLike], coords_b: Sequence[ArrayLike]
@@ -170,9 +172,10 @@ class SeparableSum(Kernel):
             raise ValueError("Gradient can only be evaluated when Y is None.")
         products = self.products()
         if not eval_gradient:
-            return np.asarray(sum(p(X, Y) for p in products))
-        pairs = [p(X, eval_gradient=True) for p in products]
-        return sum(K for K, _ in pairs), np.concatenate([g for _, g in pairs], axis=2)
+            return np.sum([np.asarray(p(X, Y)) for p in products], axis=0)
+        pairs: list[Any] = [p(X, eval_gradient=True) for p in products]
+        grams = np.sum([K for K, _ in pairs], axis=0)
+        return grams, np.concatenate([g for _, g in pairs], axis=2)
 
     def diag(self, X: ArrayLike) -> FloatArray:
         """Return ``np.diag(self(X))``: the sum of the terms' diagonals."""

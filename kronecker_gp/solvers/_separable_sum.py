@@ -245,7 +245,7 @@ class SeparableSumFactorization(Factorization):
             for ra in rot
             for rb in rot
         )
-        v = sum(kron_matvec([m.T for m in term], wb.f) for term in rot)
+        v = np.sum([kron_matvec([m.T for m in term], wb.f) for term in rot], axis=0)
         corr = np.sum(v * wb.cap_solve(v.T).T, axis=1)
         return np.maximum(np.asarray(prior - quad + corr), 0.0)
 
