@@ -382,3 +382,21 @@ def test_summed_mode_contraction(rng):
         mode_pair_grams(a, b, mats, 0, summed=True),
         mode_pair_grams(a, b, mats, 0).sum(axis=0),
     )
+
+
+def test_one_term_equals_the_product_kernel(rng):
+    coords, Y = _grid(rng, (4, 6))
+    one = SeparableSum([[RBF(1.5), Matern(2.0, nu=1.5)]])
+    gp = KroneckerGP(one, noise=NOISE, optimizer=None).fit_grid(coords, Y)
+    ref = KroneckerGP([RBF(1.5), Matern(2.0, nu=1.5)], noise=NOISE, optimizer=None)
+    ref.fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-woodbury"
+    theta = np.append(ref.kernel_.theta, np.log(NOISE))
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    ref_lml, ref_grad = ref.log_marginal_likelihood(theta, eval_gradient=True)
+    assert_allclose(lml, ref_lml, rtol=EIG_RTOL)
+    assert_allclose(grad, ref_grad, rtol=EIG_RTOL, atol=1e-9)
+    mean, std = gp.predict_grid(coords, return_std=True)
+    ref_mean, ref_std = ref.predict_grid(coords, return_std=True)
+    assert_allclose(mean, ref_mean, rtol=EIG_RTOL, atol=1e-10)
+    assert_allclose(std, ref_std, rtol=EIG_RTOL, atol=1e-10)

@@ -206,6 +206,8 @@ class WoodburyGrid:
 
     def cap_solve(self, x: FloatArray) -> FloatArray:
         """Return ``C^{-1} x``."""
+        if not self.cap.size:  # no low-rank term
+            return np.asarray(x)
         return np.asarray(scipy.linalg.cho_solve((self.cap, True), x))
 
     def solve_rot(self, x_rot: FloatArray) -> FloatArray:
@@ -260,8 +262,8 @@ def woodbury_grid(
         rotated = [q.T @ f for q, f in zip(eigvecs, factors, strict=True)]
         size = int(np.prod([f.shape[1] for f in factors]))
         blocks.append(kron_matvec(rotated, np.eye(size)))
-    u_rot = np.hstack(blocks)
+    u_rot = np.hstack(blocks) if blocks else np.zeros((g.size, 0))
     f = g[:, None] * u_rot
     cap = np.eye(u_rot.shape[1]) + u_rot.T @ f
-    chol = scipy.linalg.cholesky(cap, lower=True)
+    chol = scipy.linalg.cholesky(cap, lower=True) if cap.size else cap
     return WoodburyGrid(eigvecs, eigvals, g, f, chol)

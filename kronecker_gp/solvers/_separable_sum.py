@@ -71,7 +71,7 @@ def _woodbury_plan(
     grams: list[list[FloatArray]], method: str
 ) -> tuple[int, list[list[FloatArray]], list[tuple[FloatArray, FloatArray]]] | None:
     """Return (base term, other terms' low-rank factors, base eigenpairs) or None."""
-    if method == "cg" or len(grams) < 2:
+    if method == "cg":
         return None
     eig = [
         [factor_eigh(k, f"term {r} factor {d}") for d, k in enumerate(term)]
@@ -245,8 +245,10 @@ class SeparableSumFactorization(Factorization):
             for ra in rot
             for rb in rot
         )
-        v = np.sum([kron_matvec([m.T for m in term], wb.f) for term in rot], axis=0)
-        corr = np.sum(v * wb.cap_solve(v.T).T, axis=1)
+        corr = 0.0
+        if wb.f.shape[1]:  # the low-rank terms' correction
+            v = np.sum([kron_matvec([m.T for m in t], wb.f) for t in rot], axis=0)
+            corr = np.sum(v * wb.cap_solve(v.T).T, axis=1)
         return np.maximum(np.asarray(prior - quad + corr), 0.0)
 
     def _rows(self, cross: list[list[FloatArray]]) -> FloatArray:

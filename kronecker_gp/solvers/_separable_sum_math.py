@@ -80,7 +80,9 @@ def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
         diags = [np.diag(m) for m in rot]
         for d, dk in enumerate(dterm):
             m_a = mode_pair_grams(a, a, rot, d)[0]
-            m_f = mode_pair_grams(fc, wb.f, rot, d, summed=True)
+            m_f = np.zeros((rot[d].shape[0],) * 2)
+            if wb.f.shape[1]:
+                m_f = mode_pair_grams(fc, wb.f, rot, d, summed=True)
             h = mode_diag_weights(wb.g, diags, d)
             for j in range(dk.shape[2]):
                 x = wb.eigvecs[d].T @ dk[:, :, j] @ wb.eigvecs[d]
