@@ -41,6 +41,23 @@ def _kernel3():
     )
 
 
+def _kernel_full2():
+    """Two terms of full rank: the general Woodbury form."""
+    return SeparableSum(
+        [[RBF(0.8), Matern(1.0, nu=0.5)], [Matern(2.0, nu=1.5), RBF(1.5)]]
+    )
+
+
+def _kernel_regional3():
+    """A regional effect on two space axes: the collapsed form, three axes."""
+    return SeparableSum(
+        [
+            [ConstantKernel(0.6), ConstantKernel(1.0, "fixed"), Matern(1.0, nu=0.5)],
+            [RBF(1.5), RBF(2.0), Matern(2.0, nu=1.5)],
+        ]
+    )
+
+
 def _grid(rng, shape):
     coords = [np.sort(rng.uniform(0, 5, n)) for n in shape]
     Y = rng.standard_normal(shape) + np.sin(coords[0]).reshape(
@@ -182,12 +199,19 @@ def test_mode_contractions(rng):
 
 # -- the exact (Woodbury) route ------------------------------------------------------
 @pytest.mark.parametrize(
-    ("kernel", "shape"), [(_kernel2, (6, 9)), (_kernel3, (3, 4, 5))]
+    ("kernel", "shape", "form"),
+    [
+        (_kernel2, (6, 9), "collapsed on axis 1"),
+        (_kernel3, (3, 4, 5), "general"),
+        (_kernel_full2, (4, 5), "general"),
+        (_kernel_regional3, (3, 4, 5), "collapsed on axis 2"),
+    ],
 )
-def test_woodbury_route_matches_dense_twin(rng, kernel, shape):
+def test_woodbury_route_matches_dense_twin(rng, kernel, shape, form):
     coords, Y = _grid(rng, shape)
     gp = KroneckerGP(kernel(), noise=NOISE, optimizer=None).fit_grid(coords, Y)
     assert gp.solver_info_.path == "separable-sum-woodbury"
+    assert gp.solver_info_.extra["woodbury_form"] == form
     assert gp.solver_info_.lml_std_error == 0
     gpr, X = _twin(kernel(), coords, Y)
     lml, grad = gp.log_marginal_likelihood(

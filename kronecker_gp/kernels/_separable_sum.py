@@ -67,9 +67,13 @@ class SeparableSum(Kernel):
 
     ``K + sI`` has no Kronecker eigenbasis once there are two terms;
     :class:`~kronecker_gp.KroneckerGP` solves it exactly by the Woodbury
-    identity when all terms but one have low-rank factors (e.g. a
-    ``ConstantKernel`` axis), else by preconditioned conjugate gradients
-    (see ``kronecker_gp.solvers._separable_sum``). ``__call__`` forms the dense
+    identity when all terms but one have low-rank factors (a
+    ``ConstantKernel`` axis: a regional effect costs
+    :math:`O(\sum_d n_d^3 + N \sum_d n_d)`, as one product kernel), else by
+    conjugate gradients preconditioned by the nearest Kronecker product, with
+    the LML and gradient estimated and their standard errors in
+    ``solver_info_`` (see ``kronecker_gp.solvers._separable_sum``).
+    ``__call__`` forms the dense
     Gram, :math:`O(N^2 R D)`, so the kernel also works in
     ``GaussianProcessRegressor`` (the dense reference). Hyperparameters are
     named ``t{r}__k{d}__<name>``.

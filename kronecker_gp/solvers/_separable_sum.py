@@ -8,10 +8,16 @@ effect plus a local field) has no Kronecker eigenbasis. Two methods
 ``solver_info_.path``           when
 ==============================  ============================================
 ``separable-sum-woodbury``      complete grid, every term but one has
-                                low-rank factors (rank product ``P`` within
-                                ``SEPARABLE_SUM_MAX_RANK`` entries of
-                                memory and flops): exact LML, gradient,
-                                predictions
+                                low-rank factors: exact LML, gradient,
+                                predictions. *Collapsed* form (one
+                                low-rank term of rank one on all axes but
+                                one, e.g. ``ConstantKernel`` on space: a
+                                regional effect): :math:`O(\sum_d n_d^3 +
+                                N \sum_d n_d)`, as one product kernel.
+                                *General* form: rank product ``P`` with
+                                ``N P`` within ``WOODBURY_MAX_ENTRIES``
+                                and the flops within
+                                ``EXACT_FLOPS_BUDGET``
 ``separable-sum-cg``            otherwise (any number of terms, any ``D``,
                                 missing cells): CG to ``cg_tol`` for the
                                 weights and predictions; LML by stochastic
@@ -48,7 +54,9 @@ from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.linalg import face_split_matvec, factor_eigh, kron_matvec, kron_outer
 from kronecker_gp.linalg._identities import face_split_rows
 from kronecker_gp.linalg._separable_sum import (
+    CollapsedWoodbury,
     WoodburyGrid,
+    collapsed_woodbury,
     low_rank_factor,
     woodbury_grid,
 )
@@ -67,10 +75,22 @@ from kronecker_gp.solvers._separable_sum_math import (
 WOODBURY_MAX_ENTRIES = 2**25
 
 
-def _woodbury_plan(
-    grams: list[list[FloatArray]], method: str
-) -> tuple[int, list[list[FloatArray]], list[tuple[FloatArray, FloatArray]]] | None:
-    """Return (base term, other terms' low-rank factors, base eigenpairs) or None."""
+@dataclass(frozen=True)
+class WoodburyPlan:
+    """Which exact Woodbury form applies, and its pieces.
+
+    ``axis`` is the one axis of full rank of the single low-rank term
+    (collapsed form), or None (general form, ``others`` every other term).
+    """
+
+    base: int
+    eig: list[tuple[FloatArray, FloatArray]]
+    others: list[list[FloatArray]]
+    axis: int | None
+
+
+def _woodbury_plan(grams: list[list[FloatArray]], method: str) -> WoodburyPlan | None:
+    """Return the exact Woodbury plan, or None where it does not apply or fit."""
     if method == "cg":
         return None
     eig = [
@@ -80,6 +100,11 @@ def _woodbury_plan(
     factors = [[low_rank_factor(w, u) for w, u in term] for term in eig]
     ranks = [int(np.prod([f.shape[1] for f in term])) for term in factors]
     base = int(np.argmax(ranks))
+    others = [f for r, f in enumerate(factors) if r != base]
+    if len(others) == 1:
+        full = [d for d, f in enumerate(others[0]) if f.shape[1] > 1]
+        if len(full) <= 1:  # rank one off one axis: the collapsed form
+            return WoodburyPlan(base, eig[base], others, full[0] if full else 0)
     p = sum(ranks) - ranks[base]
     n = int(np.prod([k.shape[0] for k in grams[0]]))
     flops = 2.0 * p * n * sum(k.shape[0] for k in grams[0]) * len(grams)
@@ -87,8 +112,7 @@ def _woodbury_plan(
         method == "auto" and flops > _budgets.EXACT_FLOPS_BUDGET
     ):
         return None
-    others = [f for r, f in enumerate(factors) if r != base]
-    return base, others, eig[base]
+    return WoodburyPlan(base, eig[base], others, None)
 
 
 @dataclass(frozen=True)
@@ -152,8 +176,13 @@ class SeparableSumRoute:
         noise: float,
         noise_free: bool,
     ) -> SeparableSumFactorization:
-        base, others, eig = plan
-        wb = woodbury_grid(eig, others, noise)
+        wb: WoodburyGrid | CollapsedWoodbury
+        if plan.axis is None:
+            wb = woodbury_grid(plan.eig, plan.others, noise)
+            rank, form = int(wb.f.shape[1]), "general"
+        else:
+            wb = collapsed_woodbury(plan.eig, plan.others[0], plan.axis, noise)
+            rank, form = int(wb.we.shape[1]), f"collapsed on axis {plan.axis}"
         y_rot = wb.rot(self.y)
         alpha_rot = wb.solve_rot(y_rot[:, None])[:, 0]
         lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * wb.logdet()
@@ -162,7 +191,7 @@ class SeparableSumRoute:
         if dgrams is not None:
             grad = woodbury_gradient(wb, grams, dgrams, alpha_rot, noise, noise_free)
         info = SolverInfo("separable-sum-woodbury", 0)
-        info.extra.update(base_term=base, woodbury_rank=int(wb.f.shape[1]))
+        info.extra.update(base_term=plan.base, woodbury_rank=rank, woodbury_form=form)
         return SeparableSumFactorization(
             self, wb.unrot(alpha_rot), wb.solve, float(noise), lml, grad, info, wb
         )
@@ -217,7 +246,7 @@ class SeparableSumFactorization(Factorization):
     lml: float
     grad: FloatArray | None
     info: SolverInfo
-    woodbury: WoodburyGrid | None = None
+    woodbury: WoodburyGrid | CollapsedWoodbury | None = None
 
     def alpha(self) -> FloatArray:
         """Return ``(K + noise)^{-1} y`` on the training grid (zero where missing)."""
@@ -245,10 +274,7 @@ class SeparableSumFactorization(Factorization):
             for ra in rot
             for rb in rot
         )
-        corr = 0.0
-        if wb.f.shape[1]:  # the low-rank terms' correction
-            v = np.sum([kron_matvec([m.T for m in t], wb.f) for t in rot], axis=0)
-            corr = np.sum(v * wb.cap_solve(v.T).T, axis=1)
+        corr = wb.low_rank_variance(rot)
         return np.maximum(np.asarray(prior - quad + corr), 0.0)
 
     def _rows(self, cross: list[list[FloatArray]]) -> FloatArray:

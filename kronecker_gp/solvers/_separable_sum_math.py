@@ -48,6 +48,7 @@ from kronecker_gp.linalg import kron_matvec, kron_outer
 from kronecker_gp.linalg._eigenbasis import grid_eigen
 from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.linalg._separable_sum import (
+    CollapsedWoodbury,
     WoodburyGrid,
     mode_diag_weights,
     mode_pair_grams,
@@ -64,7 +65,7 @@ def rotated_diags(eigvecs: Sequence[FloatArray], grams: Sequence[FloatArray]) ->
 
 
 def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
-    wb: WoodburyGrid,
+    wb: WoodburyGrid | CollapsedWoodbury,
     grams: Grams,
     dgrams: Grams,
     alpha_rot: FloatArray,
@@ -72,7 +73,6 @@ def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
     noise_free: bool,
 ) -> FloatArray:
     """Exact LML gradient on the Woodbury route (theta order, then log noise)."""
-    fc = wb.cap_solve(wb.f.T).T  # F C^{-1}
     a = alpha_rot[:, None]
     out: list[float] = []
     for term, dterm in zip(grams, dgrams):
@@ -80,16 +80,14 @@ def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
         diags = [np.diag(m) for m in rot]
         for d, dk in enumerate(dterm):
             m_a = mode_pair_grams(a, a, rot, d)[0]
-            m_f = np.zeros((rot[d].shape[0],) * 2)
-            if wb.f.shape[1]:
-                m_f = mode_pair_grams(fc, wb.f, rot, d, summed=True)
+            m_f = wb.trace_matrix(rot, d)
             h = mode_diag_weights(wb.g, diags, d)
             for j in range(dk.shape[2]):
                 x = wb.eigvecs[d].T @ dk[:, :, j] @ wb.eigvecs[d]
                 trace = float(h @ np.diag(x) - np.sum(m_f * x))
                 out.append(0.5 * float(np.sum(m_a * x)) - 0.5 * trace)
     if noise_free:
-        trace = float(np.sum(wb.g) - np.sum(fc * wb.f))
+        trace = float(np.sum(wb.g)) - wb.f_trace()
         out.append(0.5 * noise * float(alpha_rot @ alpha_rot) - 0.5 * noise * trace)
     return np.asarray(out)
 
