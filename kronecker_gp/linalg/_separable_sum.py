@@ -37,6 +37,8 @@ import scipy.linalg
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg._identities import kron_matvec, kron_outer
 
+#: Largest (chunk, m_e, post, rank) block of the collapsed form's variances.
+_CHUNK_ENTRIES = 2**22
 #: Eigenvalues below this fraction of a factor's largest are dropped from its
 #: low-rank factor (the change to the covariance is below 1e-13 relative).
 RANK_RTOL = 1e-13
@@ -345,17 +347,31 @@ class CollapsedWoodbury:
         e = self.axis
         shape = [int(m.shape[1]) for m in rot_terms[0]]
         pre, post = int(np.prod(shape[:e])), int(np.prod(shape[e + 1 :]))
-        n_e = self.we.shape[0]
-        v = np.zeros((pre, shape[e], post, self.we.shape[1]))
+        n_e, r = self.we.shape
+        ts = []
         for term in rot_terms:
             mats = [
                 np.eye(n_e) if d == e else (self.w[d][:, None] * m).T
                 for d, m in enumerate(term)
             ]
-            t = kron_matvec(mats, self.g).reshape(pre, n_e, post)
-            v += np.einsum("pcq,ci,ca->piqa", t, term[e], self.we, optimize=True)
-        flat = v.reshape(-1, self.we.shape[1])
-        return np.asarray(np.sum(flat * self.cap_solve(flat.T).T, axis=1))
+            ts.append(kron_matvec(mats, self.g).reshape(pre, n_e, post))
+        out = np.empty((pre, shape[e] * post))
+        step = max(1, _CHUNK_ENTRIES // max(1, shape[e] * post * r))
+        for lo in range(0, pre, step):
+            v = sum(
+                np.einsum(
+                    "pcq,ci,ca->piqa",
+                    t[lo : lo + step],
+                    term[e],
+                    self.we,
+                    optimize=True,
+                )
+                for t, term in zip(ts, rot_terms)
+            )
+            flat = np.asarray(v).reshape(-1, r)
+            corr = np.sum(flat * self.cap_solve(flat.T).T, axis=1)
+            out[lo : lo + step] = corr.reshape(-1, shape[e] * post)
+        return out.reshape(-1)
 
 
 def collapsed_woodbury(
