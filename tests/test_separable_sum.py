@@ -336,17 +336,23 @@ def test_fit_on_rows_and_no_dense_kronecker(rng, monkeypatch):
     assert len(gp.kernels_) == 2  # per axis, that axis' kernel of each term
 
 
-def test_two_term_model_beats_single_product_kernel(rng):
-    shape = (8, 12)
+def _draw(rng, shape):
+    """One draw from a regional day effect plus a local field, noise 0.05."""
     sites, days = np.linspace(0, 4, shape[0]), np.linspace(0, 6, shape[1])
     truth = SeparableSum(
         [[ConstantKernel(1.0), Matern(0.5, nu=0.5)], [RBF(1.0), Matern(3.0, nu=1.5)]]
     )
     cov = sum(np.kron(*g) for g in truth.term_grams([sites, days]))
-    f = np.linalg.cholesky(cov + 1e-10 * np.eye(cov.shape[0])) @ rng.standard_normal(
-        cov.shape[0]
+    root = np.linalg.cholesky(cov + 1e-10 * np.eye(cov.shape[0]))
+    f = root @ rng.standard_normal(cov.shape[0])
+    return [sites, days], (f + np.sqrt(0.05) * rng.standard_normal(f.size)).reshape(
+        shape
     )
-    Y = (f + np.sqrt(0.05) * rng.standard_normal(f.size)).reshape(shape)
+
+
+def test_two_term_model_beats_single_product_kernel(rng):
+    shape = (8, 12)
+    (sites, days), Y = _draw(rng, shape)
     start = SeparableSum(
         [[ConstantKernel(0.5), Matern(1.0, nu=0.5)], [RBF(2.0), Matern(1.0, nu=1.5)]]
     )
@@ -424,3 +430,19 @@ def test_one_term_equals_the_product_kernel(rng):
     ref_mean, ref_std = ref.predict_grid(coords, return_std=True)
     assert_allclose(mean, ref_mean, rtol=EIG_RTOL, atol=1e-10)
     assert_allclose(std, ref_std, rtol=EIG_RTOL, atol=1e-10)
+
+
+def test_optimised_theta_matches_gaussian_process_regressor(rng):
+    coords, Y = _draw(rng, (6, 8))
+    gp = KroneckerGP(_kernel2(), noise=NOISE, noise_bounds="fixed").fit_grid(coords, Y)
+    gpr, _ = _twin(_kernel2(), coords, Y)
+    gpr = GaussianProcessRegressor(_kernel2(), alpha=NOISE).fit(
+        gpr.X_train_, gpr.y_train_
+    )
+    assert isinstance(gpr.kernel_, SeparableSum)
+    assert_allclose(
+        gp.log_marginal_likelihood_value_,
+        gpr.log_marginal_likelihood_value_,
+        rtol=1e-6,
+    )
+    assert_allclose(gp.kernel_.theta, gpr.kernel_.theta, rtol=1e-3, atol=1e-3)
