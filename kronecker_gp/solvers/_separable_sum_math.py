@@ -32,7 +32,8 @@ Two methods share this module (the route in
   standard error). The gradient's trace is Hutchinson's (on a complete grid
   with the Lanczos solves and the exact control variate
   :math:`\operatorname{tr}(M^{-1}\partial A)`, as on the per-cell-noise
-  route); every estimate states its standard error
+  route; with missing cells the control's probe term is subtracted too);
+  every estimate states its standard error
   (``solver_info_.lml_std_error``, ``solver_info_.extra["grad_std_error"]``).
 """
 
@@ -181,12 +182,14 @@ class SumSystem(CGRecorder):
 
 
 class TraceProbes:
-    """Hutchinson pieces ``tr(A_oo^{-1} X) ~ c tr(M^{-1} X) + mean_k a_k^T X b_k``.
+    """Hutchinson pieces of ``tr(A_oo^{-1} X)`` with the control ``tr(M^{-1} X)``.
 
-    Complete grid: ``a = M^{-1/2} (B^{-1} - I) z``, ``b = M^{-1/2} z`` (the
-    Lanczos solves) and the exact control variate ``tr(M^{-1} X)``. Missing
-    cells: ``a = O A~^{-1} M^{1/2} z``, ``b = O M^{-1/2} z`` (one batched CG),
-    since ``tr(A~^{-1} O X O) = E[z^T M^{1/2} A~^{-1} O X O M^{-1/2} z]``.
+    ``tr(A_oo^{-1} X) ~ tr(M^{-1} X) + mean_k (a_k^T X b_k - c_k^T X c_k)``.
+    Complete grid: ``a = M^{-1/2} B^{-1} z``, ``b = c = M^{-1/2} z`` (the
+    Lanczos solves; ``a - c`` is kept, one contraction). Missing cells:
+    ``a = O A~^{-1} M^{1/2} z``, ``b = O M^{-1/2} z`` (one batched CG), since
+    ``tr(A~^{-1} O X O) = E[z^T M^{1/2} A~^{-1} O X O M^{-1/2} z]``, and
+    ``c = M^{-1/2} z`` for the control (its own contraction).
     """
 
     def __init__(
@@ -194,18 +197,21 @@ class TraceProbes:
     ) -> None:
         self.system = system
         o = system.o[:, None]
-        self.b = o * system.power(probes, 0.5)
+        self.c: FloatArray | None = None
         if system.complete and solves is not None:
-            self.control = 1.0
             self.a = system.power(solves - probes, 0.5)
+            self.b = system.power(probes, 0.5)
         else:
-            self.control = 0.0
+            self.c = system.power(probes, 0.5)
             self.a = system.solve(system.power(probes, -0.5))
+            self.b = o * self.c
 
     def noise_trace(self) -> tuple[float, float]:
         """Return the estimate of ``tr(A_oo^{-1})`` and its standard error."""
         per = np.sum(self.a * self.b, axis=0)
-        ctrl = self.control * float(np.sum(self.system.post.inv_lam))
+        if self.c is not None:
+            per = per - np.sum(self.c * self.c, axis=0)
+        ctrl = float(np.sum(self.system.post.inv_lam))
         return ctrl + float(per.mean()), _std_error(per)
 
 
@@ -286,19 +292,17 @@ def pcg_gradient(  # noqa: PLR0913, PLR0917 - the estimate's pieces
     grad: list[float] = []
     err: list[float] = []
     for term, dterm in zip(system.grams, dgrams):
-        diags = rotated_diags(q, term) if traces.control else None
+        diags = rotated_diags(q, term)
         for d, dk in enumerate(dterm):
             m_a = mode_pair_grams(a, a, term, d)[0]
             m_k = mode_pair_grams(traces.a, traces.b, term, d)
-            h = None
-            if diags is not None:
-                h = mode_diag_weights(system.post.inv_lam, diags, d)
+            if traces.c is not None:
+                m_k = m_k - mode_pair_grams(traces.c, traces.c, term, d)
+            h = mode_diag_weights(system.post.inv_lam, diags, d)
             for j in range(dk.shape[2]):
                 x = dk[:, :, j]
                 per = np.einsum("kij,ij->k", m_k, x)
-                ctrl = 0.0
-                if h is not None:
-                    ctrl = float(h @ np.einsum("ij,ik,kj->j", q[d], x, q[d]))
+                ctrl = float(h @ np.einsum("ij,ik,kj->j", q[d], x, q[d]))
                 trace = ctrl + float(per.mean())
                 grad.append(0.5 * float(np.sum(m_a * x)) - 0.5 * trace)
                 err.append(0.5 * _std_error(per))
