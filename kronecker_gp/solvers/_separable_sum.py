@@ -54,11 +54,13 @@ from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.linalg import face_split_matvec, factor_eigh, kron_matvec, kron_outer
 from kronecker_gp.linalg._identities import face_split_rows
 from kronecker_gp.linalg._separable_sum import (
-    CollapsedWoodbury,
     WoodburyGrid,
-    collapsed_woodbury,
     low_rank_factor,
     woodbury_grid,
+)
+from kronecker_gp.linalg._woodbury_collapsed import (
+    CollapsedWoodbury,
+    collapsed_woodbury,
 )
 from kronecker_gp.solvers._posterior import prior_grid_samples, union_axes
 from kronecker_gp.solvers._protocol import Factorization, SolverInfo

@@ -49,13 +49,13 @@ from kronecker_gp.linalg import kron_matvec, kron_outer
 from kronecker_gp.linalg._eigenbasis import grid_eigen
 from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
 from kronecker_gp.linalg._separable_sum import (
-    CollapsedWoodbury,
     WoodburyGrid,
     mode_diag_weights,
     mode_pair_grams,
     nearest_kronecker_weights,
     sum_matvec,
 )
+from kronecker_gp.linalg._woodbury_collapsed import CollapsedWoodbury
 
 Grams = Sequence[Sequence[FloatArray]]
 
