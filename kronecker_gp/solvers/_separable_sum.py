@@ -67,6 +67,7 @@ from kronecker_gp.solvers._protocol import Factorization, SolverInfo
 from kronecker_gp.solvers._separable_sum_math import (
     SumSystem,
     TraceProbes,
+    missing_schur,
     pcg_gradient,
     pcg_logdet,
     woodbury_gradient,
@@ -91,10 +92,19 @@ class WoodburyPlan:
     axis: int | None
 
 
-def _woodbury_plan(grams: list[list[FloatArray]], method: str) -> WoodburyPlan | None:
+def _woodbury_plan(
+    grams: list[list[FloatArray]], method: str, n_missing: int
+) -> WoodburyPlan | None:
     """Return the exact Woodbury plan, or None where it does not apply or fit."""
     if method == "cg":
         return None
+    n = int(np.prod([k.shape[0] for k in grams[0]]))
+    if n_missing:  # n_m complete-grid solves for the Schur complement
+        work = 2.0 * n_missing * n * sum(k.shape[0] for k in grams[0]) * len(grams)
+        if n * n_missing > WOODBURY_MAX_ENTRIES or (
+            method == "auto" and work > _budgets.EXACT_FLOPS_BUDGET
+        ):
+            return None
     eig = [
         [factor_eigh(k, f"term {r} factor {d}") for d, k in enumerate(term)]
         for r, term in enumerate(grams)
@@ -108,7 +118,6 @@ def _woodbury_plan(grams: list[list[FloatArray]], method: str) -> WoodburyPlan |
         if len(full) <= 1:  # rank one off one axis: the collapsed form
             return WoodburyPlan(base, eig[base], others, full[0] if full else 0)
     p = sum(ranks) - ranks[base]
-    n = int(np.prod([k.shape[0] for k in grams[0]]))
     flops = 2.0 * p * n * sum(k.shape[0] for k in grams[0]) * len(grams)
     if n * p > WOODBURY_MAX_ENTRIES or (
         method == "auto" and flops > _budgets.EXACT_FLOPS_BUDGET
@@ -156,14 +165,14 @@ class SeparableSumRoute:
         pairs = kernel.term_grams(self.coords, eval_gradient=eval_gradient)
         grams = [[g for g, _ in t] for t in pairs] if eval_gradient else pairs
         dgrams = [[dg for _, dg in t] for t in pairs] if eval_gradient else None
-        complete = bool(np.all(self.observed))
-        plan = _woodbury_plan(grams, self.method) if complete else None
+        missing = np.flatnonzero(~np.asarray(self.observed))
+        plan = _woodbury_plan(grams, self.method, missing.size)
         if plan is None and self.method == "exact":
             raise ValueError(
-                'solver="exact" with a SeparableSum needs a complete grid and all '
-                "terms but one with low-rank factors (e.g. ConstantKernel on an "
-                f"axis) within {WOODBURY_MAX_ENTRIES} grid x rank entries; here "
-                f"{'missing cells' if not complete else 'the ranks are too high'}. "
+                'solver="exact" with a SeparableSum needs all terms but one with '
+                "low-rank factors (e.g. ConstantKernel on an axis), within "
+                f"{WOODBURY_MAX_ENTRIES} entries of grid cells x (rank or missing "
+                f"cells); here {missing.size} missing cells of {self.y.size}. "
                 'Use solver="auto" (preconditioned CG).'
             )
         if plan is not None:
@@ -185,17 +194,38 @@ class SeparableSumRoute:
         else:
             wb = collapsed_woodbury(plan.eig, plan.others[0], plan.axis, noise)
             rank, form = int(wb.we.shape[1]), f"collapsed on axis {plan.axis}"
+        missing = np.flatnonzero(~np.asarray(self.observed))
+        schur = missing_schur(wb, missing) if missing.size else None
         y_rot = wb.rot(self.y)
         alpha_rot = wb.solve_rot(y_rot[:, None])[:, 0]
-        lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * wb.logdet()
-        lml -= 0.5 * self.y.size * _budgets.LOG_2PI
+        logdet = wb.logdet()
+        if schur is not None:
+            alpha_rot = alpha_rot - schur.correct_rot(y_rot)
+            logdet += schur.logdet()
+        lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * logdet
+        lml -= 0.5 * (self.y.size - missing.size) * _budgets.LOG_2PI
         grad = None
         if dgrams is not None:
-            grad = woodbury_gradient(wb, grams, dgrams, alpha_rot, noise, noise_free)
-        info = SolverInfo("separable-sum-woodbury", 0)
+            grad = woodbury_gradient(
+                wb, grams, dgrams, alpha_rot, noise, noise_free, schur
+            )
+        path = "separable-sum-woodbury" + ("-schur" if schur is not None else "")
+        info = SolverInfo(path, int(missing.size))
         info.extra.update(base_term=plan.base, woodbury_rank=rank, woodbury_form=form)
+        if schur is None:
+            return SeparableSumFactorization(
+                self, wb.unrot(alpha_rot), wb.solve, float(noise), lml, grad, info, wb
+            )
+        o = np.asarray(self.observed, dtype=float)[:, None]
+        sch = schur
+
+        def solve(b: FloatArray) -> FloatArray:
+            b_rot = wb.rot(o * b)
+            return o * wb.unrot(wb.solve_rot(b_rot) - sch.correct_rot(b_rot))
+
+        alpha = o[:, 0] * wb.unrot(alpha_rot)
         return SeparableSumFactorization(
-            self, wb.unrot(alpha_rot), wb.solve, float(noise), lml, grad, info, wb
+            self, alpha, solve, float(noise), lml, grad, info
         )
 
     def _pcg(  # noqa: PLR0913, PLR0917

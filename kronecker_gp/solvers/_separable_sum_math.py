@@ -41,8 +41,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_matvec, kron_outer
@@ -65,6 +68,41 @@ def rotated_diags(eigvecs: Sequence[FloatArray], grams: Sequence[FloatArray]) ->
     return [np.einsum("ij,ik,kj->j", q, k, q) for q, k in zip(eigvecs, grams)]
 
 
+@dataclass(frozen=True)
+class MissingSchur:
+    r"""Missing cells over an exact complete-grid inverse :math:`P = A^{-1}`.
+
+    With :math:`Z = P E_m` and :math:`C = E_m^T P E_m`, the zero-padded
+    :math:`A_{oo}^{-1}` is :math:`P - Z C^{-1} Z^T` and
+    :math:`\log|A_{oo}| = \log|A| + \log|C|` (as on the eigen route's
+    Schur path). Stored rotated: ``z_rot = Q^T Z``, ``zc_rot = Q^T Z C^{-1}``.
+    """
+
+    z_rot: FloatArray
+    zc_rot: FloatArray
+    chol: FloatArray
+
+    def logdet(self) -> float:
+        """Return ``log|C|``."""
+        return 2.0 * float(np.sum(np.log(np.diag(self.chol))))
+
+    def correct_rot(self, x_rot: FloatArray) -> FloatArray:
+        """Return ``Q^T Z C^{-1} Z^T Q x_rot`` (subtract from the complete solve)."""
+        return self.zc_rot @ (self.z_rot.T @ x_rot)
+
+
+def missing_schur(wb: WoodburyGrid | CollapsedWoodbury, missing: Any) -> MissingSchur:
+    """Return the Schur pieces of the missing cells ``missing`` (flat indices)."""
+    n, n_m = wb.g.size, missing.size
+    cols = np.zeros((n, n_m))
+    cols[missing, np.arange(n_m)] = 1.0
+    z_rot = wb.solve_rot(wb.rot(cols))
+    c = wb.unrot(z_rot)[missing]
+    chol = np.linalg.cholesky(0.5 * (c + c.T))
+    zc_rot = scipy.linalg.cho_solve((chol, True), z_rot.T).T
+    return MissingSchur(z_rot, zc_rot, chol)
+
+
 def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
     wb: WoodburyGrid | CollapsedWoodbury,
     grams: Grams,
@@ -72,6 +110,7 @@ def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
     alpha_rot: FloatArray,
     noise: float,
     noise_free: bool,
+    schur: MissingSchur | None = None,
 ) -> FloatArray:
     """Exact LML gradient on the Woodbury route (theta order, then log noise)."""
     a = alpha_rot[:, None]
@@ -82,6 +121,10 @@ def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
         for d, dk in enumerate(dterm):
             m_a = mode_pair_grams(a, a, rot, d)[0]
             m_f = wb.trace_matrix(rot, d)
+            if schur is not None:
+                m_f = m_f + mode_pair_grams(
+                    schur.zc_rot, schur.z_rot, rot, d, summed=True
+                )
             h = mode_diag_weights(wb.g, diags, d)
             for j in range(dk.shape[2]):
                 x = wb.eigvecs[d].T @ dk[:, :, j] @ wb.eigvecs[d]
@@ -89,6 +132,8 @@ def woodbury_gradient(  # noqa: PLR0913, PLR0917 - the factorisation's pieces
                 out.append(0.5 * float(np.sum(m_a * x)) - 0.5 * trace)
     if noise_free:
         trace = float(np.sum(wb.g)) - wb.f_trace()
+        if schur is not None:
+            trace -= float(np.sum(schur.zc_rot * schur.z_rot))
         out.append(0.5 * noise * float(alpha_rot @ alpha_rot) - 0.5 * noise * trace)
     return np.asarray(out)
 
