@@ -18,6 +18,11 @@ effect plus a local field) has no Kronecker eigenbasis. Two methods
                                 ``N P`` within ``WOODBURY_MAX_ENTRIES``
                                 and the flops within
                                 ``EXACT_FLOPS_BUDGET``
+``separable-sum-woodbury-schur``  the same with ``n_m`` missing cells: exact,
+                                through the Schur complement of the
+                                complete-grid inverse (``n_m`` solves;
+                                ``N n_m`` and its flops within the same
+                                budgets)
 ``separable-sum-cg``            otherwise (any number of terms, any ``D``,
                                 missing cells): CG to ``cg_tol`` for the
                                 weights and predictions; LML by stochastic
