@@ -13,6 +13,7 @@ from sklearn.utils import Bunch
 from kronecker_gp import datasets
 from kronecker_gp.datasets import (
     load_jura,
+    load_nyc_weather,
     load_ozone2,
     load_us_diseases,
     load_us_employment,
@@ -20,7 +21,14 @@ from kronecker_gp.datasets import (
 )
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-LOADERS = [load_ozone2, load_wind, load_us_employment, load_jura, load_us_diseases]
+LOADERS = [
+    load_ozone2,
+    load_wind,
+    load_us_employment,
+    load_jura,
+    load_us_diseases,
+    load_nyc_weather,
+]
 GRID_LOADERS = [load_ozone2, load_wind]
 GRID_KEYS = {
     "data",
@@ -47,6 +55,8 @@ FILE_LOADER = {
     "jura/values.csv": load_jura,
     "us-diseases/values.csv": load_us_diseases,
     "us-diseases/states.csv": load_us_diseases,
+    "nyc-weather/values.csv": load_nyc_weather,
+    "nyc-weather/stations.csv": load_nyc_weather,
 }
 
 
@@ -89,6 +99,7 @@ def test_returns_bunch_with_folder_readme(loader):
         load_us_employment: "us-employment",
         load_jura: "jura",
         load_us_diseases: "us-diseases",
+        load_nyc_weather: "nyc-weather",
     }[loader]
     assert bunch.DESCR == (DATA / folder / "README.md").read_text(encoding="utf-8")
 
@@ -335,6 +346,136 @@ def test_as_frame_us_diseases_is_the_table():
     assert frame["count"].sum() == np.sum(
         [float(r["count"]) for r in read_rows("us-diseases/values.csv")]
     )
+
+
+# ------------------------------------------------------------------ nyc-weather
+
+NYC_VARIABLES = ["temp", "dewp", "humid", "pressure", "wind_speed"]
+
+
+@pytest.fixture(scope="module")
+def nyc():
+    return load_nyc_weather()
+
+
+def nyc_hour(stamp):
+    """Parse ``YYYY-MM-DDTHH:00:00Z`` independently of the loader."""
+    assert stamp.endswith(":00:00Z")
+    return np.datetime64(stamp[:13], "h")
+
+
+def test_nyc_weather_schema_and_axes(nyc):
+    assert set(nyc) == {
+        "data",
+        "variables",
+        "units",
+        "site_ids",
+        "site_names",
+        "sites",
+        "site_feature_names",
+        "alt_ft",
+        "dates",
+        "times",
+        "coords",
+        "axis_names",
+        "feature_names",
+        "DESCR",
+    }
+    assert nyc.data.shape == (5, 3, 8730) and nyc.data.dtype == np.float64
+    assert nyc.axis_names == ("variable", "site", "time")
+    assert nyc.variables.tolist() == NYC_VARIABLES
+    assert nyc.units.tolist() == ["F", "F", "%", "hPa", "mph"]
+    assert nyc.site_ids.tolist() == ["EWR", "JFK", "LGA"]
+    stations = read_rows("nyc-weather/stations.csv")
+    assert nyc.site_names.tolist() == [r["name"] for r in stations]
+    np.testing.assert_array_equal(
+        nyc.sites, [[float(r["lon"]), float(r["lat"])] for r in stations]
+    )
+    assert np.all(nyc.sites[:, 0] < -73) and np.all(nyc.sites[:, 1] > 40)
+    assert nyc.alt_ft.tolist() == [float(r["alt_ft"]) for r in stations]
+    assert nyc.site_feature_names == ("lon", "lat")
+    # Complete hourly axis from the first to the last hour in the file.
+    assert nyc.dates.dtype == np.dtype("datetime64[h]")
+    assert nyc.dates[0] == np.datetime64("2013-01-01T06", "h")
+    assert nyc.dates[-1] == np.datetime64("2013-12-30T23", "h")
+    np.testing.assert_array_equal(nyc.times, np.arange(8730.0))
+    np.testing.assert_array_equal(nyc.times, (nyc.dates - nyc.dates[0]).astype(float))
+    assert len(nyc.coords) == 3
+    np.testing.assert_array_equal(nyc.coords[0], np.arange(5.0))
+    assert nyc.coords[1] is nyc.sites and nyc.coords[2] is nyc.times
+    assert tuple(len(c) for c in nyc.coords) == nyc.data.shape
+    assert nyc.feature_names == ["variable", "lon", "lat", "hour"]
+
+
+def test_nyc_weather_rows_land_in_their_cells(nyc):
+    rows = read_rows("nyc-weather/values.csv")
+    picks = [rows[0], rows[1], rows[-1], rows[12_345]]
+    picks += [r for r in rows if r["temp"] == "" or r["wind_speed"] == ""]
+    picks.append(next(r for r in rows if r["pressure"] == ""))
+    picks.append(next(r for r in rows if r["origin"] == "LGA"))
+    for r in picks:
+        s = nyc.site_ids.tolist().index(r["origin"])
+        t = (nyc_hour(r["time_hour"]) - nyc.dates[0]).astype(np.int64)
+        assert nyc.dates[t] == nyc_hour(r["time_hour"])
+        for k, name in enumerate(NYC_VARIABLES):
+            value = nyc.data[k, s, t]
+            if r[name] == "":
+                assert np.isnan(value), (r, name)
+            else:
+                assert value == float(r[name]), (r, name)
+    # The known source error is kept as recorded.
+    ewr_outlier = nyc.dates.tolist().index(np.datetime64("2013-02-12T08", "h"))
+    assert nyc.data[4, 0, ewr_outlier] == 1048.36058
+
+
+def test_nyc_weather_missing_counts_match_csv(nyc):
+    rows = read_rows("nyc-weather/values.csv")
+    present = {(r["origin"], nyc_hour(r["time_hour"])) for r in rows}
+    assert len(present) == len(rows) == 26_115  # no duplicate airport-hours
+    absent = 3 * 8730 - len(present)
+    assert absent == 75
+    missing = np.isnan(nyc.data)
+    for k, name in enumerate(NYC_VARIABLES):
+        empty = sum(r[name] == "" for r in rows)
+        assert missing[k].sum() == empty + absent, name
+    assert missing.all(axis=0).sum() == absent
+    assert missing.all(axis=(0, 1)).sum() == 16  # hours absent at every airport
+    assert missing.sum() == 3111
+    readme = (DATA / "nyc-weather" / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"In all \*\*([\d,]+) cells = ([\d.]+) %", readme)
+    assert int(match.group(1).replace(",", "")) == missing.sum()
+    assert float(match.group(2)) == round(100 * missing.mean(), 2)
+
+
+def test_nyc_weather_as_frame():
+    pytest.importorskip("pandas")
+    b = load_nyc_weather(as_frame=True)
+    frame = b.frame
+    assert list(frame.columns) == ["variable", "origin", "lon", "lat", "date", "value"]
+    assert len(frame) == np.count_nonzero(~np.isnan(b.data))
+    assert not frame.isna().any().any()
+    assert frame["value"].sum() == pytest.approx(np.nansum(b.data))
+    temp = frame[frame["variable"] == "temp"]
+    rows = read_rows("nyc-weather/values.csv")
+    assert len(temp) == sum(r["temp"] != "" for r in rows)
+    first = frame.iloc[0]
+    assert (first["variable"], first["origin"], first["value"]) == (
+        "temp",
+        "EWR",
+        float(rows[0]["temp"]),
+    )
+
+
+def test_nyc_weather_rejects_non_utc_hours(monkeypatch, data_copy):
+    monkeypatch.setattr(datasets, "_data_dir", lambda: data_copy)
+    path = data_copy / "nyc-weather" / "values.csv"
+    raw = path.read_bytes().replace(b"T06:00:00Z", b"T06:30:00Z", 1)
+    path.write_bytes(raw)
+    monkeypatch.setitem(
+        datasets._SHA256, "nyc-weather/values.csv", hashlib.sha256(raw).hexdigest()
+    )
+    with pytest.raises(ValueError, match="whole UTC hour"):
+        load_nyc_weather()
 
 
 # --------------------------------------------------------------------- as_frame

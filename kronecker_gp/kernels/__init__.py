@@ -12,12 +12,14 @@ from kronecker_gp.kernels._graph import (
 )
 from kronecker_gp.kernels._kronecker import KroneckerKernel
 from kronecker_gp.kernels._multitask import CoregionalizationKernel
+from kronecker_gp.kernels._separable_sum import SeparableSum
 
 __all__ = [
     "CoregionalizationKernel",
     "GraphDiffusionKernel",
     "GraphMaternKernel",
     "KroneckerKernel",
+    "SeparableSum",
     "chain_laplacian",
     "graph_laplacian",
 ]

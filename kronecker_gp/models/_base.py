@@ -12,7 +12,7 @@ from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
-from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.kernels import KroneckerKernel, SeparableSum
 
 
 def resolve_axes(kernels: Any, axes: Any, n_features: int) -> list[list[int]]:
@@ -27,12 +27,10 @@ def resolve_axes(kernels: Any, axes: Any, n_features: int) -> list[list[int]]:
             [int(a)] if isinstance(a, numbers.Integral) else [int(c) for c in a]
             for a in axes
         ]
-    if kernels is None or (
-        isinstance(kernels, Kernel) and not isinstance(kernels, KroneckerKernel)
-    ):
-        return [list(range(n_features))]
-    if isinstance(kernels, KroneckerKernel):
+    if isinstance(kernels, (KroneckerKernel, SeparableSum)):
         return kernels.resolved_axes
+    if kernels is None or isinstance(kernels, Kernel):
+        return [list(range(n_features))]
     n_k = len(kernels)
     if n_k == 1:
         return [list(range(n_features))]
@@ -45,15 +43,19 @@ def resolve_axes(kernels: Any, axes: Any, n_features: int) -> list[list[int]]:
 
 
 def build_kernel(kernels: Any, axes: list[list[int]]) -> KroneckerKernel:
-    """Return a fresh product kernel over ``axes`` (``None``: constant x RBF)."""
+    """Return a fresh product kernel over ``axes`` (``None``: constant x RBF).
+
+    A ``SeparableSum`` (sum of product kernels) is returned as a fresh copy
+    too; only ``KroneckerGP`` has a route for it.
+    """
     if kernels is None:
         return KroneckerKernel([ConstantKernel(1.0) * RBF(1.0)], axes=axes)
-    if isinstance(kernels, KroneckerKernel):
+    if isinstance(kernels, (KroneckerKernel, SeparableSum)):
         return clone(kernels).set_params(axes=axes)
     if isinstance(kernels, Kernel) or not isinstance(kernels, Sequence):
         raise TypeError(
             "kernels must be a list of scikit-learn kernels (one per axis), a "
-            f"KroneckerKernel or None; got {type(kernels).__name__}."
+            f"KroneckerKernel, a SeparableSum or None; got {type(kernels).__name__}."
         )
     return KroneckerKernel([clone(k) for k in kernels], axes=axes)
 

@@ -291,7 +291,8 @@ def prior_predict_grid(
     Parameters
     ----------
     kernels : sequence of sklearn Kernel
-        One factor kernel per axis.
+        One factor kernel per axis (for a ``SeparableSum``, its ``kernels``:
+        per axis, that axis' kernel in each term).
     coords : sequence of ndarray of shape (m_d, p_d)
         Per-axis coordinates.
     return_std : bool
@@ -306,7 +307,14 @@ def prior_predict_grid(
     mean = np.zeros(shape)
     if not return_std:
         return mean
-    var = kron_outer([np.asarray(k.diag(c), float) for k, c in zip(kernels, coords)])
+    if kernels and isinstance(kernels[0], list):  # SeparableSum: kernels[d][r]
+        terms = [[axis[r] for axis in kernels] for r in range(len(kernels[0]))]
+    else:
+        terms = [list(kernels)]
+    var = sum(
+        kron_outer([np.asarray(k.diag(c), float) for k, c in zip(term, coords)])
+        for term in terms
+    )
     return mean, np.sqrt(np.maximum(var, 0.0)).reshape(shape)
 
 

@@ -17,7 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
-from kronecker_gp.kernels import KroneckerKernel
+from kronecker_gp.kernels import KroneckerKernel, SeparableSum
 from kronecker_gp.likelihoods import Likelihood
 from kronecker_gp.models._base import build_kernel, check_grid_targets, resolve_axes
 from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
@@ -62,6 +62,12 @@ class LaplaceGPBase(BaseEstimator):
         return resolve_axes(self.kernels, self.axes, n_features)
 
     def _build_kernel(self, axes: list[list[int]]) -> KroneckerKernel:
+        if isinstance(self.kernels, SeparableSum):
+            raise TypeError(
+                f"kernels: {type(self).__name__} takes a product kernel; a "
+                "SeparableSum (sum of product kernels) is supported by KroneckerGP "
+                "only."
+            )
         given = [self.kernels] if isinstance(self.kernels, Kernel) else self.kernels
         if isinstance(given, Sequence) and any(
             isinstance(k, CompoundKernel) for k in given

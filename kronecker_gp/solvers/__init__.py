@@ -27,6 +27,7 @@ route (``solver_info_.path``)  structure
 ``cell-noise-kronecker``       per-cell noise that is a Kronecker product
                                (complete grid, no Kalman axis): the same
                                exact whitened route
+``separable-sum-*``            a ``SeparableSum`` kernel (Woodbury or CG)
 ============================  ==========================================
 
 With missing cells or per-cell noise, the cost model compares the structured
@@ -48,6 +49,7 @@ import numpy as np
 from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
+from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
 from kronecker_gp.linalg import kron_outer
 from kronecker_gp.linalg._spacetime import spacetime_cost, spacetime_memory
@@ -58,6 +60,7 @@ from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
 from kronecker_gp.solvers._kalman import StateSpaceRoute
 from kronecker_gp.solvers._multi_target import MultiTargetRoute
+from kronecker_gp.solvers._separable_sum import separable_sum_route
 from kronecker_gp.solvers._spacetime import SpaceTimeRoute
 
 __all__ = ["RouteChoice", "SolverOptions", "select_solver"]
@@ -274,6 +277,14 @@ def _choose_route(
     missing = np.isnan(y)
     if missing.all():
         raise ValueError("Y has no observed cell; nothing to fit.")
+    if isinstance(kernel, SeparableSum):
+        if noise_axes is not None:
+            raise ValueError(
+                "noise_axes is not taken with a SeparableSum kernel yet; give a "
+                "scalar noise."
+            )
+        route, why = separable_sum_route(grid, y, cell_noise, options)
+        return RouteChoice(route, grid, "separable-sum", why)
     known = _separable_cell_noise(
         grid,
         kernel,
@@ -359,7 +370,9 @@ def _multi_target_route(
             f"Y has no observed cell for target {int(empty[0])}; nothing to fit it on."
         )
     n_targets = y.shape[1]
-    if not missing.any() and cell_noise is None and noise_axes is None:
+    separable_sum = isinstance(kernel, SeparableSum)
+    plain = cell_noise is None and noise_axes is None and not separable_sum
+    if plain and not missing.any():
         first = _structured_route(
             grid,
             kernel,
@@ -378,7 +391,7 @@ def _multi_target_route(
             )
     # each target on its own route; every axis a Kalman route might sort is
     # sorted first, so that the targets' routes share one grid
-    if state_space is not None:
+    if state_space is not None and not separable_sum:
         for d, (c, k) in enumerate(zip(grid.coords, kernel.kernels)):
             if c.shape[1] == 1 and is_markov_kernel(k):
                 grid, y, cell_noise = sort_axis(grid, y, d, cell_noise)
