@@ -455,3 +455,19 @@ def test_kronecker_preconditioner_is_exact_for_a_product_curvature(rng):
     w[3] = 0.0
     d = _laplace.additive_log_fit(w.reshape(5, 4))
     assert np.all(np.concatenate(d) > 0)
+
+
+def test_scaled_preconditioner_is_exact_for_a_product_curvature(rng):
+    Ks = [np.asarray(RBF(0.5)(np.linspace(0, 2, n)[:, None])) for n in (5, 4)]
+    basis = _laplace.KronBasis.from_grams(Ks)
+    w = np.outer(rng.uniform(0.5, 50, 5), rng.uniform(0.1, 3, 4)).ravel()
+    system = _laplace.CurvatureSystem(basis, w, LaplaceOptions(dense_max_cells=0))
+    # T = I and P = I + W^1/2 K W^1/2 = B: the CG operator is diag(1 + Gamma)
+    assert_allclose(system._bprec.t2, np.ones(20), rtol=1e-10)
+    N = system._matvec_u(np.eye(20))
+    assert_allclose(N * system._bprec.inv[None, :], np.eye(20), atol=1e-9)
+    assert_allclose(basis.k_matvec(w), reduce(np.kron, Ks) @ w, rtol=1e-12)
+    b = rng.normal(size=(20, 1))
+    K = reduce(np.kron, Ks)
+    B = np.eye(20) + np.sqrt(w)[:, None] * K * np.sqrt(w)[None, :]
+    assert_allclose(B @ system._b_solve(b, 1e-12), b, rtol=1e-9, atol=1e-9)
