@@ -117,7 +117,7 @@ def check_conditioning(
 
 
 def warn_conditioning_bound(
-    factor_diags: Sequence[FloatArray],
+    term_diags: Sequence[Sequence[FloatArray]],
     noise_min: float,
     noise_max: float,
     kernel: object,
@@ -126,7 +126,8 @@ def warn_conditioning_bound(
     r"""Warn when a bound on the condition number of ``K + D`` exceeds ``1/eps``.
 
     For routes without every factor's spectrum (a Kalman axis, per-cell
-    noise): :math:`\lambda_{max}(K) \le \prod_d \operatorname{tr} K_d` and
+    noise): :math:`\lambda_{max}(K) \le \sum_r \prod_d \operatorname{tr} K^r_d`
+    (one product per separable term ``r``) and
     :math:`\lambda_{min}(K + D) \ge \min D`, so the condition number is at
     most :math:`(\prod_d \operatorname{tr} K_d + \max D) / \min D`. Above
     :data:`MAX_CONDITION` the results may be rounding noise: a
@@ -135,8 +136,9 @@ def warn_conditioning_bound(
 
     Parameters
     ----------
-    factor_diags : sequence of ndarray
-        Each factor Gram's diagonal on the training coordinates.
+    term_diags : sequence of sequence of ndarray
+        For each separable term of the kernel (one for a product kernel), each
+        factor Gram's diagonal on the training coordinates.
     noise_min, noise_max : float
         Smallest and largest noise variance of the observed cells.
     kernel : object
@@ -150,11 +152,14 @@ def warn_conditioning_bound(
     >>> import numpy as np
     >>> with warnings.catch_warnings(record=True) as w:
     ...     warnings.simplefilter("always")
-    ...     warn_conditioning_bound([np.ones(3)], 1e-100, 1e-100, "K", "KroneckerGP")
+    ...     warn_conditioning_bound([[np.ones(3)]], 1e-100, 1e-100, "K", "KroneckerGP")
     >>> len(w)
     1
     """
-    top = float(np.prod([np.sum(np.maximum(d, 0.0)) for d in factor_diags]))
+    top = sum(
+        float(np.prod([np.sum(np.maximum(d, 0.0)) for d in diags]))
+        for diags in term_diags
+    )
     bound = (top + noise_max) / noise_min if noise_min > 0 else np.inf
     if bound > MAX_CONDITION:
         warnings.warn(

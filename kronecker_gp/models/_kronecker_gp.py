@@ -66,10 +66,15 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
 
     Parameters
     ----------
-    kernels : list of sklearn Kernel, KroneckerKernel or None, default=None
+    kernels : list of sklearn Kernel, KroneckerKernel, SeparableSum or None, \
+default=None
         One kernel per grid axis. ``None`` means one factor
         ``ConstantKernel(1.0) * RBF(1.0)`` over all columns, so that any ``X``
-        is a one-axis grid (an ordinary exact GP).
+        is a one-axis grid (an ordinary exact GP). A
+        :class:`~kronecker_gp.kernels.SeparableSum` is a sum of such products
+        (e.g. a regional day effect plus a local field): exact by a Woodbury
+        identity where every term but one is low-rank, else preconditioned
+        CG with the LML's standard error in ``solver_info_``.
     axes : list of list of int, default=None
         Column groups of ``X``, one per kernel. ``None`` gives one column per
         kernel when ``len(kernels) == n_features``, or all columns when there
@@ -775,9 +780,14 @@ class KroneckerGP(RegressorMixin, BaseEstimator):
             seen = np.asarray(cell_noise, dtype=float)
             seen = seen[np.isfinite(seen)]
             low, high = self.noise_ * float(seen.min()), self.noise_ * float(seen.max())
+        products = getattr(self.kernel_, "products", None)  # SeparableSum terms
+        terms = products() if callable(products) else [self.kernel_]
         diags = [
-            np.asarray(k.diag(c), dtype=float)
-            for k, c in zip(self.kernel_.kernels, self.grid_.coords)
+            [
+                np.asarray(k.diag(c), dtype=float)
+                for k, c in zip(t.kernels, self.grid_.coords)
+            ]
+            for t in terms
         ]
         warn_conditioning_bound(diags, low, high, self.kernel_, "KroneckerGP")
 
