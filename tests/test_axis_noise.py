@@ -353,3 +353,16 @@ def test_fixed_noise_keeps_the_start(rng):
     ).fit_grid(coords, Y)
     assert gp.theta_.size == len(gp.kernel_.theta)
     assert_allclose(gp.noise_per_axis_[0], variances[0])
+
+
+def test_refit_without_axis_noise_drops_its_attributes_and_names_theta():
+    x, t = np.linspace(0, 1, 5), np.arange(6.0)
+    Y = np.random.default_rng(0).standard_normal((5, 6))
+    gp = KroneckerGP(_kernels(2), noise=0.1, noise_axes=[0], optimizer=None)
+    gp.fit_grid([x, t], Y)
+    assert gp.noise_per_axis_[0].shape == (5,)
+    with pytest.raises(ValueError, match="5 per-axis noise log-variances"):
+        gp.log_marginal_likelihood(np.zeros(2))
+    gp.set_params(noise_axes=None).fit_grid([x, t], Y)
+    assert not hasattr(gp, "noise_per_axis_")
+    assert not hasattr(gp, "noise_variances_")

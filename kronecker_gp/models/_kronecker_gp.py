@@ -528,6 +528,8 @@ default=None
     ) -> KroneckerGP:
         """Validate, choose the route, optimise theta, factorise, store."""
         t0 = time.perf_counter()
+        for name in ("noise_variances_", "noise_per_axis_"):  # a refit's own only
+            self.__dict__.pop(name, None)
         self._noise_axes = None if self.noise_axes is None else self._axis_init[0]
         kernel = build_kernel(self.kernels, axes)
         self._check_params(kernel, len(grid.shape))
@@ -886,7 +888,7 @@ default=None
             raise ValueError(
                 f"theta must have {saved.shape[0]} entries (the free "
                 f"log-hyperparameters {free}"
-                f"{' + log(noise)' if self._noise_log_bounds is not None else ''}); "
+                f"{self._noise_theta_label()}); "
                 f"got {theta.shape[0]}."
             )
         return query_lml(
@@ -896,6 +898,14 @@ default=None
             clone_kernel=clone_kernel,
             names=["kernel_", "kernels_", "noise_", "_last_fact"],
         )
+
+    def _noise_theta_label(self) -> str:
+        """Name the noise entries of theta in an error message (none if fixed)."""
+        if self._noise_log_bounds is None:
+            return ""
+        if getattr(self, "_noise_axes", None) is None:
+            return " + log(noise)"
+        return f" + {self._n_noise()} per-axis noise log-variances"
 
     @property
     def log_marginal_likelihood_value_(self) -> float:
