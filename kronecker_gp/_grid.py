@@ -200,7 +200,7 @@ def drop_empty_slices(grid: Grid, Y: FloatArray, *extra: FloatArray) -> tuple[An
     n_axes = len(grid.shape)
     observed = ~np.isnan(Y)
     if Y.ndim > n_axes:
-        observed = observed.any(axis=tuple(range(n_axes, Y.ndim)))
+        observed = np.asarray(observed.any(axis=tuple(range(n_axes, Y.ndim))))
     keep = []
     for d in range(n_axes):
         others = tuple(e for e in range(n_axes) if e != d)

@@ -293,6 +293,7 @@ default=None
     """
 
     _last_fact: tuple[FloatArray, Factorization] | None
+    _alpha_cache: FloatArray | None
     _lml_value: float | None
 
     def __init__(
@@ -621,11 +622,12 @@ default=None
     @property
     def alpha_(self) -> FloatArray:
         """``(K + noise I)^{-1} y`` on the training grid (computed on first access)."""
-        if getattr(self, "_alpha_cache", None) is None:
+        cached: FloatArray | None = getattr(self, "_alpha_cache", None)
+        if cached is None:
             if not hasattr(self, "_fact"):
                 raise AttributeError("alpha_")
-            self._alpha_cache = self._fact.alpha()
-        return self._alpha_cache
+            cached = self._alpha_cache = self._fact.alpha()
+        return cached
 
     # ------------------------------------------------------------ parameters
     def _check_params(self, kernel: KroneckerKernel, n_axes: int) -> None:
@@ -1145,8 +1147,9 @@ default=None
     def _targets(self) -> tuple[int, ...]:
         """Return the targets axis of predictions: ``(n_targets,)``, or ``()``."""
         if hasattr(self, "kernel_"):
-            return np.shape(self.y_train_mean_)
-        return (self.n_targets,) if (self.n_targets or 1) > 1 else ()
+            return tuple(int(n) for n in np.shape(self.y_train_mean_))
+        n_targets = int(self.n_targets or 1)
+        return (n_targets,) if n_targets > 1 else ()
 
     def _prior_targets(self, prior: Any) -> Any:
         """Repeat single-target prior predictions over ``n_targets`` (as sklearn)."""

@@ -408,10 +408,10 @@ def _multi_target_route(
         )
         for t in range(n_targets)
     ]
-    for c in choices:
+    for other in choices[1:]:
         if any(
             not np.array_equal(a, b)
-            for a, b in zip(c.grid.coords, choices[0].grid.coords)
+            for a, b in zip(other.grid.coords, choices[0].grid.coords)
         ):  # pragma: no cover - the sort above makes every grid the same
             raise RuntimeError("the targets' routes disagree on the training grid.")
     route = MultiTargetRoute(
