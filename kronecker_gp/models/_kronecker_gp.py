@@ -1134,8 +1134,8 @@ default=None
         if not hasattr(self, "kernel_"):
             grid = Grid(check_coords(coords))
             kernel = build_kernel(self.kernels, grid.block_axes())
-            targets = (self.n_targets,) if (self.n_targets or 1) > 1 else ()
-            n_draws = int(n_samples) * (self.n_targets or 1)
+            targets = self._targets()  # unfitted: from n_targets
+            n_draws = int(n_samples) * int(np.prod(targets))
             z = prior_grid_samples(kernel.factor_grams(grid.coords), n_draws, rng)
             return z.reshape(*grid.shape, *targets, n_samples)
         test = check_test_coords(self.grid_, coords)
