@@ -29,6 +29,8 @@ LAYERS = {
 #: Third-party packages the math layer may use.
 # threadpoolctl: the leaf _threads limits BLAS thread pools (no arrays involved)
 LINALG_THIRD_PARTY = ("numpy", "scipy", "sklearn.exceptions", "threadpoolctl")
+# dask, zarr: optional, imported inside linalg._chunked's functions only
+LINALG_THIRD_PARTY += ("dask", "zarr")
 
 
 def _module_name(path: Path) -> str:

@@ -21,6 +21,7 @@ from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel
 from kronecker_gp.linalg import kron_outer
+from kronecker_gp.linalg._chunked import is_dask_array
 from kronecker_gp.linalg._whitening import balance_log_variances
 from kronecker_gp.models._base import (
     build_kernel,
@@ -47,6 +48,7 @@ from kronecker_gp.models._optimize import (
 )
 from kronecker_gp.solvers import SolverOptions, select_solver
 from kronecker_gp.solvers._axis_noise import axis_noise_start, check_noise_axes
+from kronecker_gp.solvers._dask import check_dask_grid, dask_normalisation
 from kronecker_gp.solvers._posterior import prior_grid_samples
 from kronecker_gp.solvers._protocol import Factorization
 
@@ -370,6 +372,11 @@ default=None
             If the grid spanned by the rows has over 20 times more cells than
             there are rows (scattered data).
         """
+        if is_dask_array(y):
+            raise TypeError(
+                "fit(X, y) takes rows in memory; give a dask.array on a grid to "
+                "fit_grid(coords, Y) instead (grids larger than memory)."
+            )
         X, y = validate_targets_with_nan(self, X, y, multi_output=True)
         y = self._check_n_targets(y, y.ndim - 1)
         axes = resolve_axes(self.kernels, self.axes, X.shape[1])
@@ -462,6 +469,12 @@ default=None
         >>> bool(abs(gp.predict_grid([x, t])[2, 3] - truth) < 0.1)
         True
         """
+        if is_dask_array(Y):  # larger than memory: chunk by chunk (solvers/_dask.py)
+            grid, Y, axes = check_dask_grid(
+                coords, Y, self.axes, self.noise, self.noise_axes
+            )
+            self.n_features_in_ = int(sum(grid.widths))
+            return self._fit(grid, self._check_n_targets(Y, 0), axes)
         grid, Y, axes = check_grid_targets(coords, Y, self.axes, multi_output=True)
         self.n_features_in_ = int(sum(grid.widths))
         n_axes = len(grid.shape)
@@ -576,6 +589,8 @@ default=None
 
     def _normalisation(self, y: FloatArray) -> tuple[Any, Any]:
         """Return the mean and scale of ``y`` (per target column), or 0 and 1."""
+        if is_dask_array(y):  # one pass over the chunks, also checks finiteness
+            return dask_normalisation(y, normalize=bool(self.normalize_y))
         if y.ndim == 1:
             return safe_normalisation(y) if self.normalize_y else (0.0, 1.0)
         if not self.normalize_y:

@@ -52,10 +52,12 @@ from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
 from kronecker_gp.linalg import kron_outer
+from kronecker_gp.linalg._chunked import is_dask_array
 from kronecker_gp.linalg._spacetime import spacetime_cost, spacetime_memory
 from kronecker_gp.linalg._whitening import kronecker_noise_factors
 from kronecker_gp.solvers._axis_noise import AxisNoiseRoute
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
+from kronecker_gp.solvers._dask import dask_route
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
 from kronecker_gp.solvers._eigen import GridSolver
 from kronecker_gp.solvers._kalman import StateSpaceRoute
@@ -246,6 +248,17 @@ def select_solver(
     ('eigen', [3])
     """
     options = options or SolverOptions()
+    if is_dask_array(y):  # larger than memory: the eigen route chunk by chunk
+        route = dask_route(
+            grid,
+            kernel,
+            y,
+            cell_noise=cell_noise,
+            options=options,
+            state_space=state_space,
+            noise_axes=noise_axes,
+        )
+        return RouteChoice(route, grid, "dask", "a dask.array Y: eigen route, chunked")
     route_for = _choose_route if y.ndim == 1 else _multi_target_route
     choice = route_for(
         grid,
