@@ -15,7 +15,8 @@ subprocess that
 
 Each phase reports its wall time and the peak RSS of the process during the
 phase (VmHWM reset before it); dask runs its threaded scheduler with one
-thread per core and OpenBLAS on one thread (set before NumPy loads).
+thread per core and OpenBLAS on one thread (the driver sets
+``OPENBLAS_NUM_THREADS=1`` for each subprocess).
 
 Run::
 
@@ -28,24 +29,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from sklearn.gaussian_process.kernels import RBF, Matern
+from sklearn.gaussian_process.kernels import ConstantKernel as C
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402 - helper next to this script
+    _reset_peak_rss,
+    _status_kib,
+    load_average,
+    machine_info,
+)
+
+from kronecker_gp import KroneckerGP  # noqa: E402 - after the path setup
 
 
 def _problem(n: int):
-    import numpy as np
-    from sklearn.gaussian_process.kernels import RBF, Matern
-    from sklearn.gaussian_process.kernels import ConstantKernel as C
-
     lat = np.linspace(-60.0, 60.0, n)
     lon = np.linspace(0.0, 360.0, n, endpoint=False)
     time_ = np.arange(n, dtype=float)
@@ -53,11 +64,7 @@ def _problem(n: int):
     return [lat, lon, time_], kernels
 
 
-def _write(n: int, path: str, chunk_mb: float) -> tuple[int, float]:
-    import dask.array as da
-    import numpy as np
-    import zarr
-
+def _write(n: int, path: str, chunk_mb: float) -> int:
     coords, _ = _problem(n)
     c = max(1, min(n, int((chunk_mb * 2**20 / 8 / n) ** 0.5)))
     lat, lon, t = (
@@ -78,11 +85,10 @@ def _write(n: int, path: str, chunk_mb: float) -> tuple[int, float]:
         overwrite=True,
     )
     da.store(signal + 0.1 * noise, z, lock=False)
-    return c, 0.0
+    return c
 
 
 def _phase(name, fn, out):
-    from _common import _reset_peak_rss, _status_kib
 
     _reset_peak_rss()
     t0 = time.perf_counter()
@@ -101,18 +107,12 @@ def _phase(name, fn, out):
 
 
 def run_one(n: int, args: argparse.Namespace) -> dict:
-    import dask
-    import dask.array as da
-    import numpy as np
-    import zarr
-
-    from kronecker_gp import KroneckerGP
 
     dask.config.set(scheduler="threads", num_workers=os.cpu_count())
     root = tempfile.mkdtemp(prefix=f"bench_dask_{n}_", dir=args.dir)
     dask.config.set({"temporary-directory": root})
     res: dict = {"n": n, "cells": n**3, "chunk_mb": args.chunk_mb}
-    c, _ = _phase("write_zarr", lambda: _write(n, f"{root}/y.zarr", args.chunk_mb), res)
+    c = _phase("write_zarr", lambda: _write(n, f"{root}/y.zarr", args.chunk_mb), res)
     res["chunks"] = [c, c, n]
     coords, kernels = _problem(n)
     Y = da.from_zarr(f"{root}/y.zarr")
@@ -141,7 +141,6 @@ def run_one(n: int, args: argparse.Namespace) -> dict:
         res["mean_rel_diff"] = float(
             np.max(np.abs(mean[:] - ref.predict_grid(coords))) / np.max(np.abs(mean[:]))
         )
-    import shutil
 
     shutil.rmtree(root, ignore_errors=True)
     res["phases_peak_rss_gib"] = max(
@@ -163,7 +162,6 @@ def main() -> None:
     if args.one is not None:
         print(json.dumps(run_one(args.one, args)))
         return
-    from _common import load_average, machine_info
 
     results = {
         "machine": machine_info(),
@@ -188,8 +186,9 @@ def main() -> None:
         if args.dir:
             cmd += ["--dir", args.dir]
         t0 = time.perf_counter()
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # dask threads, one BLAS each
         out = subprocess.run(
-            cmd, capture_output=False, stdout=subprocess.PIPE, text=True, check=True
+            cmd, env=env, stdout=subprocess.PIPE, text=True, check=True
         )
         run = json.loads(out.stdout.strip().splitlines()[-1])
         run["total_seconds"] = time.perf_counter() - t0

@@ -22,6 +22,7 @@ pytest.importorskip("zarr")
 from kronecker_gp.linalg import _chunked  # noqa: E402 (after the skip)
 from kronecker_gp.linalg._chunked import (  # noqa: E402
     is_dask_array,
+    mode_gram,
     mode_products,
     whole_axes_plan,
 )
@@ -103,6 +104,17 @@ def test_mode_products_equal_kron_matvec(rng, chunks, stage):
     eye = [mats[0], np.eye(7), mats[2]]
     part = mode_products(da.from_array(X, chunks=chunks), skip).compute()
     assert_allclose(part.ravel(), kron_matvec(eye, X.ravel()))
+
+
+@pytest.mark.parametrize("stage", [False, True], ids=["memory", "zarr"])
+@pytest.mark.parametrize("chunks", [(6, 7, 8), (2, 7, 3), (1, 2, 5)])
+def test_mode_gram_equals_unfolding_gram(rng, chunks, stage):
+    X = rng.standard_normal((6, 7, 8))
+    x = da.from_array(X, chunks=chunks)
+    for d in range(3):
+        unfold = np.moveaxis(X, d, 0).reshape(X.shape[d], -1)
+        gram = mode_gram(x, d, stage_bytes=0 if stage else None).compute()
+        assert_allclose(gram, unfold @ unfold.T)
 
 
 def test_staged_store_is_removed_with_the_array(rng, tmp_path):

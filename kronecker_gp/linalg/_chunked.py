@@ -182,6 +182,21 @@ def _staged(x: Any, chunks: Sequence[int]) -> Any:
     return da.from_array(z, chunks=tuple(chunks))
 
 
+def _whole_along(
+    x: Any, axes: Sequence[int], limit: int, target: int | None = None
+) -> Any:
+    """Re-chunk ``x`` so that some of ``axes`` become whole (see the plan).
+
+    Through a Zarr store above ``limit`` bytes; chunks of about ``target``
+    entries (default: ``x``'s largest chunk).
+    """
+    x = _regular(x)
+    if target is None:
+        target = max(math.prod(max(c) for c in x.chunks), 1)
+    _, new = whole_axes_plan(x.shape, [c[0] for c in x.chunks], axes, target)
+    return _staged(x, new) if x.nbytes > limit else x.rechunk(tuple(new))
+
+
 def mode_products(
     x: Any, mats: Sequence[FloatArray | None], *, stage_bytes: int | None = None
 ) -> Any:
@@ -245,9 +260,7 @@ def mode_products(
             x = _apply_whole_axes(x, {d: np.asarray(mats[d]) for d in whole})
             todo = [d for d in todo if d not in whole]
             continue
-        x = _regular(x)
-        _, new = whole_axes_plan(x.shape, [c[0] for c in x.chunks], todo, target)
-        x = _staged(x, new) if x.nbytes > limit else x.rechunk(tuple(new))
+        x = _whole_along(x, todo, limit, target)
     return x
 
 
@@ -267,11 +280,31 @@ def outer_grid(vectors: Sequence[FloatArray], chunks: Sequence[Any]) -> Any:
     return out
 
 
-def mode_gram(a: Any, d: int) -> Any:
+def _block_gram(block: FloatArray, d: int, ndim: int) -> FloatArray:
+    """Return the mode-``d`` Gram of one chunk, with ``ndim`` leading unit axes."""
+    a_d = np.moveaxis(block, d, 0).reshape(block.shape[d], -1)
+    return (a_d @ a_d.T).reshape((1,) * ndim + (a_d.shape[0],) * 2)
+
+
+def mode_gram(a: Any, d: int, *, stage_bytes: int | None = None) -> Any:
     r"""Return the lazy mode-``d`` Gram :math:`A_{(d)} A_{(d)}^T` of a dask grid.
 
-    Shape ``(n_d, n_d)``; cost :math:`O(N n_d)`, summed chunk by chunk.
+    One SYRK per chunk, summed as a tree; where axis ``d`` is split across
+    chunks, ``a`` is first re-chunked to make it whole (through Zarr above
+    ``stage_bytes``, computed on call). Shape ``(n_d, n_d)``; cost
+    :math:`O(N n_d)`.
     """
-    da = import_dask_array()
-    others = tuple(e for e in range(a.ndim) if e != d)
-    return da.tensordot(a, a, axes=(others, others))
+    limit = STAGE_BYTES if stage_bytes is None else stage_bytes
+    while len(a.chunks[d]) > 1:
+        a = _whole_along(a, [d], limit)
+    n, ndim = a.shape[d], a.ndim
+    grams = a.map_blocks(
+        _block_gram,
+        d,
+        ndim,
+        new_axis=[ndim, ndim + 1],
+        chunks=tuple((1,) * len(c) for c in a.chunks) + ((n,), (n,)),
+        dtype=np.float64,
+        meta=np.empty((0,) * (ndim + 2), dtype=np.float64),
+    )
+    return grams.sum(axis=tuple(range(ndim)))
