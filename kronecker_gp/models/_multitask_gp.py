@@ -844,20 +844,23 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         else:
             kernels = SeparableSum([[b, *k] for b, k in zip(tasks, inputs)])
         per_task = self.task_noise == "per_task"
-        noise = self._initial_noise()
-        return KroneckerGP(
+        start = self._initial_noise()
+        noise: Any = start if per_task else float(start[0])
+        gp = KroneckerGP(
             kernels,
-            noise=noise if per_task else float(noise[0]),
+            noise=noise,
             noise_bounds=self.noise_bounds,
             noise_axes=(0,) if per_task else None,
             optimizer=self.optimizer,
             n_restarts_optimizer=self.n_restarts_optimizer,
             random_state=self.random_state,
             cg_tol=self.cg_tol,
-            **({} if self.cg_maxiter is None else {"cg_max_iter": self.cg_maxiter}),
             n_probes=max(int(self.n_probes), 1),
             verbose=self.verbose,
         )
+        if self.cg_maxiter is not None:
+            gp.set_params(cg_max_iter=self.cg_maxiter)
+        return gp
 
     def _fit_delegated(
         self, coords: list[FloatArray], Y: FloatArray, scattered: bool
