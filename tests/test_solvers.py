@@ -252,7 +252,13 @@ STRUCTURED_ROUTES = [
     ),
     ("separable-sum-woodbury", _regional_plus_local, {}, False, True),
     ("separable-sum-woodbury-schur", _regional_plus_local, {}, True, True),
-    ("separable-sum-cg", _two_full_terms, {"solver": "cg", "n_probes": 512}, True, False),
+    (
+        "separable-sum-cg",
+        _two_full_terms,
+        {"solver": "cg", "n_probes": 512},
+        True,
+        False,
+    ),
 ]
 
 
