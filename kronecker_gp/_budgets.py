@@ -69,6 +69,19 @@ SEARCH_PROBES = 8
 #: product takes well under a millisecond, so a second thread gains little.
 SMALL_BLAS_DIM = 256
 
+#: Per-cell-noise routes' predictive variance: the correction to the exact
+#: preconditioner's variance costs one CG solve per test point exactly, or
+#: ``2 * VARIANCE_PROBES`` solves for a Hutchinson estimate of the diagonal
+#: with the worst-estimated points then solved exactly. Exact while the points
+#: are at most this factor times the probes: at 60 x 80 (4,800 points) the
+#: exact correction took 31 s after a 0.007 s fit (a cliff), the estimate
+#: 1.5 s (variance within 1.8 % median, 20 % worst cell; load 0.7).
+EXACT_VARIANCE_FACTOR = 2
+
+#: Probes of that estimate: at 20 x 24 (4 seeds) the variance was within
+#: 1.2-1.5 % (median) and 11-16 % (worst cell) of the dense one.
+VARIANCE_PROBES = 128
+
 #: Entries of the temporaries of one pass of a chunked computation (64 MB of
 #: float64): predictions at many points, Schur columns, variance corrections.
 CHUNK_ENTRIES = 2**23

@@ -138,3 +138,31 @@ def test_fit_rows_with_per_sample_noise(rng):
     assert_allclose(
         gp.predict(X[:6] + 0.1), ref.predict(X[:6] + 0.1), rtol=CG_RTOL, atol=CG_RTOL
     )
+
+
+def test_many_points_variance_is_an_unbiased_estimate(rng, monkeypatch):
+    # beyond EXACT_VARIANCE_FACTOR x VARIANCE_PROBES points the correction to
+    # the preconditioner's exact variance is a Hutchinson estimate (one batched
+    # CG run, not one solve per point): close to the dense variance, unbiased
+    from kronecker_gp import _budgets
+    from kronecker_gp.solvers import _cell_noise
+
+    coords, Y, v = _problem(rng, ns=20, nt=24)  # 480 points > 2 x 128
+    gp = KroneckerGP(_kernels(), noise=v, optimizer=None, noise_bounds="fixed")
+    gp.fit_grid(coords, Y)
+    assert gp.solver_info_.path == "cell-noise-cg"
+    X, dense = _dense(coords, Y, v)
+    _, want = dense.predict(X, return_std=True)
+    _, got = gp.predict_grid(coords, return_std=True)
+    rel = np.abs(got.reshape(-1) ** 2 - want**2) / want**2
+    assert np.median(rel) < 0.05 and rel.max() < 0.5
+    # no bias: the mean error over many cells is well below a single cell's
+    assert (
+        abs(np.mean(got.reshape(-1) ** 2 - want**2))
+        < 0.3 * np.mean(np.abs(got.reshape(-1) ** 2 - want**2)) + 1e-12
+    )
+    # the exact path (one solve per point) on the same grid equals the dense one
+    monkeypatch.setattr(_cell_noise, "EXACT_VARIANCE_FACTOR", 10**6)
+    _, exact = gp.predict_grid(coords, return_std=True)
+    assert_allclose(exact.reshape(-1), want, rtol=1e-7)
+    assert _budgets.VARIANCE_PROBES * _budgets.EXACT_VARIANCE_FACTOR < 480

@@ -580,7 +580,6 @@ def test_sklearn_compatible(estimator, check):
         ({"rank": 5}, "rank must be an integer between 1 and 3"),
         ({"n_restarts_optimizer": -1}, "n_restarts_optimizer must be a non-negative"),
         ({"optimizer": "adam"}, 'optimizer must be "fmin_l_bfgs_b"'),
-        ({"max_missing": 1}, "y has .* missing outputs but max_missing=1"),
     ],
 )
 def test_multitask_bad_parameters(params, match, rng):

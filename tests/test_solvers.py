@@ -214,3 +214,140 @@ def test_refit_recomputes_the_weights(rng):
     first = gp.fit_grid(coords, Y).alpha_.copy()
     second = gp.fit_grid(coords, 2.0 * Y).alpha_
     assert_allclose(second, 2.0 * first, rtol=1e-10, atol=1e-12)
+
+
+# -- routes with structured noise or a sum of separable kernels ----------------
+def _regional_plus_local():
+    from kronecker_gp.kernels import SeparableSum
+
+    return SeparableSum(
+        [
+            [ConstantKernel(0.7), Matern(3.0, nu=1.5)],  # regional: rank one in space
+            [ConstantKernel(1.2) * RBF(1.0), Matern(1.5, nu=0.5)],
+        ]
+    )
+
+
+def _two_full_terms():
+    from kronecker_gp.kernels import SeparableSum
+
+    return SeparableSum(
+        [
+            [ConstantKernel(0.7) * RBF(2.0), Matern(3.0, nu=1.5)],
+            [ConstantKernel(1.2) * RBF(0.6), Matern(1.5, nu=0.5)],
+        ]
+    )
+
+
+#: (expected path, kernel factory, estimator settings, missing cells?, exact LML?)
+STRUCTURED_ROUTES = [
+    ("axis-noise", _kernels, {"noise_axes": (0,)}, False, True),
+    ("axis-noise", _kernels, {"noise_axes": (0, 1)}, False, True),
+    (
+        "axis-noise-schur-exact",
+        _kernels,
+        {"noise_axes": (1,), "solver": "exact", "allow": "none"},
+        True,
+        True,
+    ),
+    ("separable-sum-woodbury", _regional_plus_local, {}, False, True),
+    ("separable-sum-woodbury-schur", _regional_plus_local, {}, True, True),
+    (
+        "separable-sum-cg",
+        _two_full_terms,
+        {"solver": "cg", "n_probes": 512},
+        True,
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "make_kernel", "settings", "missing", "exact"),
+    STRUCTURED_ROUTES,
+    ids=[f"{r[0]}-{i}" for i, r in enumerate(STRUCTURED_ROUTES)],
+)
+def test_structured_route_matches_dense_twin(  # noqa: PLR0917 - the catalogue's columns
+    path, make_kernel, settings, missing, exact, rng, monkeypatch
+):
+    settings = dict(settings)
+    if settings.pop("allow", None) is not None:
+        monkeypatch.setattr(_budgets, "ROUTE_SWITCH_FLOPS", 0.0)
+        for name in ("spacetime", "dense"):
+            monkeypatch.setattr(
+                solvers, f"_{name}_candidate", lambda *args, **kwargs: None
+            )
+    coords, Y, _ = _problem(rng, missing, False)
+    start = {}
+    if "noise_axes" in settings:  # a different variance per slice of each axis
+        start["noise"] = [
+            rng.uniform(0.05, 0.4, SHAPE[a]) for a in settings["noise_axes"]
+        ]
+        if len(start["noise"]) == 1:
+            start["noise"] = start["noise"][0]
+    gp = KroneckerGP(
+        make_kernel(),
+        noise=start.get("noise", 0.2),
+        optimizer=None,
+        cg_tol=1e-12,
+        state_space=None,
+        **settings,
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == path
+    kernel = (
+        gp.kernel_
+        if "noise_axes" not in settings
+        else KroneckerKernel(_kernels(), axes=[[0], [1]])
+    )
+    d = (
+        gp.noise_variances_.reshape(-1)
+        if "noise_axes" in settings
+        else np.full(Y.size, 0.2)
+    )
+    lml, grad, mean, cov, X = _dense(coords, Y, d.reshape(SHAPE), kernel, 1.0)
+    got = gp.log_marginal_likelihood_value_
+    err = gp.solver_info_.lml_std_error
+    assert (err == 0) == exact
+    rtol = EIG_RTOL if exact else 1e-6
+    assert abs(got - lml) <= 4 * err + rtol * abs(lml)
+    n_kernel = kernel.theta.size
+    lml_t, g = gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+    if exact:
+        # the kernel's part of the gradient equals the dense one
+        assert_allclose(
+            g[:n_kernel], grad[:n_kernel], rtol=1e-7, atol=1e-7 * np.abs(grad).max()
+        )
+        # every entry (noise ones too) matches finite differences of the LML
+        h = 1e-5
+        fd = [
+            (
+                gp.log_marginal_likelihood(gp.theta_ + h * e)
+                - gp.log_marginal_likelihood(gp.theta_ - h * e)
+            )
+            / (2 * h)
+            for e in np.eye(g.size)
+        ]
+        assert_allclose(g, fd, rtol=1e-5, atol=1e-5 * np.abs(g).max())
+        # and at another kernel theta the LML is still the dense one
+        moved = gp.theta_.copy()
+        moved[:n_kernel] += 0.2
+        other = kernel.clone_with_theta(moved[:n_kernel])
+        assert_allclose(
+            gp.log_marginal_likelihood(moved),
+            _dense(coords, Y, d.reshape(SHAPE), other, 1.0)[0],
+            rtol=EIG_RTOL,
+        )
+    else:
+        assert np.abs(g[:n_kernel] - grad[:n_kernel]).max() < 0.1 * np.abs(grad).max()
+    m, sd = gp.predict_grid(coords, return_std=True)
+    assert_allclose(m.reshape(-1), mean, rtol=1e-7, atol=1e-9)
+    assert_allclose(sd.reshape(-1), np.sqrt(np.diag(cov)), rtol=1e-6, atol=1e-8)
+    pts = [0, 7, 20, 41]
+    m_pts, cov_pts = gp.predict(X[pts], return_cov=True)
+    assert_allclose(m_pts, mean[pts], rtol=1e-7, atol=1e-9)
+    assert_allclose(cov_pts, cov[np.ix_(pts, pts)], rtol=1e-6, atol=1e-8)
+    n = 400
+    draws = gp.sample_grid(coords, n_samples=n, random_state=1).reshape(-1, n)
+    sd_true = np.sqrt(np.maximum(np.diag(cov), 0))
+    assert np.all(np.abs(draws.mean(axis=1) - mean) <= 5 * sd_true / np.sqrt(n) + 1e-9)
+    assert np.all(np.abs(draws.std(axis=1) - sd_true) <= 0.25 * sd_true + 1e-9)

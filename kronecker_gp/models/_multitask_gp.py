@@ -5,18 +5,20 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.gaussian_process.kernels import RBF, Kernel
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp._typing import ArrayLike, BoolArray, FloatArray
 from kronecker_gp._validation import as_float_array
-from kronecker_gp.kernels import CoregionalizationKernel
+from kronecker_gp.kernels import CoregionalizationKernel, KroneckerKernel, SeparableSum
 from kronecker_gp.kernels._multitask import check_int, default_loadings
 from kronecker_gp.models._contract import (
     check_conditioning,
@@ -24,6 +26,7 @@ from kronecker_gp.models._contract import (
     query_lml,
     safe_normalisation,
 )
+from kronecker_gp.models._kronecker_gp import KroneckerGP
 from kronecker_gp.models._optimize import (
     Label,
     check_optimizer_params,
@@ -118,8 +121,12 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seeds the optimiser restarts and the LMC probes.
     max_missing : int, default=2000
-        Largest number of missing cells handled by the exact Schur route
-        (memory :math:`O(m T n)`); more raise a ``ValueError``.
+        Largest number of missing cells handled by this class's exact Schur
+        route (memory :math:`O(m T n)`). With more, the ICM or LMC is fitted
+        as a :class:`~kronecker_gp.KroneckerGP` on the task x input-row grid
+        (as :meth:`fit_grid` does; ``grid_gp_``), whose cost model picks an
+        exact Schur, a dense or an iterative route; ``X`` must then have no
+        repeated rows.
     cg_tol : float, default=1e-10
         LMC only: relative residual ``||r|| <= cg_tol ||b||`` of every CG
         solve. A solve that does not reach it warns (``ConvergenceWarning``).
@@ -170,6 +177,13 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         Per-task normalisation (zeros and ones without ``normalize_y``).
     fit_time_ : float
         Wall time of the last ``fit`` in seconds.
+    grid_gp_ : KroneckerGP
+        After :meth:`fit_grid` (or ``fit`` beyond ``max_missing``): the fitted
+        grid model, task axis first, that predictions delegate to; its
+        ``solver_info_`` (also ``solver_info_`` here) names the route.
+        ``alpha_`` then has ``Y``'s shape, and ``kernels_`` holds per latent
+        process a :class:`~kronecker_gp.kernels.KroneckerKernel` of the grid
+        axes' factors.
 
     Notes
     -----
@@ -303,13 +317,13 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         keep = observed.any(axis=1)  # rows with no observed output carry no data
         X, Y, observed = X[keep], Y[keep], observed[keep]
         n_missing = int((~observed).sum())
-        if n_missing > self.max_missing:
-            raise ValueError(
-                f"y has {n_missing} missing outputs but max_missing="
-                f"{self.max_missing}; the exact Schur route needs O(m T n) memory. "
-                "Raise max_missing or drop sparsely observed rows."
-            )
         self.X_train_ = X
+        for name in ("grid_gp_", "solver_info_"):  # a refit drops the grid model
+            self.__dict__.pop(name, None)
+        if n_missing > self.max_missing:
+            self._fit_rows_on_grid(X, Y, n_missing)
+            self.fit_time_ = time.perf_counter() - t0
+            return self
         self._observed: BoolArray | None = None if observed.all() else observed.T
         self.y_train_mean_, self.y_train_std_ = self._normalisation(Y, observed)
         self._y = np.where(
@@ -413,16 +427,19 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
 
     def _kernels_as_given(self, t: int) -> tuple[list[Kernel], list[Kernel]]:
         """Input and task kernels per latent process, as the parameters give them."""
-        rank = self.rank
         kernels = self._per_latent(self.kernel, "kernel", lambda q: RBF(1.0))
-        tasks = self._per_latent(
+        return kernels, self._task_kernels_as_given(t)
+
+    def _task_kernels_as_given(self, t: int) -> list[Kernel]:
+        """Task kernels per latent process, as the parameters give them."""
+        rank = self.rank
+        return self._per_latent(
             self.task_kernel,
             "task_kernel",
             lambda q: CoregionalizationKernel(
                 t, rank=rank, W=default_loadings(t, _check_rank(rank, t), q * rank)
             ),
         )
-        return kernels, tasks
 
     def _prior_parts(self) -> tuple[list[Kernel], list[FloatArray], bool]:
         """Before fit: input kernels, task covariances ``B_q`` and the 1-D flag.
@@ -585,12 +602,7 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         return out + param_label("noise", self._n_noise, self.noise_bounds)
 
     def _store(self) -> None:
-        self.kernel_, self.task_kernel_ = self.kernels_[0], self.task_kernels_[0]
-        self._bs = [np.asarray(k(self._tasks)) for k in self.task_kernels_]
-        b = np.sum(self._bs, axis=0)
-        self.task_covariance_ = b
-        d = np.sqrt(np.diag(b))
-        self.task_correlation_ = b / np.outer(d, d)
+        self._store_task_covariance()
         self.theta_ = self._theta()
         if self.solver_ == "exact":
             self.alpha_ = self._post.alpha().T.copy()
@@ -632,6 +644,13 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
             If ``theta`` has the wrong length, or ``eval_gradient`` without theta.
         """
         check_is_fitted(self, "alpha_")  # requires_fit=False skips the plain check
+        if self._delegated and theta is not None:
+            out = self.grid_gp_.log_marginal_likelihood(
+                theta, eval_gradient=eval_gradient, clone_kernel=clone_kernel
+            )
+            if not clone_kernel:  # the grid model's kernels moved to theta
+                self._store_delegated()
+            return out  # type: ignore[no-any-return]
         if theta is None:
             if eval_gradient:
                 raise ValueError("Gradient can only be evaluated for theta!=None")
@@ -667,6 +686,335 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = True
         return tags
+
+    # ------------------------------------------------------------ grid inputs
+    def fit_grid(self, coords: Sequence[ArrayLike], Y: ArrayLike) -> MultiTaskGP:
+        r"""Fit every task on a grid of inputs (the task axis in ``Y``'s last axis).
+
+        The ``T`` outputs on a grid ``n_1 x ... x n_D`` are one Kronecker
+        model on the grid ``T x n_1 x ... x n_D``, the task covariance as its
+        first factor. The fit is delegated to
+        :class:`~kronecker_gp.KroneckerGP` (stored as ``grid_gp_``), so every
+        route of its solver layer serves multi-task data: the ICM
+        (``B (x) K_1 (x) ... (x) K_D + S (x) I``) is exact at the cost of one
+        complete-grid fit, with per-task noise whitened into the factors
+        (``noise_axes=(0,)``) and heterotopic missing cells (``NaN`` in ``Y``)
+        through the Schur complement, the spatio-temporal Kalman filter or a
+        dense factor, whichever the cost model finds cheapest (no
+        ``max_missing`` limit). The LMC
+        (``sum_q B_q (x) K_1^q (x) ... (x) K_D^q``) is a
+        :class:`~kronecker_gp.kernels.SeparableSum`, solved by conjugate
+        gradients preconditioned with the nearest Kronecker product, its log
+        marginal likelihood estimated with the standard error in
+        ``log_marginal_likelihood_stderr_``.
+
+        Parameters
+        ----------
+        coords : list of array-like
+            One array per grid axis of the inputs, each (n_d,) or (n_d, p_d).
+        Y : array-like of shape (n_1, ..., n_D, n_tasks)
+            Outputs on the grid, the tasks last; ``NaN`` marks a missing cell
+            (each task may miss its own cells).
+
+        Returns
+        -------
+        self : MultiTaskGP
+            The fitted estimator; :meth:`predict_grid`, :meth:`predict`,
+            :meth:`predict_joint_cov` and :meth:`sample_y` then use the grid
+            model (``predict`` takes rows with one block of columns per grid
+            axis).
+
+        Raises
+        ------
+        ValueError
+            If ``Y`` is not the grid's shape plus a tasks axis, ``n_tasks``
+            disagrees with it, or a parameter is invalid.
+        TypeError
+            If ``kernel`` is not one kernel per grid axis (see Notes).
+
+        Notes
+        -----
+        On a grid ``kernel`` is ``None`` (``RBF(1.0)`` on every axis), a list
+        with one kernel per grid axis, or with ``model="lmc"`` a list of
+        ``n_latent`` such lists; one kernel is accepted for a one-axis grid.
+        With ``normalize_y`` each task is standardised over its observed
+        cells. ``task_noise="per_task"`` with ``model="lmc"`` needs the
+        per-axis noise of a ``SeparableSum``, which KroneckerGP states when it
+        is not available.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn.gaussian_process.kernels import RBF
+        >>> from kronecker_gp import MultiTaskGP
+        >>> x, t = np.linspace(0, 1, 12), np.linspace(0, 2, 15)
+        >>> f = np.sin(3 * x)[:, None] * np.cos(t)[None, :]
+        >>> rng = np.random.default_rng(0)
+        >>> Y = np.stack([f, 2 * f + 1], axis=-1)  # (12, 15, 2 tasks)
+        >>> Y += 0.02 * rng.standard_normal(Y.shape)
+        >>> Y[3:6, 4:9, 1] = np.nan  # the second task misses a block
+        >>> gp = MultiTaskGP([RBF(0.5), RBF(1.0)], normalize_y=True)
+        >>> gp = gp.fit_grid([x, t], Y)
+        >>> gp.predict_grid([x, t]).shape
+        (12, 15, 2)
+        >>> gp.grid_gp_.solver_info_.path in ("axis-noise-schur-exact", "dense")
+        True
+        >>> truth = 2 * np.sin(3 * x[4]) * np.cos(t[6]) + 1
+        >>> bool(abs(gp.predict_grid([x, t])[4, 6, 1] - truth) < 0.05)
+        True
+        """
+        t0 = time.perf_counter()
+        self._check_params()
+        grid = check_coords(coords)
+        values = as_float_array(Y, "Y", allow_nan=True)
+        shape = tuple(c.shape[0] for c in grid)
+        if values.ndim != len(grid) + 1 or values.shape[:-1] != shape:
+            raise ValueError(
+                f"Y must have the grid's shape {shape} plus a last axis of tasks; "
+                f"got {values.shape}."
+            )
+        Y = np.moveaxis(values, -1, 0)  # the task axis first
+        for name in ("X_train_", "grid_gp_", "solver_info_"):  # a refit starts anew
+            self.__dict__.pop(name, None)
+        self._check_task_count(Y.shape[0])
+        if not (~np.isnan(Y)).any():
+            raise ValueError("Y has no observed (non-NaN) value; nothing to fit.")
+        self.n_features_in_ = int(sum(c.shape[1] for c in grid))
+        self._y_1d = False
+        self._fit_delegated([np.arange(Y.shape[0], dtype=float), *grid], Y, False)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _fit_rows_on_grid(self, X: FloatArray, Y: FloatArray, n_missing: int) -> None:
+        """Beyond ``max_missing``: the task x input-row grid of KroneckerGP."""
+        if np.unique(X, axis=0).shape[0] != X.shape[0]:
+            raise ValueError(
+                f"y has {n_missing} missing outputs, more than max_missing="
+                f"{self.max_missing}, and X repeats rows, so the outputs cannot be "
+                "laid on a task x input grid for the solver layer. Average the "
+                "repeated rows, or raise max_missing (the in-house exact Schur route "
+                "needs O(m T n) memory)."
+            )
+        t = Y.shape[1]
+        self._fit_delegated([np.arange(t, dtype=float), X], Y.T, True)
+
+    def _check_task_count(self, t: int) -> None:
+        if self.n_tasks is not None and t != self.n_tasks:
+            raise ValueError(
+                "The number of targets seen in `y` is different from the parameter "
+                f"`n_tasks`: Y must have n_tasks={self.n_tasks} tasks; got {t}."
+            )
+        self.n_tasks_ = int(t)
+
+    def _grid_kernels(self, n_axes: int) -> list[list[Kernel]]:
+        """Per latent process, one input kernel per grid axis (cloned)."""
+
+        def per_axis(value: object, name: str) -> list[Kernel]:
+            if value is None:
+                return [RBF(1.0) for _ in range(n_axes)]
+            if isinstance(value, Kernel) and n_axes == 1:
+                return [clone(value)]
+            items = list(value) if isinstance(value, (list, tuple)) else []
+            if len(items) != n_axes or not all(isinstance(k, Kernel) for k in items):
+                raise TypeError(
+                    f"{name} must be a list of {n_axes} scikit-learn kernels (one per "
+                    f"grid axis) or None with fit_grid; got {value!r}."
+                )
+            return [clone(k) for k in items]
+
+        q = int(self.n_latent)
+        value = self.kernel
+        nested = isinstance(value, (list, tuple)) and all(
+            isinstance(v, (list, tuple)) for v in value
+        )
+        if q > 1 and nested:
+            assert isinstance(value, (list, tuple))
+            if len(value) != q:
+                raise TypeError(
+                    f"kernel must hold {q} lists of per-axis kernels (one per latent "
+                    f"process); got {len(value)}."
+                )
+            return [per_axis(v, f"kernel[{i}]") for i, v in enumerate(value)]
+        return [per_axis(value, "kernel") for _ in range(q)]
+
+    def _grid_model(self, inputs: list[list[Kernel]], tasks: list[Kernel]) -> Any:
+        """Return the unfitted KroneckerGP of the task x input grid (tasks first)."""
+        if len(inputs) == 1:
+            kernels: Any = [tasks[0], *inputs[0]]
+        else:
+            kernels = SeparableSum([[b, *k] for b, k in zip(tasks, inputs)])
+        per_task = self.task_noise == "per_task"
+        start = self._initial_noise()
+        noise: Any = start if per_task else float(start[0])
+        gp = KroneckerGP(
+            kernels,
+            noise=noise,
+            noise_bounds=self.noise_bounds,
+            noise_axes=(0,) if per_task else None,
+            optimizer=self.optimizer,
+            n_restarts_optimizer=self.n_restarts_optimizer,
+            random_state=self.random_state,
+            cg_tol=self.cg_tol,
+            n_probes=max(int(self.n_probes), 1),
+            verbose=self.verbose,
+        )
+        if self.cg_maxiter is not None:
+            gp.set_params(cg_max_iter=self.cg_maxiter)
+        return gp
+
+    def _fit_delegated(
+        self, coords: list[FloatArray], Y: FloatArray, scattered: bool
+    ) -> None:
+        """Fit the task-first grid ``Y`` (NaN missing) through KroneckerGP."""
+        t = Y.shape[0]
+        observed = ~np.isnan(Y)
+        flat = Y.reshape(t, -1).T
+        self.y_train_mean_, self.y_train_std_ = self._normalisation(
+            flat, observed.reshape(t, -1).T
+        )
+        shape = (t,) + (1,) * (Y.ndim - 1)
+        scaled = (Y - self.y_train_mean_.reshape(shape)) / self.y_train_std_.reshape(
+            shape
+        )
+        n_axes = len(coords) - 1
+        tasks = self._task_kernels_as_given(t)
+        inputs = (
+            [[k] for k in self._kernels_as_given(t)[0]]
+            if scattered
+            else self._grid_kernels(n_axes)
+        )
+        self._noise_log_bounds = log_noise_bounds(self.noise_bounds)
+        gp = self._grid_model(inputs, tasks).fit_grid(coords, scaled)
+        self.grid_gp_ = gp
+        self._grid_inputs = Grid(check_coords(coords[1:]))
+        self._scattered = scattered
+        self._store_delegated()
+
+    def _store_delegated(self) -> None:
+        """Read the fitted attributes off ``grid_gp_``."""
+        gp, t = self.grid_gp_, self.n_tasks_
+        q = int(self.n_latent)
+        if q == 1:
+            factors = [list(gp.kernels_)]
+        else:
+            factors = [list(term) for term in gp.kernel_.terms]
+        self.task_kernels_ = [f[0] for f in factors]
+        self.kernels_ = [
+            f[1]
+            if len(f) == 2
+            else KroneckerKernel(f[1:], axes=self._grid_inputs.block_axes())
+            for f in factors
+        ]
+        self._tasks = np.arange(t, dtype=float)[:, None]
+        if self._noise_log_bounds is None:
+            self.noise_ = self._initial_noise()
+        elif self.task_noise == "per_task":
+            self.noise_ = self._task_values(gp.grid_, np.asarray(gp.noise_[0]), 1.0)
+        else:
+            self.noise_ = np.full(t, float(gp.noise_))
+        info = gp.solver_info_
+        self.solver_info_ = info
+        self.log_marginal_likelihood_stderr_ = float(info.lml_std_error)
+        self.solver_ = "exact" if info.lml_std_error == 0 else "pcg"
+        self.cg_iterations_ = [int(info.iterations)] if info.iterations else []
+        self._store_task_covariance()
+        self.theta_ = np.asarray(gp.theta_)
+        self.log_marginal_likelihood_value_ = gp.log_marginal_likelihood_value_
+        alpha = gp.alpha_.reshape(gp.grid_.shape)
+        full = np.zeros((t, *gp.grid_.shape[1:]))
+        kept = np.rint(gp.grid_.coords[0][:, 0]).astype(int)
+        full[kept] = alpha
+        self.alpha_ = np.moveaxis(full, 0, -1)
+        if self._scattered:
+            self.alpha_ = self._rows_from_grid(self.alpha_, gp)
+
+    def _task_values(self, grid: Grid, values: FloatArray, fill: float) -> FloatArray:
+        """Per-task values on the kept task slices, ``fill`` on dropped ones."""
+        out = np.full(self.n_tasks_, fill)
+        out[np.rint(grid.coords[0][:, 0]).astype(int)] = values
+        return out
+
+    def _rows_from_grid(self, values: FloatArray, gp: Any) -> FloatArray:
+        """Map grid-ordered rows (kept input rows) back onto ``X_train_``."""
+        out = np.zeros((self.X_train_.shape[0], self.n_tasks_))
+        kept = gp.grid_.coords[1]
+        if kept.shape[0] == self.X_train_.shape[0]:
+            return values
+        index = {tuple(r): i for i, r in enumerate(self.X_train_)}
+        rows = [index[tuple(r)] for r in kept]
+        out[rows] = values
+        return out
+
+    def _store_task_covariance(self) -> None:
+        self.kernel_, self.task_kernel_ = self.kernels_[0], self.task_kernels_[0]
+        self._bs = [np.asarray(k(self._tasks)) for k in self.task_kernels_]
+        b = np.sum(self._bs, axis=0)
+        self.task_covariance_ = b
+        d = np.sqrt(np.diag(b))
+        self.task_correlation_ = b / np.outer(d, d)
+
+    @property
+    def _delegated(self) -> bool:
+        return hasattr(self, "grid_gp_") and hasattr(self, "alpha_")
+
+    def _task_rows(self, X: FloatArray) -> FloatArray:
+        """Rows ``(task, x)`` for every task and query row, task-major."""
+        t, m = self.n_tasks_, X.shape[0]
+        task = np.repeat(np.arange(t, dtype=float), m)[:, None]
+        return np.hstack([task, np.tile(X, (t, 1))])
+
+    def _delegated_predict(self, X: FloatArray, return_std: bool) -> Any:
+        t, m = self.n_tasks_, X.shape[0]
+        out = self.grid_gp_.predict(self._task_rows(X), return_std=return_std)
+        mean, std = out if return_std else (out, None)
+        mean = mean.reshape(t, m).T * self.y_train_std_ + self.y_train_mean_
+        if std is None:
+            return mean
+        return mean, std.reshape(t, m).T * self.y_train_std_
+
+    def _delegated_joint(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
+        t, m = self.n_tasks_, X.shape[0]
+        mean, cov = self.grid_gp_.predict(self._task_rows(X), return_cov=True)
+        joint = np.asarray(cov).reshape(t, m, t, m).transpose(1, 0, 3, 2)
+        s = self.y_train_std_
+        joint = joint * s[None, :, None, None] * s[None, None, None, :]
+        return mean.reshape(t, m).T * s + self.y_train_mean_, joint
+
+    def predict_grid(
+        self, coords: Sequence[ArrayLike], return_std: bool = False
+    ) -> FloatArray | tuple[FloatArray, FloatArray]:
+        r"""Predict every task on a grid of inputs (after :meth:`fit_grid`).
+
+        Parameters
+        ----------
+        coords : list of array-like
+            Per-axis query coordinates, each (m_d,) or (m_d, p_d), in the
+            training axes' order.
+        return_std : bool, default=False
+            Also return the posterior standard deviation (noise excluded).
+
+        Returns
+        -------
+        mean : ndarray of shape (m_1, ..., m_D, n_tasks)
+        std : ndarray of the same shape, optional
+
+        Notes
+        -----
+        Mode products through ``grid_gp_.predict_grid``: the cost of the grid
+        model's prediction, never an ``M x N`` matrix.
+        """
+        if not self._delegated:
+            raise NotFittedError(
+                "This MultiTaskGP has no grid model: call fit_grid(coords, Y) before "
+                "predict_grid."
+            )
+        tasks = np.arange(self.n_tasks_, dtype=float)
+        out = self.grid_gp_.predict_grid([tasks, *coords], return_std=return_std)
+        mean, std = out if return_std else (out, None)
+        mean = np.moveaxis(mean, 0, -1) * self.y_train_std_ + self.y_train_mean_
+        if std is None:
+            return mean
+        return mean, np.moveaxis(std, 0, -1) * self.y_train_std_
 
     # ------------------------------------------------------------ prediction
     def predict(
@@ -717,6 +1065,11 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
             mean, joint = self._joint(X)
             cov = np.stack([joint[:, t, :, t] for t in range(joint.shape[1])], axis=2)
             return (mean[:, 0], cov[:, :, 0]) if self._squeeze() else (mean, cov)
+        if self._delegated:
+            out = self._delegated_predict(X, return_std)
+            if not self._y_1d:
+                return out  # type: ignore[no-any-return]
+            return out[:, 0] if not return_std else (out[0][:, 0], out[1][:, 0])
         if not hasattr(self, "X_train_"):  # unfitted: the prior, as sklearn
             return self._prior_predict(X, return_std)
         check_is_fitted(self, "X_train_")
@@ -743,7 +1096,7 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
 
     def _squeeze(self) -> bool:
         """Whether outputs drop the task axis (1-D y at fit; n_tasks=None before)."""
-        if hasattr(self, "X_train_"):
+        if hasattr(self, "X_train_") or self._delegated:
             return self._y_1d
         return self.n_tasks is None  # type: ignore[attr-defined]
 
@@ -761,6 +1114,8 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
 
     def _joint(self, X: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Mean (M, T) and joint covariance (M, T, M, T), in target units."""
+        if self._delegated:
+            return self._delegated_joint(X)
         if not hasattr(self, "X_train_"):  # unfitted: sum_q B_q (x) K_q(X)
             kernels, bs, _ = self._prior_parts()  # type: ignore[attr-defined]
             joint = sum(

@@ -291,7 +291,9 @@ class EigenFactorization(Factorization):
             prior = kron_outer([k.diag(t) for k, t in zip(kernels, test.coords)])
         mean, var = grid_moments(self.post, cross, prior, same=self._same_axes(test))
         if self.system is not None and var is not None:
-            var = var + self._variance_correction(self._rotated(cross), grid=True)
+            var = var + self._variance_correction(
+                self._rotated(cross), grid=True, base=var
+            )
             var = np.maximum(var, 0.0)  # a Monte Carlo correction can overshoot
         return mean, var
 
@@ -301,7 +303,9 @@ class EigenFactorization(Factorization):
         assert self.system is not None
         return covariance_correction(self.system, v)
 
-    def _variance_correction(self, v: list[FloatArray], *, grid: bool) -> FloatArray:
+    def _variance_correction(
+        self, v: list[FloatArray], *, grid: bool, base: FloatArray | None = None
+    ) -> FloatArray:
         rng = np.random.default_rng(self.solver.seed)
         n_samples = int(self.solver.n_probes)
         if isinstance(self.system, ObservedCellNoiseSystem):
@@ -309,7 +313,9 @@ class EigenFactorization(Factorization):
                 self.system, v, grid=grid, n_samples=n_samples, rng=rng
             )
         if isinstance(self.system, CellNoiseSystem):
-            return cell_noise_variance_correction(self.system, v, grid=grid)
+            return cell_noise_variance_correction(
+                self.system, v, grid=grid, n_samples=n_samples, rng=rng, base=base
+            )
         assert self.system is not None
         return variance_correction(
             self.system, v, grid=grid, n_samples=n_samples, rng=rng
