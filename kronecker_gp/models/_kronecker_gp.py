@@ -470,11 +470,11 @@ default=None
         True
         """
         if is_dask_array(Y):  # larger than memory: chunk by chunk (solvers/_dask.py)
-            grid, Y, axes = check_dask_grid(
+            grid, lazy, axes = check_dask_grid(
                 coords, Y, self.axes, self.noise, self.noise_axes
             )
             self.n_features_in_ = int(sum(grid.widths))
-            return self._fit(grid, self._check_n_targets(Y, 0), axes)
+            return self._fit(grid, self._check_n_targets(lazy, 0), axes)
         grid, Y, axes = check_grid_targets(coords, Y, self.axes, multi_output=True)
         self.n_features_in_ = int(sum(grid.widths))
         n_axes = len(grid.shape)
