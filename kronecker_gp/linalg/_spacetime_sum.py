@@ -46,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.linalg import LinAlgError
@@ -141,6 +142,7 @@ class _Layout:
     terms: Sequence[SumTerm]
     n_s: int
     slices: list[slice] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         """Lay the terms' states end to end."""
@@ -184,8 +186,13 @@ class _Layout:
         return self._blocks([t.P_inf for t in self.terms])
 
     def process(self, k: int) -> FloatArray:
-        """Return the process noise of step ``k`` (``k >= 1``)."""
-        return self._blocks([t.Q[k - 1] for t in self.terms])
+        """Return step ``k``'s process noise (``k >= 1``), reused while it repeats."""
+        mats = [t.Q[k - 1] for t in self.terms]
+        key = b"".join(q.tobytes() for q in mats)
+        if self.cache.get("key") != key:
+            self.cache["key"], self.cache["noise"] = key, self._blocks(mats)
+        out: FloatArray = self.cache["noise"]
+        return out
 
     def _blocks(self, mats: Sequence[FloatArray]) -> FloatArray:
         out = np.zeros((self.n, self.n))
@@ -366,10 +373,13 @@ def _check(
     n_s, n_t = y.shape
     for r, t in enumerate(terms):
         m_r = n_s if t.obs is None else t.obs.shape[1]
-        if t.space.shape != (m_r, m_r) or (t.obs is not None and t.obs.shape[0] != n_s):
+        rows = n_s if t.obs is None else t.obs.shape[0]
+        if t.space.shape != (m_r, m_r) or rows != n_s:
             raise ValueError(
-                f"terms[{r}]: space must be ({m_r}, {m_r}) and obs ({n_s}, m_r); got "
-                f"{t.space.shape} and {None if t.obs is None else t.obs.shape}."
+                f"terms[{r}]: obs needs one row per site of Y ({n_s}) and space the "
+                f"shape (m_r, m_r), m_r the columns of obs (n_s without obs); got "
+                f"obs {None if t.obs is None else t.obs.shape} and space "
+                f"{t.space.shape}."
             )
         if t.A.shape[0] != n_t - 1 or t.Q.shape[0] != n_t - 1:
             raise ValueError(

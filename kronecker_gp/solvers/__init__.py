@@ -283,7 +283,9 @@ def _choose_route(
                 "noise_axes is not taken with a SeparableSum kernel yet; give a "
                 "scalar noise."
             )
-        route, why = separable_sum_route(grid, y, cell_noise, options)
+        route, why = separable_sum_route(
+            grid, y, cell_noise, options, kernel, state_space
+        )
         return RouteChoice(route, grid, "separable-sum", why)
     known = _separable_cell_noise(
         grid,
