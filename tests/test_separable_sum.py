@@ -532,6 +532,13 @@ def test_kalman_route_matches_gaussian_process_regressor(rng, kernel, shape, sta
     assert gp.solver_info_.extra["state_dim"] == state
     assert gp.solver_info_.lml_std_error == 0
     _check_against_twin(gp, kernel(), coords, Y)
+    # samples through the filter's solves: moments within Monte Carlo error
+    n = 2000
+    draws = gp.sample_grid(coords, n_samples=n, random_state=0).reshape(-1, n)
+    mean, std = gp.predict_grid(coords, return_std=True)
+    mean, std = mean.reshape(-1), std.reshape(-1)
+    assert np.all(np.abs(draws.mean(axis=1) - mean) < 5 * std / np.sqrt(n) + 1e-9)
+    assert_allclose(draws.std(axis=1), std, rtol=0.15)
 
 
 def test_kalman_route_takes_unsorted_times_and_a_complete_grid(rng):

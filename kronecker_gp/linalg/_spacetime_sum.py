@@ -58,6 +58,7 @@ from kronecker_gp._typing import FloatArray, IntArray
 
 __all__ = [
     "SumFilterResult",
+    "SumFilterSolve",
     "SumTerm",
     "sum_filter",
     "sum_filter_bytes",
@@ -127,12 +128,16 @@ class SumFilterResult:
         Gradient w.r.t. the log of a scale multiplying every noise variance.
     weights : ndarray of shape (n_s, n_t) or None
         :math:`(K + \text{noise})^{-1} y` on the observed cells, zero elsewhere.
+    solve : SumFilterSolve or None
+        With ``weights``: :math:`(K + \text{noise})^{-1}` for other right-hand
+        sides, from the stored gains.
     """
 
     lml: float
     grads: list[tuple[FloatArray, FloatArray]] | None = None
     noise_grad: float = 0.0
     weights: FloatArray | None = None
+    solve: SumFilterSolve | None = None
 
 
 @dataclass
@@ -214,7 +219,7 @@ class _Step:
     """One observed step: sites, ``S^-1``, ``S^-1 v`` and the gain ``K^T``."""
 
     sites: IntArray
-    s_inv: FloatArray | None
+    s_inv: FloatArray
     w: FloatArray
     gain_t: FloatArray
 
@@ -278,13 +283,50 @@ def _forward(
         if level:
             w = dtrtrs(low, z, lower=1, trans=1)[0]
             gain_t = dtrtrs(low, u, lower=1, trans=1)[0]
-            s_inv = None
-            if level == 2:
-                inv = dpotri(low, lower=1)[0]
-                s_inv = np.tril(inv) + np.tril(inv, -1).T
-            step = _Step(sites, s_inv, w, gain_t)
+            inv = dpotri(low, lower=1)[0]
+            step = _Step(sites, np.tril(inv) + np.tril(inv, -1).T, w, gain_t)
         rec.steps.append(step)
     return rec
+
+
+@dataclass(frozen=True)
+class SumFilterSolve:
+    r"""Solves with :math:`K_{oo} + \text{noise}` by the filter's stored gains.
+
+    For right-hand sides ``b``, a forward pass of the means (the gains do not
+    depend on the data) and a backward pass of their adjoints give
+    :math:`(K_{oo} + \text{noise})^{-1} b_o`, as the weights of the data:
+    :math:`O(n_t\, m N)` per column.
+    """
+
+    lay: _Layout
+    steps: list[_Step | None]
+
+    def __call__(self, b: FloatArray) -> FloatArray:
+        """Return the solve of ``b`` (n_s, n_t, k): observed cells, zero elsewhere."""
+        lay, n_t = self.lay, len(self.steps)
+        with blas_threads(lay.n):
+            m = np.zeros((lay.n, b.shape[2]))
+            ws: list[FloatArray | None] = []
+            for k, step in enumerate(self.steps):
+                if k:
+                    m = lay.left([t.A[k - 1] for t in lay.terms], m)
+                if step is None:
+                    ws.append(None)
+                    continue
+                v = b[step.sites, k] - lay.rows(m, step.sites)
+                ws.append(step.s_inv @ v)
+                m = m + step.gain_t.T @ v
+            out = np.zeros_like(b)
+            adj = np.zeros_like(m)
+            for k in reversed(range(n_t)):
+                step, w = self.steps[k], ws[k]
+                if step is not None and w is not None:
+                    out[step.sites, k] = w - step.gain_t @ adj
+                    adj = adj + lay.scatter(out[step.sites, k], step.sites)
+                if k:
+                    adj = lay.left([t.A[k - 1].T for t in lay.terms], adj)
+        return out
 
 
 @dataclass
@@ -306,7 +348,7 @@ def _update_adjoint(
     """Carry the adjoints through an update; return the step's weights ``w - u``."""
     s, kt, w = step.sites, step.gain_t, step.w
     u = kt @ adj.m
-    if adj.p is not None and step.s_inv is not None:
+    if adj.p is not None:
         b = kt @ adj.p
         e = b @ kt.T
         # M = (w w^T - S^-1) / 2 - (u w^T + w u^T) / 2;  R_bar = E + M
@@ -481,7 +523,9 @@ def sum_filter(
                     lay, step, nz[step.sites, k], adj
                 )
             _predict_adjoint(lay, k, rec, adj)
-    out = SumFilterResult(rec.lml, weights=alpha if weights else None)
+    out = SumFilterResult(rec.lml)
+    if weights:
+        out.weights, out.solve = alpha, SumFilterSolve(lay, rec.steps)
     if eval_gradient:
         out.grads, out.noise_grad = _term_grads(lay, adj), adj.noise
     return out

@@ -47,7 +47,7 @@ one CG solve per test point (chunked), exact to ``cg_tol``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,6 @@ from kronecker_gp.solvers._posterior import prior_grid_samples, union_axes
 from kronecker_gp.solvers._protocol import Factorization, SolverInfo
 from kronecker_gp.solvers._separable_sum_kalman import (
     KalmanChoice,
-    LazySolve,
     kalman_choice,
     kalman_fit,
 )
@@ -218,11 +217,8 @@ class SeparableSumRoute:
             kalman_flops=kalman.flops,
             schur_flops=kalman.schur_flops,
         )
-        frozen = kernel.clone_with_theta(kernel.theta)
-        other = replace(self, kalman=None)  # variances: Woodbury (or CG), lazily
-        solve = LazySolve(lambda: other.factorize(frozen, noise, need_lml=False))
         return SeparableSumFactorization(
-            self, res.alpha, solve, float(noise), res.lml, res.grad, info
+            self, res.alpha, res.solve, float(noise), res.lml, res.grad, info
         )
 
     def _woodbury(  # noqa: PLR0913, PLR0917

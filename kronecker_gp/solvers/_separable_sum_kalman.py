@@ -12,11 +12,11 @@ field's own filter costs. The Woodbury-Schur method's cost grows with the
 missing cells instead (:math:`O(N n_m \sum_d n_d + N n_m^2)`);
 :func:`kalman_choice` compares the two.
 
-The filter gives the exact LML, gradient and weights ``alpha``; predictive
-means are cross-covariances times ``alpha``. Variances, covariances and
-samples need solves with :math:`K_{oo} + sI` for other right-hand sides:
-they come from the Woodbury (or CG) method of the same data at the same
-hyperparameters, built on first use.
+The filter gives the exact LML, gradient and weights ``alpha``; its stored
+gains give solves with :math:`K_{oo} + sI` for other right-hand sides
+(:class:`~kronecker_gp.linalg._spacetime_sum.SumFilterSolve`, :math:`O(n_t m
+N)` per column), so predictive variances, covariances and samples are exact
+too, by the same route.
 """
 
 from __future__ import annotations
@@ -240,11 +240,12 @@ def _theta_order(kernel: Any, axis: int, grads: list[Any]) -> FloatArray:
 
 @dataclass
 class KalmanResult:
-    """The Kalman method at fixed hyperparameters: LML, gradient, weights."""
+    """The Kalman method at fixed hyperparameters: LML, gradient, weights, solves."""
 
     lml: float
     grad: FloatArray | None
     alpha: FloatArray
+    solve: Callable[[FloatArray], FloatArray]
 
 
 def kalman_fit(  # noqa: PLR0913, PLR0917 - the route's data and flags
@@ -258,13 +259,17 @@ def kalman_fit(  # noqa: PLR0913, PLR0917 - the route's data and flags
     eval_gradient: bool,
     noise_free: bool,
 ) -> KalmanResult:
-    """Return the exact LML, gradient (theta order, then log noise) and weights."""
+    """Return the exact LML, gradient (theta order, then log noise) and weights.
+
+    ``solve`` maps grid columns ``b`` (N, k) to :math:`(K_{oo} + sI)^{-1}
+    b_o`, zero-padded, by the filter's stored gains.
+    """
     shape = tuple(len(c) for c in coords)
     order = _series_order(coords, axis)
     series = to_series(np.where(observed, y, np.nan), shape, axis, order)
     terms = _terms(kernel, coords, axis, eval_gradient)
     res = sum_filter(series, terms, noise, eval_gradient=eval_gradient, weights=True)
-    assert res.weights is not None
+    assert res.weights is not None and res.solve is not None
     alpha = from_series(res.weights, shape, axis, order)
     grad = None
     if eval_gradient:
@@ -272,18 +277,13 @@ def kalman_fit(  # noqa: PLR0913, PLR0917 - the route's data and flags
         grad = _theta_order(kernel, axis, res.grads)
         if noise_free:
             grad = np.append(grad, res.noise_grad)
-    return KalmanResult(res.lml, grad, alpha)
+    filter_solve = res.solve
 
+    def solve(b: FloatArray) -> FloatArray:
+        cols = [to_series(c, shape, axis, order) for c in np.asarray(b).T]
+        out = filter_solve(np.stack(cols, axis=-1))
+        return np.column_stack(
+            [from_series(out[:, :, j], shape, axis, order) for j in range(b.shape[1])]
+        )
 
-class LazySolve:
-    """``(K_oo + sI)^{-1}`` zero-padded, from a factorisation built on first call."""
-
-    def __init__(self, build: Callable[[], Any]) -> None:
-        self._build = build
-        self._fact: Any = None
-
-    def __call__(self, b: FloatArray) -> FloatArray:
-        """Return the padded solve of the columns ``b`` (N, k)."""
-        if self._fact is None:
-            self._fact = self._build()
-        return np.asarray(self._fact.solve(b))
+    return KalmanResult(res.lml, grad, alpha, solve)
