@@ -700,3 +700,24 @@ def test_sum_filter_bad_input(rng):
     with pytest.raises(ValueError, match="at least one SumTerm"):
         sum_filter(Y, [], 0.1)
     assert sum_filter_cost(4, 7, 10) > sum_filter_cost(4, 7, 10, eval_gradient=False)
+
+
+@pytest.mark.parametrize(
+    ("flops", "schur", "cg", "fits", "forced", "missing", "expected"),
+    [
+        (1e9, 2e9, 1e12, True, False, True, True),  # cheaper than the Schur route
+        (3e9, 2e9, 1e12, True, False, True, False),  # dearer: Woodbury-Schur
+        (1e9, 2e9, 1e12, True, False, False, False),  # complete grid: Woodbury
+        (1e9, 2e9, 1e12, True, True, False, True),  # axis named
+        (1e12, 0.0, 3e11, False, False, True, True),  # <= 4x CG: exact preferred
+        (2e12, 0.0, 3e11, False, False, True, False),  # > 4x CG, > budget: CG
+        (3e10, 0.0, 1e9, False, False, True, True),  # within the exact budget
+    ],
+)
+def test_kalman_choice_by_cost(flops, schur, cg, fits, forced, missing, expected):
+    from kronecker_gp.solvers._separable_sum_kalman import KalmanChoice
+
+    choice = KalmanChoice(1, flops, schur, cg, fits, 10, forced=forced)
+    observed = np.array([True, not missing])
+    assert choice.preferred(observed) is expected
+    assert ("Schur" in choice.reason(1)) == fits

@@ -102,6 +102,17 @@ class WoodburyPlan:
     axis: int | None
 
 
+def schur_fits(
+    shape: tuple[int, ...], n_terms: int, n_missing: int, method: str
+) -> bool:
+    """Whether the Schur complement on ``n_missing`` cells is within its budgets."""
+    n = int(np.prod(shape))
+    work = 2.0 * n_missing * n * sum(shape) * n_terms
+    return n * n_missing <= WOODBURY_MAX_ENTRIES and (
+        method != "auto" or work <= _budgets.EXACT_FLOPS_BUDGET
+    )
+
+
 def _woodbury_plan(
     grams: list[list[FloatArray]], method: str, n_missing: int
 ) -> WoodburyPlan | None:
@@ -109,12 +120,9 @@ def _woodbury_plan(
     if method == "cg":
         return None
     n = int(np.prod([k.shape[0] for k in grams[0]]))
-    if n_missing:  # n_m complete-grid solves for the Schur complement
-        work = 2.0 * n_missing * n * sum(k.shape[0] for k in grams[0]) * len(grams)
-        if n * n_missing > WOODBURY_MAX_ENTRIES or (
-            method == "auto" and work > _budgets.EXACT_FLOPS_BUDGET
-        ):
-            return None
+    shape = tuple(k.shape[0] for k in grams[0])
+    if n_missing and not schur_fits(shape, len(grams), n_missing, method):
+        return None  # n_m complete-grid solves for the Schur complement
     eig = [
         [factor_eigh(k, f"term {r} factor {d}") for d, k in enumerate(term)]
         for r, term in enumerate(grams)
@@ -445,7 +453,17 @@ def separable_sum_route(  # noqa: PLR0913, PLR0917 - data, kernel, settings
     observed = ~np.isnan(y)
     kalman = None
     if kernel is not None and options.method != "cg":
-        kalman = kalman_choice(kernel, list(grid.coords), observed, state_space)
+        n_missing = int(np.sum(~observed))
+        kalman = kalman_choice(
+            kernel,
+            list(grid.coords),
+            observed,
+            state_space,
+            schur_fits=schur_fits(
+                grid.shape, kernel.n_terms, n_missing, options.method
+            ),
+            n_probes=options.n_probes,
+        )
     route = SeparableSumRoute(
         np.where(observed, y, 0.0),
         observed,
@@ -462,10 +480,5 @@ def separable_sum_route(  # noqa: PLR0913, PLR0917 - data, kernel, settings
         "and affordable, else CG preconditioned by the nearest Kronecker product"
     )
     if kalman is not None and kalman.preferred(observed):
-        reason = (
-            f"a sum of separable kernels, Markov along axis {kalman.axis}, with "
-            f"{int(np.sum(~observed))} missing cells: one Kalman filter over the "
-            f"{kalman.state} stacked state dimensions, estimated {kalman.flops:.2g} "
-            f"flops against {kalman.schur_flops:.2g} for the Schur complement"
-        )
+        reason = kalman.reason(int(np.sum(~observed)))
     return route, reason

@@ -122,23 +122,63 @@ def state_size(kernel: Any, coords: list[FloatArray], axis: int) -> int:
 
 @dataclass(frozen=True)
 class KalmanChoice:
-    """The Kalman method's axis and its cost estimate against Woodbury-Schur."""
+    """The Kalman method's axis and its cost against the other methods.
+
+    Attributes
+    ----------
+    axis : int
+        The Markov axis.
+    flops, schur_flops, cg_flops : float
+        Estimated flops of one LML + gradient by the filter, the Woodbury-Schur
+        complement and CG with stochastic estimates.
+    schur_fits : bool
+        Whether the Woodbury-Schur method is within its memory and flops
+        budgets (else the Woodbury route takes CG).
+    state : int
+        The stacked state's dimension.
+    forced : bool
+        The axis was named (``state_space=axis``).
+    """
 
     axis: int
     flops: float
     schur_flops: float
+    cg_flops: float
+    schur_fits: bool
     state: int
     forced: bool = False
 
     def preferred(self, observed: Any) -> bool:
-        """Whether to filter rather than take the Woodbury method.
+        """Whether to filter rather than take the Woodbury (or CG) method.
 
-        Always where the axis was named (``state_space=axis``); with missing
-        cells where the filter is estimated cheaper than the Schur complement.
+        Always where the axis was named; with missing cells where the filter
+        is estimated cheaper than the Schur complement, or, where that does
+        not fit its budgets, where it stays within the exact-flops budget or
+        ``EXACT_PREFERENCE`` times the CG method's estimate.
         """
         if self.forced:
             return True
-        return not np.all(observed) and self.flops < self.schur_flops
+        if np.all(observed):
+            return False
+        if self.schur_fits:
+            return self.flops < self.schur_flops
+        return self.flops <= max(
+            _budgets.EXACT_FLOPS_BUDGET, _budgets.EXACT_PREFERENCE * self.cg_flops
+        )
+
+    def reason(self, n_missing: int) -> str:
+        """Say why the filter was taken, with the estimates."""
+        other = (
+            f"{self.schur_flops:.2g} for the Schur complement"
+            if self.schur_fits
+            else f"{self.cg_flops:.2g} for CG with estimated LML"
+        )
+        return (
+            f"a sum of separable kernels, Markov along axis {self.axis}, with "
+            f"{n_missing} missing cells: one Kalman filter over the {self.state} "
+            f"stacked state dimensions, estimated {self.flops:.2g} flops against "
+            f"{other}"
+        )
 
 
 def schur_flops(shape: tuple[int, ...], n_terms: int, n_missing: int) -> float:
@@ -153,8 +193,26 @@ def schur_flops(shape: tuple[int, ...], n_terms: int, n_missing: int) -> float:
     return 2.0 * n * n_missing * (passes * sum(shape) + n_missing) + n_missing**3 / 3
 
 
-def kalman_choice(
-    kernel: Any, coords: list[FloatArray], observed: Any, state_space: Any
+def cg_flops(shape: tuple[int, ...], n_terms: int, n_probes: int) -> float:
+    r"""Return the CG method's flops of one LML + gradient.
+
+    ``1 + n_probes`` right-hand sides, ``CG_ITERATIONS`` iterations each, an
+    iteration one product with each term and two rotations of the
+    preconditioner: :math:`(2 R + 4) N \sum_d n_d` flops.
+    """
+    n = float(np.prod(shape))
+    per = (2.0 * n_terms + 4.0) * n * sum(shape)
+    return (1.0 + n_probes) * _budgets.CG_ITERATIONS * per
+
+
+def kalman_choice(  # noqa: PLR0913 - the data, kernel and settings
+    kernel: Any,
+    coords: list[FloatArray],
+    observed: Any,
+    state_space: Any,
+    *,
+    schur_fits: bool,
+    n_probes: int,
 ) -> KalmanChoice | None:
     """Return the Kalman method's axis and costs where it applies and fits."""
     axis = kalman_axis(kernel, coords, state_space)
@@ -173,6 +231,8 @@ def kalman_choice(
         axis,
         flops,
         schur_flops(shape, kernel.n_terms, n_missing),
+        cg_flops(shape, kernel.n_terms, n_probes),
+        schur_fits,
         state,
         forced=not isinstance(state_space, str),
     )
