@@ -714,7 +714,9 @@ def test_sum_filter_bad_input(rng):
         (3e10, 0.0, 1e9, False, False, True, True),  # within the exact budget
     ],
 )
-def test_kalman_choice_by_cost(flops, schur, cg, fits, forced, missing, expected):
+def test_kalman_choice_by_cost(  # noqa: PLR0917 - the table's columns
+    flops, schur, cg, fits, forced, missing, expected
+):
     from kronecker_gp.solvers._separable_sum_kalman import KalmanChoice
 
     choice = KalmanChoice(1, flops, schur, cg, fits, 10, forced=forced)
