@@ -59,6 +59,8 @@ from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.linalg import face_split_matvec, factor_eigh, kron_matvec, kron_outer
 from kronecker_gp.linalg._identities import face_split_rows
 from kronecker_gp.linalg._separable_sum import (
+    Factor,
+    LowRank,
     WoodburyGrid,
     low_rank_factor,
     woodbury_grid,
@@ -123,25 +125,58 @@ def _woodbury_plan(
     shape = tuple(k.shape[0] for k in grams[0])
     if n_missing and not schur_fits(shape, len(grams), n_missing, method):
         return None  # n_m complete-grid solves for the Schur complement
-    eig = [
-        [factor_eigh(k, f"term {r} factor {d}") for d, k in enumerate(term)]
-        for r, term in enumerate(grams)
-    ]
-    factors = [[low_rank_factor(w, u) for w, u in term] for term in eig]
+    eig: dict[tuple[int, int], tuple[FloatArray, FloatArray]] = {}
+    factors = []
+    for r, term in enumerate(grams):
+        row = []
+        for d, k in enumerate(term):
+            if k.size and k.flat[0] >= 0 and np.all(k == k.flat[0]):
+                # a constant factor (ConstantKernel): its root, no eigh
+                row.append(np.full((k.shape[0], 1), np.sqrt(k.flat[0])))
+                continue
+            eig[r, d] = factor_eigh(k, f"term {r} factor {d}")
+            row.append(low_rank_factor(*eig[r, d]))
+        factors.append(row)
     ranks = [int(np.prod([f.shape[1] for f in term])) for term in factors]
     base = int(np.argmax(ranks))
+    base_eig = [
+        eig[base, d] if (base, d) in eig else factor_eigh(k, f"term {base} factor {d}")
+        for d, k in enumerate(grams[base])
+    ]
     others = [f for r, f in enumerate(factors) if r != base]
     if len(others) == 1:
         full = [d for d, f in enumerate(others[0]) if f.shape[1] > 1]
         if len(full) <= 1:  # rank one off one axis: the collapsed form
-            return WoodburyPlan(base, eig[base], others, full[0] if full else 0)
+            return WoodburyPlan(base, base_eig, others, full[0] if full else 0)
     p = sum(ranks) - ranks[base]
     flops = 2.0 * p * n * sum(k.shape[0] for k in grams[0]) * len(grams)
     if n * p > WOODBURY_MAX_ENTRIES or (
         method == "auto" and flops > _budgets.EXACT_FLOPS_BUDGET
     ):
         return None
-    return WoodburyPlan(base, eig[base], others, None)
+    return WoodburyPlan(base, base_eig, others, None)
+
+
+def _rotated_terms(
+    plan: WoodburyPlan, wb: WoodburyGrid | CollapsedWoodbury, n_terms: int
+) -> list[list[Factor]]:
+    """Each term's factors in the base eigenbasis: diagonal (base) or low rank."""
+    out: list[list[Factor]] = []
+    others = iter(plan.others)
+    for r in range(n_terms):
+        if r == plan.base:
+            out.append(list(wb.eigvals))
+        elif isinstance(wb, CollapsedWoodbury):
+            out.append(
+                [
+                    LowRank(wb.we) if d == wb.axis else LowRank(w[:, None])
+                    for d, w in enumerate(wb.w)
+                ]
+            )
+        else:
+            factors = next(others)
+            out.append([LowRank(q.T @ f) for q, f in zip(wb.eigvecs, factors)])
+    return out
 
 
 @dataclass(frozen=True)
@@ -256,8 +291,9 @@ class SeparableSumRoute:
         lml -= 0.5 * (self.y.size - missing.size) * _budgets.LOG_2PI
         grad = None
         if dgrams is not None:
+            rotated = _rotated_terms(plan, wb, len(grams))
             grad = woodbury_gradient(
-                wb, grams, dgrams, alpha_rot, noise, noise_free, schur
+                wb, grams, dgrams, alpha_rot, noise, noise_free, schur, rotated
             )
         path = "separable-sum-woodbury" + ("-schur" if schur is not None else "")
         info = SolverInfo(path, int(missing.size))
