@@ -300,7 +300,14 @@ class SeparableSumRoute:
         info.extra.update(base_term=plan.base, woodbury_rank=rank, woodbury_form=form)
         if schur is None:
             return SeparableSumFactorization(
-                self, wb.unrot(alpha_rot), wb.solve, float(noise), lml, grad, info, wb
+                self,
+                lambda: wb.unrot(alpha_rot),
+                wb.solve,
+                float(noise),
+                lml,
+                grad,
+                info,
+                wb,
             )
         o = np.asarray(self.observed, dtype=float)[:, None]
         sch = schur
@@ -309,9 +316,14 @@ class SeparableSumRoute:
             b_rot = wb.rot(o * b)
             return o * wb.unrot(wb.solve_rot(b_rot) - sch.correct_rot(b_rot))
 
-        alpha = o[:, 0] * wb.unrot(alpha_rot)
         return SeparableSumFactorization(
-            self, alpha, solve, float(noise), lml, grad, info
+            self,
+            lambda: o[:, 0] * wb.unrot(alpha_rot),
+            solve,
+            float(noise),
+            lml,
+            grad,
+            info,
         )
 
     def _pcg(  # noqa: PLR0913, PLR0917
@@ -358,13 +370,20 @@ class SeparableSumFactorization(Factorization):
     """A separable-sum fit at fixed hyperparameters: weights and a solver."""
 
     route: SeparableSumRoute
-    alpha_grid: FloatArray
+    weights: Any  # alpha on the grid, or a function computing it on first use
     solve: Any  # (N, k) -> A_oo^{-1} zero-padded
     noise: float
     lml: float
     grad: FloatArray | None
     info: SolverInfo
     woodbury: WoodburyGrid | CollapsedWoodbury | None = None
+
+    @property
+    def alpha_grid(self) -> FloatArray:
+        """``(K + noise)^{-1} y`` on the training grid, computed on first use."""
+        if callable(self.weights):  # the search's evaluations never need it
+            self.weights = np.asarray(self.weights())
+        return np.asarray(self.weights)
 
     def alpha(self) -> FloatArray:
         """Return ``(K + noise)^{-1} y`` on the training grid (zero where missing)."""
