@@ -668,6 +668,9 @@ def test_sum_filter_matches_dense_algebra(rng):
     a = inv @ v
     noise_o = noise.reshape(-1)[o]
     assert_allclose(res.noise_grad, 0.5 * (a**2 - np.diag(inv)) @ noise_o, rtol=1e-9)
+    cells = np.zeros(Y.size)
+    cells[o] = 0.5 * (a**2 - np.diag(inv)) * noise_o
+    assert_allclose(res.noise_cell_grad.reshape(-1), cells, rtol=1e-9, atol=1e-12)
 
     def lml(th):
         return sum_filter(
@@ -723,3 +726,110 @@ def test_kalman_choice_by_cost(  # noqa: PLR0917 - the table's columns
     observed = np.array([True, not missing])
     assert choice.preferred(observed) is expected
     assert ("Schur" in choice.reason(1)) == fits
+
+
+# -- noise varying along axes (noise_axes) ------------------------------------------
+def _dense_axis_noise(kernel, coords, Y, variances, noise_axes):
+    """Dense LML, gradient (kernel, then each noise axis' log-variances), moments."""
+    X = _rows(coords)
+    K, dK = kernel(X, eval_gradient=True)
+    full = [np.ones(len(c)) for c in coords]
+    for d, v in zip(noise_axes, variances):
+        full[d] = v
+    dvec = full[0]
+    for v in full[1:]:
+        dvec = np.kron(dvec, v)
+    o = ~np.isnan(Y.reshape(-1))
+    C = K[np.ix_(o, o)] + np.diag(dvec[o])
+    y = Y.reshape(-1)[o]
+    inv = np.linalg.inv(C)
+    a = inv @ y
+    lml = -0.5 * (y @ a + np.linalg.slogdet(C)[1] + o.sum() * np.log(2 * np.pi))
+    w = np.outer(a, a) - inv
+    grad = [0.5 * np.sum(w * dK[np.ix_(o, o)][:, :, p]) for p in range(dK.shape[2])]
+    cell = np.zeros(Y.size)
+    cell[o] = 0.5 * np.diag(w) * dvec[o]  # d LML / d log D_jj
+    cell = cell.reshape(Y.shape)
+    for d in noise_axes:
+        grad.extend(cell.sum(axis=tuple(e for e in range(Y.ndim) if e != d)))
+    k_xo = K[:, o]
+    return lml, np.array(grad), k_xo @ a, K - k_xo @ inv @ k_xo.T, X
+
+
+@pytest.mark.parametrize(
+    ("kernel", "shape", "noise_axes", "missing", "state_space", "path"),
+    [
+        (_kernel2, (5, 7), (0,), 0.0, None, "separable-sum-woodbury"),
+        (_kernel2, (5, 7), (0, 1), 0.2, None, "separable-sum-woodbury-schur"),
+        (_kernel_full2, (4, 5), (1,), 0.0, None, "separable-sum-woodbury"),
+        (_kernel3, (3, 4, 5), (0, 2), 0.15, None, "separable-sum-woodbury-schur"),
+        (_kernel2, (5, 7), (0, 1), 0.2, 1, "separable-sum-kalman"),
+        (_kernel_regional3, (3, 2, 6), (1,), 0.2, 2, "separable-sum-kalman"),
+    ],
+)
+def test_noise_axes_match_dense_numpy(  # noqa: PLR0917 - the table's columns
+    rng, kernel, shape, noise_axes, missing, state_space, path
+):
+    coords, Y = _grid(rng, shape)
+    Y[rng.random(shape) < missing] = np.nan
+    variances = [rng.uniform(0.05, 0.3, shape[d]) for d in noise_axes]
+    noise = variances[0] if len(noise_axes) == 1 else variances
+    gp = KroneckerGP(
+        kernel(),
+        noise=noise,
+        noise_axes=noise_axes,
+        optimizer=None,
+        state_space=state_space,
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == path
+    # the estimator balances the scale onto the first axis: same products
+    fitted = np.concatenate(gp.noise_)
+    theta = np.concatenate([gp.kernel_.theta, np.log(fitted)])
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    ref, ref_grad, mean, cov, X = _dense_axis_noise(
+        kernel(), coords, Y, gp.noise_, noise_axes
+    )
+    assert_allclose(lml, ref, rtol=EIG_RTOL)
+    assert_allclose(grad, ref_grad, rtol=EIG_RTOL, atol=1e-9)
+    m, sd = gp.predict(X, return_std=True)
+    assert_allclose(m, mean, rtol=EIG_RTOL, atol=1e-10)
+    assert_allclose(sd, np.sqrt(np.diag(cov)), rtol=EIG_RTOL, atol=1e-10)
+    gm, gsd = gp.predict_grid(coords, return_std=True)
+    assert_allclose(gsd.reshape(-1), np.sqrt(np.diag(cov)), rtol=EIG_RTOL, atol=1e-10)
+    _, c = gp.predict(X[:5], return_cov=True)
+    assert_allclose(c, cov[:5, :5], rtol=EIG_RTOL, atol=1e-10)
+    n = 2000
+    draws = gp.sample_grid(coords, n_samples=n, random_state=0).reshape(-1, n)
+    sd_true = np.sqrt(np.maximum(np.diag(cov), 0))
+    assert np.all(np.abs(draws.mean(axis=1) - mean) < 5 * sd_true / np.sqrt(n) + 1e-9)
+    assert_allclose(draws.std(axis=1), sd_true, rtol=0.15)
+
+
+def test_noise_axes_fit_learns_per_site_noise(rng):
+    shape = (6, 30)
+    (sites, days), Y = _draw(rng, shape)
+    loud = np.array([0.05, 0.05, 0.05, 1.0, 1.0, 1.0])  # three noisy sites
+    Y = Y + np.sqrt(loud)[:, None] * rng.standard_normal(shape)
+    start = SeparableSum(
+        [[ConstantKernel(0.5), Matern(1.0, nu=0.5)], [RBF(2.0), Matern(1.0, nu=1.5)]]
+    )
+    gp = KroneckerGP(start, noise=0.3, noise_axes=(0,)).fit_grid([sites, days], Y)
+    assert gp.solver_info_.path == "separable-sum-woodbury"
+    fitted = gp.noise_per_axis_[0]
+    assert fitted[3:].min() > 3 * fitted[:3].max()
+    _, grad = gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+    free = ~np.isclose(gp.theta_, gp._bounds()[:, 0]) & ~np.isclose(
+        gp.theta_, gp._bounds()[:, 1]
+    )
+    assert np.all(np.abs(grad[free]) < 1e-2)
+
+
+def test_noise_axes_without_an_exact_method_raise(rng, monkeypatch):
+    from kronecker_gp.solvers import _separable_sum
+
+    monkeypatch.setattr(_separable_sum, "WOODBURY_MAX_ENTRIES", 0)
+    coords, Y = _grid(rng, (4, 5))
+    Y[1, 2] = np.nan
+    gp = KroneckerGP(_kernel2(), noise_axes=(0,), optimizer=None, state_space=None)
+    with pytest.raises(ValueError, match="noise_axes with a SeparableSum needs"):
+        gp.fit_grid(coords, Y)

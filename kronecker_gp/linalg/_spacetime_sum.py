@@ -126,6 +126,9 @@ class SumFilterResult:
         its time parameters (``dA``, ``dQ``, ``dP_inf``).
     noise_grad : float
         Gradient w.r.t. the log of a scale multiplying every noise variance.
+    noise_cell_grad : ndarray of shape (n_s, n_t) or None
+        With the gradient: w.r.t. each cell's log noise variance (zero on
+        missing cells); ``noise_grad`` is its sum.
     weights : ndarray of shape (n_s, n_t) or None
         :math:`(K + \text{noise})^{-1} y` on the observed cells, zero elsewhere.
     solve : SumFilterSolve or None
@@ -136,6 +139,7 @@ class SumFilterResult:
     lml: float
     grads: list[tuple[FloatArray, FloatArray]] | None = None
     noise_grad: float = 0.0
+    noise_cell_grad: FloatArray | None = None
     weights: FloatArray | None = None
     solve: SumFilterSolve | None = None
 
@@ -339,11 +343,11 @@ class _Adjoint:
     a: list[FloatArray]
     q: list[FloatArray]
     p_inf: list[FloatArray]
-    noise: float = 0.0
+    noise: FloatArray | None = None  # per cell: d LML / d log noise
 
 
 def _update_adjoint(
-    lay: _Layout, step: _Step, noise: FloatArray, adj: _Adjoint
+    lay: _Layout, step: _Step, k: int, noise: FloatArray, adj: _Adjoint
 ) -> FloatArray:
     """Carry the adjoints through an update; return the step's weights ``w - u``."""
     s, kt, w = step.sites, step.gain_t, step.w
@@ -355,7 +359,8 @@ def _update_adjoint(
         mm = 0.5 * (w[:, None] * (w - u) - u[:, None] * w - step.s_inv)
         em = e + mm
         d = b - 0.5 * w[:, None] * adj.m - 0.5 * lay.scatter(em, s).T
-        adj.noise += float(np.diag(em) @ noise)
+        if adj.noise is not None:
+            adj.noise[s, k] = np.diag(em) * noise
         t = lay.scatter(d, s)
         adj.p -= t + t.T
     adj.m = adj.m + lay.scatter((w - u)[:, None], s)[:, 0]
@@ -514,20 +519,23 @@ def sum_filter(
             [np.zeros_like(t.A) for t in terms],
             [np.zeros_like(t.Q) for t in terms],
             [np.zeros_like(t.P_inf) for t in terms],
+            np.zeros(y.shape) if eval_gradient else None,
         )
         alpha = np.zeros(y.shape)
         for k in reversed(range(y.shape[1])):
             step = rec.steps[k]
             if step is not None:
                 alpha[step.sites, k] = _update_adjoint(
-                    lay, step, nz[step.sites, k], adj
+                    lay, step, k, nz[step.sites, k], adj
                 )
             _predict_adjoint(lay, k, rec, adj)
     out = SumFilterResult(rec.lml)
     if weights:
         out.weights, out.solve = alpha, SumFilterSolve(lay, rec.steps)
     if eval_gradient:
-        out.grads, out.noise_grad = _term_grads(lay, adj), adj.noise
+        assert adj.noise is not None
+        out.grads, out.noise_cell_grad = _term_grads(lay, adj), adj.noise
+        out.noise_grad = float(adj.noise.sum())
     return out
 
 

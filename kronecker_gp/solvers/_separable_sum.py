@@ -65,6 +65,12 @@ from kronecker_gp.linalg._separable_sum import (
     low_rank_factor,
     woodbury_grid,
 )
+from kronecker_gp.linalg._whitening import (
+    inverse_sqrt_noise,
+    noise_vectors,
+    observed_log_noise,
+    whiten_factors,
+)
 from kronecker_gp.linalg._woodbury_collapsed import (
     CollapsedWoodbury,
     collapsed_woodbury,
@@ -83,6 +89,7 @@ from kronecker_gp.solvers._separable_sum_math import (
     pcg_gradient,
     pcg_logdet,
     woodbury_gradient,
+    woodbury_noise_gradient,
 )
 
 #: Largest grid cells x low-rank columns (``N P``) the Woodbury route holds
@@ -193,6 +200,12 @@ class SeparableSumRoute:
         The training grid's per-axis coordinates.
     method, tol, max_iter, n_probes, seed
         As :class:`~kronecker_gp.solvers.SolverOptions`.
+    kalman : KalmanChoice or None
+        The Markov axis of the Kalman method and its costs, where it applies.
+    noise_axes : tuple of int or None
+        The axes the noise variance varies along (the estimator's
+        ``noise_axes``): ``factorize`` then takes ``noise`` as one variance
+        vector per listed axis, the noise of a cell their product.
     """
 
     y: FloatArray
@@ -205,26 +218,50 @@ class SeparableSumRoute:
     seed: int = 0
     cell_noise: None = field(default=None)
     kalman: KalmanChoice | None = None
+    noise_axes: tuple[int, ...] | None = None
 
     def factorize(
         self,
         kernel: SeparableSum,
-        noise: float,
+        noise: Any,
         *,
         eval_gradient: bool = False,
         noise_free: bool = True,
         need_lml: bool = True,
     ) -> SeparableSumFactorization:
-        """Return the factorisation at these hyperparameters (exact where it can)."""
+        """Return the factorisation at these hyperparameters (exact where it can).
+
+        With ``noise_axes`` the noise is whitened into every term's factors
+        (:math:`D^{-1/2} K^r_d D^{-1/2}` per axis, Rakitsch et al. 2013) for
+        the Woodbury method, or given per cell to the Kalman method; the
+        gradient ends with each noise axis' log-variances.
+        """
+        variances = None
+        if self.noise_axes is not None:
+            shape = tuple(len(c) for c in self.coords)
+            variances = noise_vectors(shape, self.noise_axes, noise)
         if self.kalman is not None and self.kalman.preferred(self.observed):
-            return self._kalman(kernel, noise, eval_gradient, noise_free)
+            return self._kalman(kernel, noise, eval_gradient, noise_free, variances)
         pairs = kernel.term_grams(self.coords, eval_gradient=eval_gradient)
         grams = [[g for g, _ in t] for t in pairs] if eval_gradient else pairs
         dgrams = [[dg for _, dg in t] for t in pairs] if eval_gradient else None
+        if variances is not None:  # whitened: noise 1
+            grams = [whiten_factors(t, variances) for t in grams]
+            if dgrams is not None:
+                dgrams = [whiten_factors(t, variances) for t in dgrams]
         missing = np.flatnonzero(~np.asarray(self.observed))
         plan = _woodbury_plan(grams, self.method, missing.size)
         if plan is None and self.kalman is not None and self.method != "cg":
-            return self._kalman(kernel, noise, eval_gradient, noise_free)
+            return self._kalman(kernel, noise, eval_gradient, noise_free, variances)
+        if plan is None and variances is not None:
+            raise ValueError(
+                "noise_axes with a SeparableSum needs an exact method: the Woodbury "
+                "identity (all terms but one with low-rank factors, within "
+                f"{WOODBURY_MAX_ENTRIES} entries of grid cells x rank or missing "
+                "cells) or a Markov axis in every term (the Kalman method); "
+                f"neither applies here ({missing.size} missing cells of "
+                f"{self.y.size}). Give a scalar noise (solved by CG)."
+            )
         if plan is None and self.method == "exact":
             raise ValueError(
                 'solver="exact" with a SeparableSum needs all terms but one with '
@@ -234,11 +271,16 @@ class SeparableSumRoute:
                 'Use solver="auto" (preconditioned CG).'
             )
         if plan is not None:
-            return self._woodbury(plan, grams, dgrams, noise, noise_free)
+            return self._woodbury(plan, grams, dgrams, noise, noise_free, variances)
         return self._pcg(grams, dgrams, noise, noise_free, need_lml)
 
-    def _kalman(
-        self, kernel: SeparableSum, noise: float, eval_gradient: bool, noise_free: bool
+    def _kalman(  # noqa: PLR0913, PLR0917
+        self,
+        kernel: SeparableSum,
+        noise: Any,
+        eval_gradient: bool,
+        noise_free: bool,
+        variances: list[FloatArray] | None = None,
     ) -> SeparableSumFactorization:
         """Filter along the Markov axis: exact LML, gradient and weights."""
         kalman = self.kalman
@@ -249,9 +291,10 @@ class SeparableSumRoute:
             self.y,
             self.observed,
             kalman.axis,
-            noise,
+            noise if variances is None else kron_outer(variances),
             eval_gradient=eval_gradient,
             noise_free=noise_free,
+            noise_axes=self.noise_axes,
         )
         info = SolverInfo("separable-sum-kalman", int(np.sum(~self.observed)))
         info.extra.update(
@@ -260,8 +303,9 @@ class SeparableSumRoute:
             kalman_flops=kalman.flops,
             schur_flops=kalman.schur_flops,
         )
+        scalar = 1.0 if variances is not None else float(noise)
         return SeparableSumFactorization(
-            self, res.alpha, res.solve, float(noise), res.lml, res.grad, info
+            self, res.alpha, res.solve, scalar, res.lml, res.grad, info, None, variances
         )
 
     def _woodbury(  # noqa: PLR0913, PLR0917
@@ -269,9 +313,14 @@ class SeparableSumRoute:
         plan: Any,
         grams: list[list[FloatArray]],
         dgrams: Any,
-        noise: float,
+        noise: Any,
         noise_free: bool,
+        variances: list[FloatArray] | None = None,
     ) -> SeparableSumFactorization:
+        """Solve by the Woodbury identity (whitened by ``variances``, noise 1)."""
+        scale = None if variances is None else inverse_sqrt_noise(variances)
+        noise = 1.0 if variances is not None else float(noise)
+        y = self.y if scale is None else self.y * scale
         wb: WoodburyGrid | CollapsedWoodbury
         if plan.axis is None:
             wb = woodbury_grid(plan.eig, plan.others, noise)
@@ -281,7 +330,7 @@ class SeparableSumRoute:
             rank, form = int(wb.we.shape[1]), f"collapsed on axis {plan.axis}"
         missing = np.flatnonzero(~np.asarray(self.observed))
         schur = missing_schur(wb, missing) if missing.size else None
-        y_rot = wb.rot(self.y)
+        y_rot = wb.rot(y)
         alpha_rot = wb.solve_rot(y_rot[:, None])[:, 0]
         logdet = wb.logdet()
         if schur is not None:
@@ -289,41 +338,53 @@ class SeparableSumRoute:
             logdet += schur.logdet()
         lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * logdet
         lml -= 0.5 * (self.y.size - missing.size) * _budgets.LOG_2PI
+        if variances is not None:
+            lml -= 0.5 * observed_log_noise(variances, missing)
+        o = np.asarray(self.observed, dtype=float)[:, None]
         grad = None
         if dgrams is not None:
             rotated = _rotated_terms(plan, wb, len(grams))
+            iid = noise_free and variances is None
             grad = woodbury_gradient(
-                wb, grams, dgrams, alpha_rot, noise, noise_free, schur, rotated
+                wb, grams, dgrams, alpha_rot, noise, iid, schur, rotated
             )
+            if noise_free and self.noise_axes is not None:
+                white = o[:, 0] * wb.unrot(alpha_rot)
+                grad = np.concatenate(
+                    [grad, woodbury_noise_gradient(wb, white, self.noise_axes, schur)]
+                )
         path = "separable-sum-woodbury" + ("-schur" if schur is not None else "")
         info = SolverInfo(path, int(missing.size))
         info.extra.update(base_term=plan.base, woodbury_rank=rank, woodbury_form=form)
-        if schur is None:
-            return SeparableSumFactorization(
-                self,
-                lambda: wb.unrot(alpha_rot),
-                wb.solve,
-                float(noise),
-                lml,
-                grad,
-                info,
-                wb,
-            )
-        o = np.asarray(self.observed, dtype=float)[:, None]
         sch = schur
 
-        def solve(b: FloatArray) -> FloatArray:
+        def white_solve(b: FloatArray) -> FloatArray:
+            if sch is None:
+                return wb.solve(b)
             b_rot = wb.rot(o * b)
             return o * wb.unrot(wb.solve_rot(b_rot) - sch.correct_rot(b_rot))
 
+        def solve(
+            b: FloatArray,
+        ) -> FloatArray:  # (K + D)^-1 = D^-1/2 (K~ + I)^-1 D^-1/2
+            if scale is None:
+                return white_solve(b)
+            return scale[:, None] * white_solve(scale[:, None] * b)
+
+        def weights() -> FloatArray:
+            alpha = o[:, 0] * wb.unrot(alpha_rot)
+            return alpha if scale is None else scale * alpha
+
         return SeparableSumFactorization(
             self,
-            lambda: o[:, 0] * wb.unrot(alpha_rot),
+            weights,
             solve,
-            float(noise),
+            noise,
             lml,
             grad,
             info,
+            wb if schur is None else None,
+            variances,
         )
 
     def _pcg(  # noqa: PLR0913, PLR0917
@@ -377,6 +438,7 @@ class SeparableSumFactorization(Factorization):
     grad: FloatArray | None
     info: SolverInfo
     woodbury: WoodburyGrid | CollapsedWoodbury | None = None
+    variances: list[FloatArray] | None = None  # per-axis noise (noise_axes)
 
     @property
     def alpha_grid(self) -> FloatArray:
@@ -401,6 +463,11 @@ class SeparableSumFactorization(Factorization):
         wb = self.woodbury
         assert wb is not None
         cross = kernel.term_cross(test.coords, self.route.coords)
+        if self.variances is not None:  # whitened on the training side
+            cross = [
+                [c / np.sqrt(v)[None, :] for c, v in zip(t, self.variances)]
+                for t in cross
+            ]
         rot = [[q.T @ c.T for q, c in zip(wb.eigvecs, term)] for term in cross]
         factors = [p.kernels for p in kernel.products()]
         prior = sum(
@@ -479,7 +546,10 @@ class SeparableSumFactorization(Factorization):
         all_s = np.arange(n_samples)
         f_train = f[np.ix_(*idx_train, all_s)].reshape(-1, n_samples)
         f_test = f[np.ix_(*idx_test, all_s)].reshape(-1, n_samples)
-        eps = np.sqrt(self.noise) * rng.standard_normal(f_train.shape)
+        sd = np.sqrt(self.noise)
+        if self.variances is not None:
+            sd = np.sqrt(kron_outer(self.variances))[:, None]
+        eps = sd * rng.standard_normal(f_train.shape)
         resid = route.y[:, None] - f_train - eps
         weights = self.solve(resid)  # zero-padded on missing cells
         cross = kernel.term_cross(test.coords, route.coords)
@@ -493,6 +563,7 @@ def separable_sum_route(  # noqa: PLR0913, PLR0917 - data, kernel, settings
     options: Any,
     kernel: SeparableSum | None = None,
     state_space: Any = "auto",
+    noise_axes: tuple[int, ...] | None = None,
 ) -> tuple[SeparableSumRoute, str]:
     """Return the route for a ``SeparableSum`` kernel and the reason, or raise.
 
@@ -529,6 +600,7 @@ def separable_sum_route(  # noqa: PLR0913, PLR0917 - data, kernel, settings
         n_probes=options.n_probes,
         seed=options.seed,
         kalman=kalman,
+        noise_axes=noise_axes,
     )
     reason = (
         "a sum of separable kernels: Woodbury on the low-rank terms where exact "

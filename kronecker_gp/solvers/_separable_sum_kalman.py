@@ -314,19 +314,25 @@ def kalman_fit(  # noqa: PLR0913, PLR0917 - the route's data and flags
     y: FloatArray,
     observed: Any,
     axis: int,
-    noise: float,
+    noise: float | FloatArray,
     *,
     eval_gradient: bool,
     noise_free: bool,
+    noise_axes: tuple[int, ...] | None = None,
 ) -> KalmanResult:
     """Return the exact LML, gradient (theta order, then log noise) and weights.
 
-    ``solve`` maps grid columns ``b`` (N, k) to :math:`(K_{oo} + sI)^{-1}
-    b_o`, zero-padded, by the filter's stored gains.
+    ``noise`` is a scalar or the per-cell variances (flat, C order); with
+    ``noise_axes`` the gradient ends with the log-variances of each listed
+    axis' slices (the noise a Kronecker product of per-axis variances)
+    instead of the log noise. ``solve`` maps grid columns ``b`` (N, k) to
+    :math:`(K_{oo} + D)^{-1} b_o`, zero-padded, by the filter's stored gains.
     """
     shape = tuple(len(c) for c in coords)
     order = _series_order(coords, axis)
     series = to_series(np.where(observed, y, np.nan), shape, axis, order)
+    if np.ndim(noise):
+        noise = to_series(np.asarray(noise, dtype=float), shape, axis, order)
     terms = _terms(kernel, coords, axis, eval_gradient)
     res = sum_filter(series, terms, noise, eval_gradient=eval_gradient, weights=True)
     assert res.weights is not None and res.solve is not None
@@ -335,8 +341,17 @@ def kalman_fit(  # noqa: PLR0913, PLR0917 - the route's data and flags
     if eval_gradient:
         assert res.grads is not None
         grad = _theta_order(kernel, axis, res.grads)
-        if noise_free:
+        if noise_free and noise_axes is None:
             grad = np.append(grad, res.noise_grad)
+        elif noise_free:
+            assert res.noise_cell_grad is not None
+            cells = from_series(res.noise_cell_grad, shape, axis, order)
+            cells = cells.reshape(shape)
+            per_axis = [
+                cells.sum(axis=tuple(e for e in range(len(shape)) if e != d))
+                for d in noise_axes
+            ]
+            grad = np.concatenate([grad, *per_axis])
     filter_solve = res.solve
 
     def solve(b: FloatArray) -> FloatArray:
