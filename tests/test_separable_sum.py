@@ -284,9 +284,16 @@ def test_exact_solver_refuses_what_does_not_fit(rng, monkeypatch):
     monkeypatch.setattr(_separable_sum, "WOODBURY_MAX_ENTRIES", 0)
     coords, Y = _grid(rng, (4, 5))
     Y[1, 2] = np.nan
-    gp = KroneckerGP(_kernel2(), noise=NOISE, optimizer=None, solver="exact")
+    gp = KroneckerGP(
+        _kernel2(), noise=NOISE, optimizer=None, solver="exact", state_space=None
+    )
     with pytest.raises(ValueError, match='solver="exact" with a SeparableSum'):
         gp.fit_grid(coords, Y)
+    # a Markov time axis in every term: the filter answers exactly instead
+    gp.set_params(state_space="auto").fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-kalman"
+    gpr, X = _twin(_kernel2(), coords, Y)
+    assert_allclose(gp.predict(X), gpr.predict(X), rtol=EIG_RTOL, atol=1e-10)
 
 
 # -- the CG route ----------------------------------------------------------------------
@@ -415,7 +422,9 @@ def test_many_missing_cells_use_the_padded_estimate(rng, monkeypatch):
     monkeypatch.setattr(_budgets, "EXACT_FLOPS_BUDGET", 0.0)
     coords, Y = _grid(rng, (5, 6))
     Y[rng.random(Y.shape) < 0.2] = np.nan
-    gp = KroneckerGP(_kernel2(), noise=NOISE, optimizer=None, n_probes=128)
+    gp = KroneckerGP(
+        _kernel2(), noise=NOISE, optimizer=None, n_probes=128, state_space=None
+    )
     lml = gp.fit_grid(coords, Y).log_marginal_likelihood_value_  # estimated now
     assert gp.solver_info_.extra["logdet_method"] == "padded"
     gpr, X = _twin(_kernel2(), coords, Y)
@@ -473,3 +482,354 @@ def test_optimised_theta_matches_gaussian_process_regressor(rng):
         rtol=1e-6,
     )
     assert_allclose(gp.kernel_.theta, gpr.kernel_.theta, rtol=1e-3, atol=1e-3)
+
+
+# -- the Kalman route (a Markov time axis in every term) -------------------------------
+def _check_against_twin(gp, kernel, coords, Y, *, cov=True):
+    """LML, gradient, mean, std (and covariance) against the sklearn twin."""
+    gpr, X = _twin(kernel, coords, Y)
+    theta = np.append(gp.kernel_.theta, np.log(NOISE))
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    ref, ref_grad = gpr.log_marginal_likelihood(gpr.kernel_.theta, eval_gradient=True)
+    assert_allclose(lml, ref, rtol=EIG_RTOL)
+    assert_allclose(grad[:-1], ref_grad, rtol=EIG_RTOL, atol=1e-9)
+    assert_allclose(grad[-1], _dense_noise_grad(gpr, NOISE), rtol=EIG_RTOL)
+    assert_allclose(gp.log_marginal_likelihood_value_, ref, rtol=EIG_RTOL)
+    obs = ~np.isnan(Y.reshape(-1))
+    alpha = np.zeros(Y.size)
+    alpha[obs] = gpr.alpha_
+    assert_allclose(gp.alpha_, alpha, rtol=EIG_RTOL, atol=1e-10)
+    mean, std = gp.predict(X, return_std=True)
+    ref_mean, ref_std = gpr.predict(X, return_std=True)
+    assert_allclose(mean, ref_mean, rtol=EIG_RTOL, atol=1e-10)
+    assert_allclose(std, ref_std, rtol=EIG_RTOL, atol=1e-10)
+    if cov:
+        Xt = X[:6] + 0.05
+        _, c = gp.predict(Xt, return_cov=True)
+        assert_allclose(
+            c, gpr.predict(Xt, return_cov=True)[1], rtol=EIG_RTOL, atol=1e-10
+        )
+
+
+@pytest.mark.parametrize(
+    ("kernel", "shape", "state"),
+    [
+        (_kernel2, (5, 9), 1 + 5 * 2),  # the regional term: one state site
+        (_kernel_regional3, (2, 3, 8), 1 + 6 * 2),  # constant over two space axes
+        (_kernel3, (3, 2, 7), 6 * 1 + 6 * 2),  # two terms of full spatial rank
+    ],
+)
+def test_kalman_route_matches_gaussian_process_regressor(rng, kernel, shape, state):
+    coords, Y = _grid(rng, shape)
+    Y[rng.random(shape) < 0.25] = np.nan
+    Y[..., 2] = np.nan  # a time step with one observed cell only
+    Y.reshape(-1, shape[-1])[0, 2] = 1.0
+    Y.reshape(-1, shape[-1])[0, 4:] = np.nan  # a site that stops early
+    axis = len(shape) - 1
+    gp = KroneckerGP(kernel(), noise=NOISE, optimizer=None, state_space=axis)
+    gp.fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-kalman"
+    assert gp.solver_info_.extra["state_dim"] == state
+    assert gp.solver_info_.lml_std_error == 0
+    _check_against_twin(gp, kernel(), coords, Y)
+    # samples through the filter's solves: moments within Monte Carlo error
+    n = 2000
+    draws = gp.sample_grid(coords, n_samples=n, random_state=0).reshape(-1, n)
+    mean, std = gp.predict_grid(coords, return_std=True)
+    mean, std = mean.reshape(-1), std.reshape(-1)
+    assert np.all(np.abs(draws.mean(axis=1) - mean) < 5 * std / np.sqrt(n) + 1e-9)
+    assert_allclose(draws.std(axis=1), std, rtol=0.15)
+
+
+def test_kalman_route_takes_unsorted_times_and_a_complete_grid(rng):
+    coords, Y = _grid(rng, (4, 8))
+    perm = rng.permutation(8)
+    coords[1], Y = coords[1][perm], Y[:, perm]
+    gp = KroneckerGP(_kernel2(), noise=NOISE, optimizer=None, state_space=1)
+    gp.fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-kalman"
+    _check_against_twin(gp, _kernel2(), coords, Y, cov=False)
+    Y[1, 3] = np.nan
+    gp.fit_grid(coords, Y)
+    _check_against_twin(gp, _kernel2(), coords, Y, cov=False)
+
+
+def test_cost_model_takes_the_filter_for_many_missing_cells(rng):
+    # 30 sites x 40 days, 30 % missing: the Schur complement on 360 cells costs
+    # ~1e9 flops, the filter (one regional state + 30 local sites) ~4e7
+    coords, Y = _grid(rng, (30, 40))
+    Y[rng.random(Y.shape) < 0.3] = np.nan
+    gp = KroneckerGP(_kernel2(), noise=NOISE, optimizer=None).fit_grid(coords, Y)
+    info = gp.solver_info_
+    assert info.path == "separable-sum-kalman"
+    assert info.extra["kalman_flops"] < info.extra["schur_flops"]
+    assert "Kalman filter" in info.extra["route_reason"]
+    ref = KroneckerGP(_kernel2(), noise=NOISE, optimizer=None, state_space=None)
+    ref.fit_grid(coords, Y)
+    assert ref.solver_info_.path == "separable-sum-woodbury-schur"
+    theta = np.append(gp.kernel_.theta, np.log(NOISE))
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    ref_lml, ref_grad = ref.log_marginal_likelihood(theta, eval_gradient=True)
+    assert_allclose(lml, ref_lml, rtol=EIG_RTOL)
+    assert_allclose(grad, ref_grad, rtol=EIG_RTOL, atol=1e-8)
+    assert_allclose(
+        gp.predict_grid(coords), ref.predict_grid(coords), rtol=EIG_RTOL, atol=1e-10
+    )
+    # few missing cells: the Schur complement is cheaper, the Woodbury route stays
+    Y = np.where(np.isnan(Y), 0.0, Y)
+    Y[3, 5] = np.nan
+    gp.fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-woodbury-schur"
+
+
+def test_kalman_route_optimum_matches_gaussian_process_regressor(rng):
+    coords, Y = _draw(rng, (5, 8))
+    Y[rng.random(Y.shape) < 0.2] = np.nan
+    gp = KroneckerGP(_kernel2(), noise=NOISE, noise_bounds="fixed", state_space=1)
+    gp.fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-kalman"
+    gpr, _ = _twin(_kernel2(), coords, Y)
+    gpr = GaussianProcessRegressor(_kernel2(), alpha=NOISE).fit(
+        gpr.X_train_, gpr.y_train_
+    )
+    assert_allclose(
+        gp.log_marginal_likelihood_value_, gpr.log_marginal_likelihood_value_, rtol=1e-6
+    )
+    assert_allclose(gp.kernel_.theta, gpr.kernel_.theta, rtol=1e-3, atol=1e-3)
+
+
+def test_kalman_axis_errors_name_state_space(rng):
+    coords, Y = _grid(rng, (4, 5))
+    with pytest.raises(ValueError, match="state_space=0: with a SeparableSum"):
+        KroneckerGP(_kernel2(), optimizer=None, state_space=0).fit_grid(coords, Y)
+    rbf_time = SeparableSum([[ConstantKernel(), RBF()], [RBF(), Matern(nu=0.5)]])
+    with pytest.raises(ValueError, match=r"the axes that qualify here are \[\]"):
+        KroneckerGP(rbf_time, optimizer=None, state_space=1).fit_grid(coords, Y)
+
+
+# -- the sum filter's algebra (linalg) -------------------------------------------------
+def _filter_problem(rng, theta, eval_gradient):
+    """Two terms as state-space models: a 2-site observation map and a full field."""
+    from kronecker_gp.linalg._spacetime_sum import SumTerm
+    from kronecker_gp.solvers._spacetime import time_model
+
+    s = rng.uniform(0, 3, (4, 1))
+    t = np.array([0.0, 0.7, 1.5, 2.0, 3.1, 4.0, 6.5])
+    kt1 = ConstantKernel(1.0) * Matern(2.0, nu=1.5)
+    kt2, ks = Matern(1.0, nu=0.5), RBF(1.0)
+    kt1.theta, kt2.theta, ks.theta = theta[:2], theta[2:3], theta[3:4]
+    c = np.exp(theta[4])
+    g = rng.uniform(0.5, 1.5, (4, 2))  # any fixed map from 2 state sites
+    s1 = c * np.array([[1.0, 0.3], [0.3, 1.0]])
+    k, dk = ks(s, eval_gradient=True)
+    terms = []
+    for space, obs, dspace, kt in [
+        (s1, g, s1[None], kt1),
+        (k, None, np.moveaxis(dk, 2, 0), kt2),
+    ]:
+        model = time_model(kt, t, eval_gradient)
+        terms.append(
+            SumTerm(
+                space=space,
+                A=model["A"],
+                Q=model["Q"],
+                P_inf=model["P_inf"],
+                h=model["H"].reshape(-1),
+                obs=obs,
+                dspace=dspace if eval_gradient else None,
+                dA=model.get("dA"),
+                dQ=model.get("dQ"),
+                dP_inf=model.get("dP_inf"),
+            )
+        )
+    dense = np.kron(g @ s1 @ g.T, kt1(t[:, None])) + np.kron(k, kt2(t[:, None]))
+    return terms, dense
+
+
+def test_sum_filter_matches_dense_algebra(rng):
+    from kronecker_gp.linalg._spacetime_sum import sum_filter
+
+    theta = np.log([1.0, 2.0, 1.0, 1.0, 0.7])
+    Y = rng.standard_normal((4, 7))
+    Y[rng.random(Y.shape) < 0.3] = np.nan
+    Y[:, 3] = np.nan  # a step with no observation: a pure prediction
+    noise = rng.uniform(0.05, 0.2, Y.shape)  # per cell
+    terms, K = _filter_problem(np.random.default_rng(1), theta, True)
+    res = sum_filter(Y, terms, noise, eval_gradient=True, weights=True)
+    o = ~np.isnan(Y.reshape(-1))
+    C = K[np.ix_(o, o)] + np.diag(noise.reshape(-1)[o])
+    v = Y.reshape(-1)[o]
+    dense = -0.5 * (v @ np.linalg.solve(C, v) + np.linalg.slogdet(C)[1])
+    assert_allclose(res.lml, dense - 0.5 * v.size * np.log(2 * np.pi), rtol=1e-10)
+    alpha = np.zeros(Y.size)
+    alpha[o] = np.linalg.solve(C, v)
+    assert_allclose(res.weights.reshape(-1), alpha, rtol=1e-9, atol=1e-11)
+    inv = np.linalg.inv(C)
+    a = inv @ v
+    noise_o = noise.reshape(-1)[o]
+    assert_allclose(res.noise_grad, 0.5 * (a**2 - np.diag(inv)) @ noise_o, rtol=1e-9)
+    cells = np.zeros(Y.size)
+    cells[o] = 0.5 * (a**2 - np.diag(inv)) * noise_o
+    assert_allclose(res.noise_cell_grad.reshape(-1), cells, rtol=1e-9, atol=1e-12)
+
+    def lml(th):
+        return sum_filter(
+            Y, _filter_problem(np.random.default_rng(1), th, False)[0], noise
+        ).lml
+
+    grad = np.concatenate(
+        [res.grads[0][1], res.grads[1][1], res.grads[1][0], res.grads[0][0]]
+    )
+    h = 1e-6
+    fd = [(lml(theta + h * e) - lml(theta - h * e)) / (2 * h) for e in np.eye(5)]
+    assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+
+
+def test_sum_filter_bad_input(rng):
+    from kronecker_gp.linalg._spacetime_sum import sum_filter, sum_filter_cost
+
+    terms, _ = _filter_problem(rng, np.zeros(5), False)
+    Y = rng.standard_normal((4, 7))
+    with pytest.raises(ValueError, match="Y must be 2-D"):
+        sum_filter(Y.reshape(-1), terms, 0.1)
+    with pytest.raises(ValueError, match="A and Q need n_t - 1 = 5 steps"):
+        sum_filter(Y[:, :6], terms, 0.1)
+    with pytest.raises(ValueError, match=r"obs needs one row per site of Y \(3\)"):
+        sum_filter(Y[:3], terms, 0.1)
+    with pytest.raises(ValueError, match="noise must be positive"):
+        sum_filter(Y, terms, -0.1)
+    with pytest.raises(ValueError, match="gradient needs terms"):
+        sum_filter(Y, terms, 0.1, eval_gradient=True)
+    with pytest.raises(ValueError, match="at least one SumTerm"):
+        sum_filter(Y, [], 0.1)
+    assert sum_filter_cost(4, 7, 10) > sum_filter_cost(4, 7, 10, eval_gradient=False)
+
+
+@pytest.mark.parametrize(
+    ("flops", "schur", "cg", "fits", "forced", "missing", "expected"),
+    [
+        (1e9, 2e9, 1e12, True, False, True, True),  # cheaper than the Schur route
+        (3e9, 2e9, 1e12, True, False, True, False),  # dearer: Woodbury-Schur
+        (1e9, 2e9, 1e12, True, False, False, False),  # complete grid: Woodbury
+        (1e9, 2e9, 1e12, True, True, False, True),  # axis named
+        (1e12, 0.0, 3e11, False, False, True, True),  # <= 4x CG: exact preferred
+        (2e12, 0.0, 3e11, False, False, True, False),  # > 4x CG, > budget: CG
+        (3e10, 0.0, 1e9, False, False, True, True),  # within the exact budget
+    ],
+)
+def test_kalman_choice_by_cost(  # noqa: PLR0917 - the table's columns
+    flops, schur, cg, fits, forced, missing, expected
+):
+    from kronecker_gp.solvers._separable_sum_kalman import KalmanChoice
+
+    choice = KalmanChoice(1, flops, schur, cg, fits, 10, forced=forced)
+    observed = np.array([True, not missing])
+    assert choice.preferred(observed) is expected
+    assert ("Schur" in choice.reason(1)) == fits
+
+
+# -- noise varying along axes (noise_axes) ------------------------------------------
+def _dense_axis_noise(kernel, coords, Y, variances, noise_axes):
+    """Dense LML, gradient (kernel, then each noise axis' log-variances), moments."""
+    X = _rows(coords)
+    K, dK = kernel(X, eval_gradient=True)
+    full = [np.ones(len(c)) for c in coords]
+    for d, v in zip(noise_axes, variances):
+        full[d] = v
+    dvec = full[0]
+    for v in full[1:]:
+        dvec = np.kron(dvec, v)
+    o = ~np.isnan(Y.reshape(-1))
+    C = K[np.ix_(o, o)] + np.diag(dvec[o])
+    y = Y.reshape(-1)[o]
+    inv = np.linalg.inv(C)
+    a = inv @ y
+    lml = -0.5 * (y @ a + np.linalg.slogdet(C)[1] + o.sum() * np.log(2 * np.pi))
+    w = np.outer(a, a) - inv
+    grad = [0.5 * np.sum(w * dK[np.ix_(o, o)][:, :, p]) for p in range(dK.shape[2])]
+    cell = np.zeros(Y.size)
+    cell[o] = 0.5 * np.diag(w) * dvec[o]  # d LML / d log D_jj
+    cell = cell.reshape(Y.shape)
+    for d in noise_axes:
+        grad.extend(cell.sum(axis=tuple(e for e in range(Y.ndim) if e != d)))
+    k_xo = K[:, o]
+    return lml, np.array(grad), k_xo @ a, K - k_xo @ inv @ k_xo.T, X
+
+
+@pytest.mark.parametrize(
+    ("kernel", "shape", "noise_axes", "missing", "state_space", "path"),
+    [
+        (_kernel2, (5, 7), (0,), 0.0, None, "separable-sum-woodbury"),
+        (_kernel2, (5, 7), (0, 1), 0.2, None, "separable-sum-woodbury-schur"),
+        (_kernel_full2, (4, 5), (1,), 0.0, None, "separable-sum-woodbury"),
+        (_kernel3, (3, 4, 5), (0, 2), 0.15, None, "separable-sum-woodbury-schur"),
+        (_kernel2, (5, 7), (0, 1), 0.2, 1, "separable-sum-kalman"),
+        (_kernel_regional3, (3, 2, 6), (1,), 0.2, 2, "separable-sum-kalman"),
+    ],
+)
+def test_noise_axes_match_dense_numpy(  # noqa: PLR0917 - the table's columns
+    rng, kernel, shape, noise_axes, missing, state_space, path
+):
+    coords, Y = _grid(rng, shape)
+    Y[rng.random(shape) < missing] = np.nan
+    variances = [rng.uniform(0.05, 0.3, shape[d]) for d in noise_axes]
+    noise = variances[0] if len(noise_axes) == 1 else variances
+    gp = KroneckerGP(
+        kernel(),
+        noise=noise,
+        noise_axes=noise_axes,
+        optimizer=None,
+        state_space=state_space,
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == path
+    # the estimator balances the scale onto the first axis: same products
+    fitted = np.concatenate(gp.noise_)
+    theta = np.concatenate([gp.kernel_.theta, np.log(fitted)])
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    ref, ref_grad, mean, cov, X = _dense_axis_noise(
+        kernel(), coords, Y, gp.noise_, noise_axes
+    )
+    assert_allclose(lml, ref, rtol=EIG_RTOL)
+    assert_allclose(grad, ref_grad, rtol=EIG_RTOL, atol=1e-9)
+    m, sd = gp.predict(X, return_std=True)
+    assert_allclose(m, mean, rtol=EIG_RTOL, atol=1e-10)
+    assert_allclose(sd, np.sqrt(np.diag(cov)), rtol=EIG_RTOL, atol=1e-10)
+    gm, gsd = gp.predict_grid(coords, return_std=True)
+    assert_allclose(gsd.reshape(-1), np.sqrt(np.diag(cov)), rtol=EIG_RTOL, atol=1e-10)
+    _, c = gp.predict(X[:5], return_cov=True)
+    assert_allclose(c, cov[:5, :5], rtol=EIG_RTOL, atol=1e-10)
+    n = 2000
+    draws = gp.sample_grid(coords, n_samples=n, random_state=0).reshape(-1, n)
+    sd_true = np.sqrt(np.maximum(np.diag(cov), 0))
+    assert np.all(np.abs(draws.mean(axis=1) - mean) < 5 * sd_true / np.sqrt(n) + 1e-9)
+    assert_allclose(draws.std(axis=1), sd_true, rtol=0.15)
+
+
+def test_noise_axes_fit_learns_per_site_noise(rng):
+    shape = (6, 30)
+    (sites, days), Y = _draw(rng, shape)
+    loud = np.array([0.05, 0.05, 0.05, 1.0, 1.0, 1.0])  # three noisy sites
+    Y = Y + np.sqrt(loud)[:, None] * rng.standard_normal(shape)
+    start = SeparableSum(
+        [[ConstantKernel(0.5), Matern(1.0, nu=0.5)], [RBF(2.0), Matern(1.0, nu=1.5)]]
+    )
+    gp = KroneckerGP(start, noise=0.3, noise_axes=(0,)).fit_grid([sites, days], Y)
+    assert gp.solver_info_.path == "separable-sum-woodbury"
+    fitted = gp.noise_per_axis_[0]
+    assert fitted[3:].min() > 3 * fitted[:3].max()
+    _, grad = gp.log_marginal_likelihood(gp.theta_, eval_gradient=True)
+    free = ~np.isclose(gp.theta_, gp._bounds()[:, 0]) & ~np.isclose(
+        gp.theta_, gp._bounds()[:, 1]
+    )
+    assert np.all(np.abs(grad[free]) < 1e-2)
+
+
+def test_noise_axes_without_an_exact_method_raise(rng, monkeypatch):
+    from kronecker_gp.solvers import _separable_sum
+
+    monkeypatch.setattr(_separable_sum, "WOODBURY_MAX_ENTRIES", 0)
+    coords, Y = _grid(rng, (4, 5))
+    Y[1, 2] = np.nan
+    gp = KroneckerGP(_kernel2(), noise_axes=(0,), optimizer=None, state_space=None)
+    with pytest.raises(ValueError, match="noise_axes with a SeparableSum needs"):
+        gp.fit_grid(coords, Y)

@@ -70,10 +70,52 @@ def low_rank_factor(w: FloatArray, u: FloatArray) -> FloatArray:
     return np.asarray(u[:, keep] * np.sqrt(np.maximum(w[keep], 0.0)))
 
 
+@dataclass(frozen=True)
+class LowRank:
+    """A square factor given by a root: ``root @ root.T`` (``n x r``)."""
+
+    root: FloatArray
+
+    @property
+    def size(self) -> int:
+        """The factor's side ``n``."""
+        return int(self.root.shape[0])
+
+    def dense(self) -> FloatArray:
+        """Return ``root @ root.T``."""
+        return np.asarray(self.root @ self.root.T)
+
+
+#: A factor of a mode contraction: dense (n, n), diagonal (n,) or low rank.
+Factor = FloatArray | LowRank
+
+
+def factor_size(f: Factor) -> int:
+    """Return the side of a dense, diagonal (1-D) or :class:`LowRank` factor."""
+    return f.size if isinstance(f, LowRank) else int(f.shape[0])
+
+
+def dense_factor(f: Factor) -> FloatArray:
+    """Return a dense, diagonal (1-D) or :class:`LowRank` factor as a matrix."""
+    if isinstance(f, LowRank):
+        return f.dense()
+    return np.diag(f) if f.ndim == 1 else np.asarray(f)
+
+
+def _apply_axis(x: FloatArray, f: Factor, e: int) -> FloatArray:
+    """Multiply axis ``e`` of the grid array ``x`` by the factor ``f``."""
+    if isinstance(f, LowRank):
+        inner = np.tensordot(f.root.T, x, axes=(1, e))
+        return np.moveaxis(np.tensordot(f.root, inner, axes=(1, 0)), 0, e)
+    if f.ndim == 1:
+        return x * f.reshape([-1 if i == e else 1 for i in range(x.ndim)])
+    return np.moveaxis(np.tensordot(f, x, axes=(1, e)), 0, e)
+
+
 def mode_pair_grams(
     a: FloatArray,
     b: FloatArray,
-    mats: Sequence[FloatArray],
+    mats: Sequence[Factor],
     d: int,
     summed: bool = False,
 ) -> FloatArray:
@@ -81,14 +123,17 @@ def mode_pair_grams(
 
     Here :math:`\otimes X` is ``mats`` with ``mats[d]`` replaced by any
     ``X_d``: :math:`a_k^T (\bigotimes_e X_e) b_k = \sum_{ij} (M_k)_{ij}
-    (X_d)_{ij}`. Cost :math:`O(N k \sum_{e \ne d} n_e + N k n_d)`.
+    (X_d)_{ij}`. Cost :math:`O(N k \sum_{e \ne d} c_e + N k n_d)`, ``c_e``
+    the cost per fibre of factor ``e``: ``n_e`` dense, 1 diagonal, ``2 r``
+    low rank.
 
     Parameters
     ----------
     a, b : ndarray of shape (N, k)
         Grid vectors (C order) as columns.
-    mats : sequence of ndarray of shape (n_e, n_e)
-        The other axes' factors (``mats[d]`` only gives the axis' size).
+    mats : sequence of factors
+        The other axes' factors: dense (n_e, n_e), diagonal (n_e,) or
+        :class:`LowRank` (``mats[d]`` only gives the axis' size).
     d : int
         The free axis.
     summed : bool, default=False
@@ -107,18 +152,24 @@ def mode_pair_grams(
     >>> M = mode_pair_grams(a, b, [A, X], 1)
     >>> bool(np.isclose(np.sum(M[0] * X), a[:, 0] @ np.kron(A, X) @ b[:, 0]))
     True
+    >>> D = mode_pair_grams(a, b, [np.diag(A), X], 1)  # a diagonal factor
+    >>> bool(np.allclose(D, mode_pair_grams(a, b, [np.diag(np.diag(A)), X], 1)))
+    True
     """
-    sizes = [int(m.shape[0]) for m in mats]
+    sizes = [factor_size(m) for m in mats]
     n_d = sizes[d]
-    factors = [np.eye(n_d) if e == d else m for e, m in enumerate(mats)]
-    c = kron_matvec(factors, b)
-    pre = int(np.prod(sizes[:d]))
-    post = int(np.prod(sizes[d + 1 :]))
     k = a.shape[1]
-    a4 = a.reshape(pre, n_d, post, k)
-    c4 = c.reshape(pre, n_d, post, k)
-    spec = "piqk,pjqk->ij" if summed else "piqk,pjqk->kij"
-    return np.asarray(np.einsum(spec, a4, c4, optimize=True))
+    c = b.reshape(*sizes, k)
+    for e, f in enumerate(mats):
+        if e != d:
+            c = _apply_axis(c, f, e)
+    a_d = np.moveaxis(a.reshape(*sizes, k), d, 0)
+    c_d = np.moveaxis(c, d, 0)
+    if summed:
+        return np.asarray(a_d.reshape(n_d, -1) @ c_d.reshape(n_d, -1).T)
+    a3 = a_d.reshape(n_d, -1, k)
+    c3 = c_d.reshape(n_d, -1, k)
+    return np.asarray(np.einsum("iqk,jqk->kij", a3, c3, optimize=True))
 
 
 def mode_diag_weights(g: FloatArray, diags: Sequence[FloatArray], d: int) -> FloatArray:

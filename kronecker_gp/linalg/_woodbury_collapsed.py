@@ -17,7 +17,13 @@ import scipy.linalg
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg._identities import kron_matvec, kron_outer
-from kronecker_gp.linalg._separable_sum import mode_diag_weights, mode_pair_grams
+from kronecker_gp.linalg._separable_sum import (
+    Factor,
+    LowRank,
+    dense_factor,
+    mode_diag_weights,
+    mode_pair_grams,
+)
 
 #: Largest (chunk, m_e, post, rank) block of the collapsed form's variances.
 _CHUNK_ENTRIES = 2**22
@@ -46,6 +52,7 @@ class CollapsedWoodbury:
     w: list[FloatArray]  # w[e] is unused (ones)
     we: FloatArray
     cap: FloatArray
+    h_mat: FloatArray  # W C^{-1} W^T (n_e x n_e)
 
     @property
     def _u_factors(self) -> list[FloatArray]:
@@ -56,11 +63,6 @@ class CollapsedWoodbury:
         """``g`` times the rank-one axes' weights (a grid vector)."""
         vecs = [np.ones_like(v) if d == self.axis else v for d, v in enumerate(self.w)]
         return np.asarray(self.g * kron_outer(vecs))
-
-    @property
-    def h_mat(self) -> FloatArray:
-        """``W C^{-1} W^T`` (``n_e x n_e``)."""
-        return np.asarray(self.we @ self.cap_solve(self.we.T))
 
     def rot(self, x: FloatArray) -> FloatArray:
         """Return ``Q^T x``."""
@@ -88,15 +90,23 @@ class CollapsedWoodbury:
         """Return ``log|A|``."""
         return float(-np.sum(np.log(self.g)) + 2.0 * np.sum(np.log(np.diag(self.cap))))
 
-    def trace_matrix(self, mats: Sequence[FloatArray], d: int) -> FloatArray:
-        """Return ``M`` with ``tr(C^{-1} F^T (x)X F) = <M, X_d>`` (see WoodburyGrid)."""
+    def trace_matrix(self, mats: Sequence[Factor], d: int) -> FloatArray:
+        """Return ``M`` with ``tr(C^{-1} F^T (x)X F) = <M, X_d>`` (see WoodburyGrid).
+
+        ``mats`` are the rotated factors, dense, diagonal or low rank
+        (:func:`~kronecker_gp.linalg._separable_sum.mode_pair_grams`).
+        """
         gw = self.gw[:, None]
         e = self.axis
         if d == e:
-            return np.asarray(self.h_mat * mode_pair_grams(gw, gw, mats, e)[0])
+            return np.asarray(self.h_mat * mode_pair_grams(gw, gw, mats, e, True))
         other = list(mats)
-        other[e] = self.h_mat * mats[e]
-        return mode_pair_grams(gw, gw, other, d)[0]
+        f = mats[e]
+        if not isinstance(f, LowRank) and f.ndim == 1:
+            other[e] = np.diag(self.h_mat) * f  # H o diag(f) is diagonal
+        else:
+            other[e] = self.h_mat * dense_factor(f)
+        return mode_pair_grams(gw, gw, other, d, True)
 
     def f_trace(self) -> float:
         """Return ``tr(C^{-1} F^T F)``."""
@@ -191,4 +201,5 @@ def collapsed_woodbury(
     h = mode_diag_weights(g, vecs, axis)
     cap = np.eye(we.shape[1]) + we.T @ (h[:, None] * we)
     chol = scipy.linalg.cholesky(cap, lower=True)
-    return CollapsedWoodbury(eigvecs, eigvals, g, axis, w, we, chol)
+    h_mat = we @ scipy.linalg.cho_solve((chol, True), we.T)
+    return CollapsedWoodbury(eigvecs, eigvals, g, axis, w, we, chol, h_mat)

@@ -795,6 +795,9 @@ default=None
             return
         # a Kalman axis or per-cell noise: only a bound on the condition number
         low = high = self.noise_
+        if self._noise_axes is not None:  # per-axis variances: the cells' range
+            low = float(np.prod([np.min(v) for v in self.noise_]))
+            high = float(np.prod([np.max(v) for v in self.noise_]))
         if cell_noise is not None:
             seen = np.asarray(cell_noise, dtype=float)
             seen = seen[np.isfinite(seen)]

@@ -291,12 +291,9 @@ def _choose_route(
     if missing.all():
         raise ValueError("Y has no observed cell; nothing to fit.")
     if isinstance(kernel, SeparableSum):
-        if noise_axes is not None:
-            raise ValueError(
-                "noise_axes is not taken with a SeparableSum kernel yet; give a "
-                "scalar noise."
-            )
-        route, why = separable_sum_route(grid, y, cell_noise, options)
+        route, why = separable_sum_route(
+            grid, y, cell_noise, options, kernel, state_space, noise_axes
+        )
         return RouteChoice(route, grid, "separable-sum", why)
     known = _separable_cell_noise(
         grid,

@@ -59,9 +59,17 @@ from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.linalg import face_split_matvec, factor_eigh, kron_matvec, kron_outer
 from kronecker_gp.linalg._identities import face_split_rows
 from kronecker_gp.linalg._separable_sum import (
+    Factor,
+    LowRank,
     WoodburyGrid,
     low_rank_factor,
     woodbury_grid,
+)
+from kronecker_gp.linalg._whitening import (
+    inverse_sqrt_noise,
+    noise_vectors,
+    observed_log_noise,
+    whiten_factors,
 )
 from kronecker_gp.linalg._woodbury_collapsed import (
     CollapsedWoodbury,
@@ -69,6 +77,11 @@ from kronecker_gp.linalg._woodbury_collapsed import (
 )
 from kronecker_gp.solvers._posterior import prior_grid_samples, union_axes
 from kronecker_gp.solvers._protocol import Factorization, SolverInfo
+from kronecker_gp.solvers._separable_sum_kalman import (
+    KalmanChoice,
+    kalman_choice,
+    kalman_fit,
+)
 from kronecker_gp.solvers._separable_sum_math import (
     SumSystem,
     TraceProbes,
@@ -76,6 +89,7 @@ from kronecker_gp.solvers._separable_sum_math import (
     pcg_gradient,
     pcg_logdet,
     woodbury_gradient,
+    woodbury_noise_gradient,
 )
 
 #: Largest grid cells x low-rank columns (``N P``) the Woodbury route holds
@@ -97,6 +111,17 @@ class WoodburyPlan:
     axis: int | None
 
 
+def schur_fits(
+    shape: tuple[int, ...], n_terms: int, n_missing: int, method: str
+) -> bool:
+    """Whether the Schur complement on ``n_missing`` cells is within its budgets."""
+    n = int(np.prod(shape))
+    work = 2.0 * n_missing * n * sum(shape) * n_terms
+    return n * n_missing <= WOODBURY_MAX_ENTRIES and (
+        method != "auto" or work <= _budgets.EXACT_FLOPS_BUDGET
+    )
+
+
 def _woodbury_plan(
     grams: list[list[FloatArray]], method: str, n_missing: int
 ) -> WoodburyPlan | None:
@@ -104,31 +129,61 @@ def _woodbury_plan(
     if method == "cg":
         return None
     n = int(np.prod([k.shape[0] for k in grams[0]]))
-    if n_missing:  # n_m complete-grid solves for the Schur complement
-        work = 2.0 * n_missing * n * sum(k.shape[0] for k in grams[0]) * len(grams)
-        if n * n_missing > WOODBURY_MAX_ENTRIES or (
-            method == "auto" and work > _budgets.EXACT_FLOPS_BUDGET
-        ):
-            return None
-    eig = [
-        [factor_eigh(k, f"term {r} factor {d}") for d, k in enumerate(term)]
-        for r, term in enumerate(grams)
-    ]
-    factors = [[low_rank_factor(w, u) for w, u in term] for term in eig]
+    shape = tuple(k.shape[0] for k in grams[0])
+    if n_missing and not schur_fits(shape, len(grams), n_missing, method):
+        return None  # n_m complete-grid solves for the Schur complement
+    eig: dict[tuple[int, int], tuple[FloatArray, FloatArray]] = {}
+    factors = []
+    for r, term in enumerate(grams):
+        row = []
+        for d, k in enumerate(term):
+            if k.size and k.flat[0] >= 0 and np.all(k == k.flat[0]):
+                # a constant factor (ConstantKernel): its root, no eigh
+                row.append(np.full((k.shape[0], 1), np.sqrt(k.flat[0])))
+                continue
+            eig[r, d] = factor_eigh(k, f"term {r} factor {d}")
+            row.append(low_rank_factor(*eig[r, d]))
+        factors.append(row)
     ranks = [int(np.prod([f.shape[1] for f in term])) for term in factors]
     base = int(np.argmax(ranks))
+    base_eig = [
+        eig[base, d] if (base, d) in eig else factor_eigh(k, f"term {base} factor {d}")
+        for d, k in enumerate(grams[base])
+    ]
     others = [f for r, f in enumerate(factors) if r != base]
     if len(others) == 1:
         full = [d for d, f in enumerate(others[0]) if f.shape[1] > 1]
         if len(full) <= 1:  # rank one off one axis: the collapsed form
-            return WoodburyPlan(base, eig[base], others, full[0] if full else 0)
+            return WoodburyPlan(base, base_eig, others, full[0] if full else 0)
     p = sum(ranks) - ranks[base]
     flops = 2.0 * p * n * sum(k.shape[0] for k in grams[0]) * len(grams)
     if n * p > WOODBURY_MAX_ENTRIES or (
         method == "auto" and flops > _budgets.EXACT_FLOPS_BUDGET
     ):
         return None
-    return WoodburyPlan(base, eig[base], others, None)
+    return WoodburyPlan(base, base_eig, others, None)
+
+
+def _rotated_terms(
+    plan: WoodburyPlan, wb: WoodburyGrid | CollapsedWoodbury, n_terms: int
+) -> list[list[Factor]]:
+    """Each term's factors in the base eigenbasis: diagonal (base) or low rank."""
+    out: list[list[Factor]] = []
+    others = iter(plan.others)
+    for r in range(n_terms):
+        if r == plan.base:
+            out.append(list(wb.eigvals))
+        elif isinstance(wb, CollapsedWoodbury):
+            out.append(
+                [
+                    LowRank(wb.we) if d == wb.axis else LowRank(w[:, None])
+                    for d, w in enumerate(wb.w)
+                ]
+            )
+        else:
+            factors = next(others)
+            out.append([LowRank(q.T @ f) for q, f in zip(wb.eigvecs, factors)])
+    return out
 
 
 @dataclass(frozen=True)
@@ -145,6 +200,12 @@ class SeparableSumRoute:
         The training grid's per-axis coordinates.
     method, tol, max_iter, n_probes, seed
         As :class:`~kronecker_gp.solvers.SolverOptions`.
+    kalman : KalmanChoice or None
+        The Markov axis of the Kalman method and its costs, where it applies.
+    noise_axes : tuple of int or None
+        The axes the noise variance varies along (the estimator's
+        ``noise_axes``): ``factorize`` then takes ``noise`` as one variance
+        vector per listed axis, the noise of a cell their product.
     """
 
     y: FloatArray
@@ -156,22 +217,51 @@ class SeparableSumRoute:
     n_probes: int = 32
     seed: int = 0
     cell_noise: None = field(default=None)
+    kalman: KalmanChoice | None = None
+    noise_axes: tuple[int, ...] | None = None
 
     def factorize(
         self,
         kernel: SeparableSum,
-        noise: float,
+        noise: Any,
         *,
         eval_gradient: bool = False,
         noise_free: bool = True,
         need_lml: bool = True,
     ) -> SeparableSumFactorization:
-        """Return the factorisation at these hyperparameters (exact where it can)."""
+        """Return the factorisation at these hyperparameters (exact where it can).
+
+        With ``noise_axes`` the noise is whitened into every term's factors
+        (:math:`D^{-1/2} K^r_d D^{-1/2}` per axis, Rakitsch et al. 2013) for
+        the Woodbury method, or given per cell to the Kalman method; the
+        gradient ends with each noise axis' log-variances.
+        """
+        variances = None
+        if self.noise_axes is not None:
+            shape = tuple(len(c) for c in self.coords)
+            variances = noise_vectors(shape, self.noise_axes, noise)
+        if self.kalman is not None and self.kalman.preferred(self.observed):
+            return self._kalman(kernel, noise, eval_gradient, noise_free, variances)
         pairs = kernel.term_grams(self.coords, eval_gradient=eval_gradient)
         grams = [[g for g, _ in t] for t in pairs] if eval_gradient else pairs
         dgrams = [[dg for _, dg in t] for t in pairs] if eval_gradient else None
+        if variances is not None:  # whitened: noise 1
+            grams = [whiten_factors(t, variances) for t in grams]
+            if dgrams is not None:
+                dgrams = [whiten_factors(t, variances) for t in dgrams]
         missing = np.flatnonzero(~np.asarray(self.observed))
         plan = _woodbury_plan(grams, self.method, missing.size)
+        if plan is None and self.kalman is not None and self.method != "cg":
+            return self._kalman(kernel, noise, eval_gradient, noise_free, variances)
+        if plan is None and variances is not None:
+            raise ValueError(
+                "noise_axes with a SeparableSum needs an exact method: the Woodbury "
+                "identity (all terms but one with low-rank factors, within "
+                f"{WOODBURY_MAX_ENTRIES} entries of grid cells x rank or missing "
+                "cells) or a Markov axis in every term (the Kalman method); "
+                f"neither applies here ({missing.size} missing cells of "
+                f"{self.y.size}). Give a scalar noise (solved by CG)."
+            )
         if plan is None and self.method == "exact":
             raise ValueError(
                 'solver="exact" with a SeparableSum needs all terms but one with '
@@ -181,17 +271,56 @@ class SeparableSumRoute:
                 'Use solver="auto" (preconditioned CG).'
             )
         if plan is not None:
-            return self._woodbury(plan, grams, dgrams, noise, noise_free)
+            return self._woodbury(plan, grams, dgrams, noise, noise_free, variances)
         return self._pcg(grams, dgrams, noise, noise_free, need_lml)
+
+    def _kalman(  # noqa: PLR0913, PLR0917
+        self,
+        kernel: SeparableSum,
+        noise: Any,
+        eval_gradient: bool,
+        noise_free: bool,
+        variances: list[FloatArray] | None = None,
+    ) -> SeparableSumFactorization:
+        """Filter along the Markov axis: exact LML, gradient and weights."""
+        kalman = self.kalman
+        assert kalman is not None
+        res = kalman_fit(
+            kernel,
+            self.coords,
+            self.y,
+            self.observed,
+            kalman.axis,
+            noise if variances is None else kron_outer(variances),
+            eval_gradient=eval_gradient,
+            noise_free=noise_free,
+            noise_axes=self.noise_axes,
+        )
+        info = SolverInfo("separable-sum-kalman", int(np.sum(~self.observed)))
+        info.extra.update(
+            kalman_axis=kalman.axis,
+            state_dim=kalman.state,
+            kalman_flops=kalman.flops,
+            schur_flops=kalman.schur_flops,
+        )
+        scalar = 1.0 if variances is not None else float(noise)
+        return SeparableSumFactorization(
+            self, res.alpha, res.solve, scalar, res.lml, res.grad, info, None, variances
+        )
 
     def _woodbury(  # noqa: PLR0913, PLR0917
         self,
         plan: Any,
         grams: list[list[FloatArray]],
         dgrams: Any,
-        noise: float,
+        noise: Any,
         noise_free: bool,
+        variances: list[FloatArray] | None = None,
     ) -> SeparableSumFactorization:
+        """Solve by the Woodbury identity (whitened by ``variances``, noise 1)."""
+        scale = None if variances is None else inverse_sqrt_noise(variances)
+        noise = 1.0 if variances is not None else float(noise)
+        y = self.y if scale is None else self.y * scale
         wb: WoodburyGrid | CollapsedWoodbury
         if plan.axis is None:
             wb = woodbury_grid(plan.eig, plan.others, noise)
@@ -201,7 +330,7 @@ class SeparableSumRoute:
             rank, form = int(wb.we.shape[1]), f"collapsed on axis {plan.axis}"
         missing = np.flatnonzero(~np.asarray(self.observed))
         schur = missing_schur(wb, missing) if missing.size else None
-        y_rot = wb.rot(self.y)
+        y_rot = wb.rot(y)
         alpha_rot = wb.solve_rot(y_rot[:, None])[:, 0]
         logdet = wb.logdet()
         if schur is not None:
@@ -209,28 +338,53 @@ class SeparableSumRoute:
             logdet += schur.logdet()
         lml = -0.5 * float(y_rot @ alpha_rot) - 0.5 * logdet
         lml -= 0.5 * (self.y.size - missing.size) * _budgets.LOG_2PI
+        if variances is not None:
+            lml -= 0.5 * observed_log_noise(variances, missing)
+        o = np.asarray(self.observed, dtype=float)[:, None]
         grad = None
         if dgrams is not None:
+            rotated = _rotated_terms(plan, wb, len(grams))
+            iid = noise_free and variances is None
             grad = woodbury_gradient(
-                wb, grams, dgrams, alpha_rot, noise, noise_free, schur
+                wb, grams, dgrams, alpha_rot, noise, iid, schur, rotated
             )
+            if noise_free and self.noise_axes is not None:
+                white = o[:, 0] * wb.unrot(alpha_rot)
+                grad = np.concatenate(
+                    [grad, woodbury_noise_gradient(wb, white, self.noise_axes, schur)]
+                )
         path = "separable-sum-woodbury" + ("-schur" if schur is not None else "")
         info = SolverInfo(path, int(missing.size))
         info.extra.update(base_term=plan.base, woodbury_rank=rank, woodbury_form=form)
-        if schur is None:
-            return SeparableSumFactorization(
-                self, wb.unrot(alpha_rot), wb.solve, float(noise), lml, grad, info, wb
-            )
-        o = np.asarray(self.observed, dtype=float)[:, None]
         sch = schur
 
-        def solve(b: FloatArray) -> FloatArray:
+        def white_solve(b: FloatArray) -> FloatArray:
+            if sch is None:
+                return wb.solve(b)
             b_rot = wb.rot(o * b)
             return o * wb.unrot(wb.solve_rot(b_rot) - sch.correct_rot(b_rot))
 
-        alpha = o[:, 0] * wb.unrot(alpha_rot)
+        def solve(
+            b: FloatArray,
+        ) -> FloatArray:  # (K + D)^-1 = D^-1/2 (K~ + I)^-1 D^-1/2
+            if scale is None:
+                return white_solve(b)
+            return scale[:, None] * white_solve(scale[:, None] * b)
+
+        def weights() -> FloatArray:
+            alpha = o[:, 0] * wb.unrot(alpha_rot)
+            return alpha if scale is None else scale * alpha
+
         return SeparableSumFactorization(
-            self, alpha, solve, float(noise), lml, grad, info
+            self,
+            weights,
+            solve,
+            noise,
+            lml,
+            grad,
+            info,
+            wb if schur is None else None,
+            variances,
         )
 
     def _pcg(  # noqa: PLR0913, PLR0917
@@ -277,13 +431,21 @@ class SeparableSumFactorization(Factorization):
     """A separable-sum fit at fixed hyperparameters: weights and a solver."""
 
     route: SeparableSumRoute
-    alpha_grid: FloatArray
+    weights: Any  # alpha on the grid, or a function computing it on first use
     solve: Any  # (N, k) -> A_oo^{-1} zero-padded
     noise: float
     lml: float
     grad: FloatArray | None
     info: SolverInfo
     woodbury: WoodburyGrid | CollapsedWoodbury | None = None
+    variances: list[FloatArray] | None = None  # per-axis noise (noise_axes)
+
+    @property
+    def alpha_grid(self) -> FloatArray:
+        """``(K + noise)^{-1} y`` on the training grid, computed on first use."""
+        if callable(self.weights):  # the search's evaluations never need it
+            self.weights = np.asarray(self.weights())
+        return np.asarray(self.weights)
 
     def alpha(self) -> FloatArray:
         """Return ``(K + noise)^{-1} y`` on the training grid (zero where missing)."""
@@ -301,6 +463,11 @@ class SeparableSumFactorization(Factorization):
         wb = self.woodbury
         assert wb is not None
         cross = kernel.term_cross(test.coords, self.route.coords)
+        if self.variances is not None:  # whitened on the training side
+            cross = [
+                [c / np.sqrt(v)[None, :] for c, v in zip(t, self.variances)]
+                for t in cross
+            ]
         rot = [[q.T @ c.T for q, c in zip(wb.eigvecs, term)] for term in cross]
         factors = [p.kernels for p in kernel.products()]
         prior = sum(
@@ -379,23 +546,50 @@ class SeparableSumFactorization(Factorization):
         all_s = np.arange(n_samples)
         f_train = f[np.ix_(*idx_train, all_s)].reshape(-1, n_samples)
         f_test = f[np.ix_(*idx_test, all_s)].reshape(-1, n_samples)
-        eps = np.sqrt(self.noise) * rng.standard_normal(f_train.shape)
+        sd = np.sqrt(self.noise)
+        if self.variances is not None:
+            sd = np.sqrt(kron_outer(self.variances))[:, None]
+        eps = sd * rng.standard_normal(f_train.shape)
         resid = route.y[:, None] - f_train - eps
         weights = self.solve(resid)  # zero-padded on missing cells
         cross = kernel.term_cross(test.coords, route.coords)
         return np.asarray(f_test + sum(kron_matvec(c, weights) for c in cross))
 
 
-def separable_sum_route(
-    grid: Grid, y: FloatArray, cell_noise: FloatArray | None, options: Any
+def separable_sum_route(  # noqa: PLR0913, PLR0917 - data, kernel, settings
+    grid: Grid,
+    y: FloatArray,
+    cell_noise: FloatArray | None,
+    options: Any,
+    kernel: SeparableSum | None = None,
+    state_space: Any = "auto",
+    noise_axes: tuple[int, ...] | None = None,
 ) -> tuple[SeparableSumRoute, str]:
-    """Return the route for a ``SeparableSum`` kernel and the reason, or raise."""
+    """Return the route for a ``SeparableSum`` kernel and the reason, or raise.
+
+    With ``kernel`` given and a Markov axis in every term (``state_space``
+    as the estimator's), the route may take the Kalman method where it is
+    estimated cheaper than the Schur complement on the missing cells.
+    """
     if cell_noise is not None:
         raise ValueError(
             "noise given per cell is not supported with a SeparableSum kernel; "
             "pass a scalar noise."
         )
     observed = ~np.isnan(y)
+    kalman = None
+    if kernel is not None and options.method != "cg":
+        n_missing = int(np.sum(~observed))
+        kalman = kalman_choice(
+            kernel,
+            list(grid.coords),
+            observed,
+            state_space,
+            schur_fits=schur_fits(
+                grid.shape, kernel.n_terms, n_missing, options.method
+            ),
+            n_probes=options.n_probes,
+        )
     route = SeparableSumRoute(
         np.where(observed, y, 0.0),
         observed,
@@ -405,9 +599,13 @@ def separable_sum_route(
         max_iter=options.max_iter,
         n_probes=options.n_probes,
         seed=options.seed,
+        kalman=kalman,
+        noise_axes=noise_axes,
     )
     reason = (
         "a sum of separable kernels: Woodbury on the low-rank terms where exact "
         "and affordable, else CG preconditioned by the nearest Kronecker product"
     )
+    if kalman is not None and kalman.preferred(observed):
+        reason = kalman.reason(int(np.sum(~observed)))
     return route, reason
