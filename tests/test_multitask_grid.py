@@ -201,8 +201,10 @@ def test_rows_beyond_max_missing_go_to_the_grid_model():
         )
 
 
-def test_fit_grid_lmc_estimate_within_its_error():
+@pytest.mark.parametrize("task_noise", ["shared", "per_task"])
+def test_fit_grid_lmc_estimate_within_its_error(task_noise):
     x, s, Y = _data(seed=5, missing=0.2, shape=(6, 8))
+    noise = 0.05 if task_noise == "shared" else np.array([0.02, 0.05, 0.1])
     kernels = [[RBF(0.5), RBF(1.0)], [RBF(2.0), Matern(0.5, nu=0.5)]]
     tasks = [
         CoregionalizationKernel(T, W=[1.0, 0.5, -0.3], kappa=0.05),
@@ -213,12 +215,13 @@ def test_fit_grid_lmc_estimate_within_its_error():
         task_kernel=tasks,
         model="lmc",
         n_latent=2,
-        task_noise="shared",
-        noise=0.05,
+        task_noise=task_noise,
+        noise=noise,
         optimizer=None,
         random_state=0,
     ).fit_grid([x, s], Y)
     assert gp.grid_gp_.solver_info_.path.startswith("separable-sum")
+    assert_allclose(gp.noise_, noise * np.ones(T), rtol=1e-12)
     b = [k(np.arange(T, dtype=float)[:, None]) for k in gp.task_kernels_]
     cov = sum(
         np.kron(bq, np.kron(k[0](x[:, None]), k[1](s[:, None])))
@@ -227,7 +230,7 @@ def test_fit_grid_lmc_estimate_within_its_error():
             [[gp.kernels_[q].kernels[0], gp.kernels_[q].kernels[1]] for q in range(2)],
         )
     )
-    c = cov + 0.05 * np.eye(cov.shape[0])
+    c = cov + np.diag(np.repeat(noise * np.ones(T), x.size * s.size))
     y = np.moveaxis(Y, -1, 0).ravel()
     obs = ~np.isnan(y)
     want = _dense_lml(c, obs, y)

@@ -824,12 +824,42 @@ def test_noise_axes_fit_learns_per_site_noise(rng):
     assert np.all(np.abs(grad[free]) < 1e-2)
 
 
-def test_noise_axes_without_an_exact_method_raise(rng, monkeypatch):
+@pytest.mark.parametrize(("noise_axes", "missing"), [((0,), 0.0), ((0, 1), 0.2)])
+def test_noise_axes_on_the_cg_route_match_dense_numpy(
+    rng, monkeypatch, noise_axes, missing
+):
+    """No exact method: CG on the whitened system, its estimates within their errors."""
     from kronecker_gp.solvers import _separable_sum
 
     monkeypatch.setattr(_separable_sum, "WOODBURY_MAX_ENTRIES", 0)
-    coords, Y = _grid(rng, (4, 5))
-    Y[1, 2] = np.nan
-    gp = KroneckerGP(_kernel2(), noise_axes=(0,), optimizer=None, state_space=None)
-    with pytest.raises(ValueError, match="noise_axes with a SeparableSum needs"):
-        gp.fit_grid(coords, Y)
+    shape = (4, 6)
+    coords, Y = _grid(rng, shape)
+    Y[rng.random(shape) < missing] = np.nan
+    variances = [rng.uniform(0.05, 0.3, shape[d]) for d in noise_axes]
+    noise = variances[0] if len(noise_axes) == 1 else variances
+    gp = KroneckerGP(
+        _kernel_full2(),
+        noise=noise,
+        noise_axes=noise_axes,
+        optimizer=None,
+        state_space=None,
+        n_probes=2048,
+        cg_tol=1e-12,
+    ).fit_grid(coords, Y)
+    assert gp.solver_info_.path == "separable-sum-cg"
+    theta = np.concatenate([gp.kernel_.theta, np.log(np.concatenate(gp.noise_))])
+    lml, grad = gp.log_marginal_likelihood(theta, eval_gradient=True)
+    ref, ref_grad, mean, cov, X = _dense_axis_noise(
+        _kernel_full2(), coords, Y, gp.noise_, noise_axes
+    )
+    fact = gp._fact.route.factorize(gp.kernel_, gp.noise_, eval_gradient=True)
+    assert_allclose([fact.lml, *fact.grad], [lml, *grad], rtol=1e-10)
+    assert abs(lml - ref) <= 5 * fact.info.lml_std_error + 1e-8 * abs(ref)
+    se = fact.info.extra["grad_std_error"]
+    assert grad.shape == ref_grad.shape
+    assert np.all(np.abs(grad - ref_grad) <= 5 * se + 1e-6)
+    m, sd = gp.predict(X, return_std=True)
+    assert_allclose(m, mean, rtol=1e-8, atol=1e-9)
+    assert_allclose(sd, np.sqrt(np.diag(cov)), rtol=1e-7, atol=1e-9)
+    gm = gp.predict_grid(coords)
+    assert_allclose(gm.reshape(-1), mean, rtol=1e-8, atol=1e-9)

@@ -738,9 +738,10 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         with one kernel per grid axis, or with ``model="lmc"`` a list of
         ``n_latent`` such lists; one kernel is accepted for a one-axis grid.
         With ``normalize_y`` each task is standardised over its observed
-        cells. ``task_noise="per_task"`` with ``model="lmc"`` needs the
-        per-axis noise of a ``SeparableSum``, which KroneckerGP states when it
-        is not available.
+        cells. With ``model="lmc"`` and ``task_noise="per_task"`` the
+        per-task noise is whitened into every term's task factor
+        (``noise_axes=(0,)`` of the ``SeparableSum``), so the CG route and its
+        estimates (LML and gradient with their standard errors) cover it.
 
         Examples
         --------

@@ -88,6 +88,7 @@ from kronecker_gp.solvers._separable_sum_math import (
     missing_schur,
     pcg_gradient,
     pcg_logdet,
+    pcg_noise_axes_gradient,
     woodbury_gradient,
     woodbury_noise_gradient,
 )
@@ -253,15 +254,6 @@ class SeparableSumRoute:
         plan = _woodbury_plan(grams, self.method, missing.size)
         if plan is None and self.kalman is not None and self.method != "cg":
             return self._kalman(kernel, noise, eval_gradient, noise_free, variances)
-        if plan is None and variances is not None:
-            raise ValueError(
-                "noise_axes with a SeparableSum needs an exact method: the Woodbury "
-                "identity (all terms but one with low-rank factors, within "
-                f"{WOODBURY_MAX_ENTRIES} entries of grid cells x rank or missing "
-                "cells) or a Markov axis in every term (the Kalman method); "
-                f"neither applies here ({missing.size} missing cells of "
-                f"{self.y.size}). Give a scalar noise (solved by CG)."
-            )
         if plan is None and self.method == "exact":
             raise ValueError(
                 'solver="exact" with a SeparableSum needs all terms but one with '
@@ -272,7 +264,7 @@ class SeparableSumRoute:
             )
         if plan is not None:
             return self._woodbury(plan, grams, dgrams, noise, noise_free, variances)
-        return self._pcg(grams, dgrams, noise, noise_free, need_lml)
+        return self._pcg(grams, dgrams, noise, noise_free, need_lml, variances)
 
     def _kalman(  # noqa: PLR0913, PLR0917
         self,
@@ -391,15 +383,21 @@ class SeparableSumRoute:
         self,
         grams: list[list[FloatArray]],
         dgrams: Any,
-        noise: float,
+        noise: Any,
         noise_free: bool,
         need_lml: bool,
+        variances: list[FloatArray] | None = None,
     ) -> SeparableSumFactorization:
+        """Solve by CG (whitened by ``variances``, noise 1, when given)."""
+        scale = None if variances is None else inverse_sqrt_noise(variances)
+        noise = 1.0 if variances is not None else float(noise)
+        y = self.y if scale is None else self.y * scale
         system = SumSystem(
             grams, noise, self.observed, tol=self.tol, max_iter=self.max_iter
         )
-        alpha = system.solve(self.y[:, None])[:, 0]
-        n_missing = int(np.sum(~np.asarray(self.observed)))
+        alpha = system.solve(y[:, None])[:, 0]
+        missing = np.flatnonzero(~np.asarray(self.observed))
+        n_missing = int(missing.size)
         info = SolverInfo("separable-sum-cg", n_missing)
         info.extra["preconditioner_weights"] = [w.tolist() for w in system.weights]
         lml, grad = np.nan, None
@@ -412,17 +410,35 @@ class SeparableSumRoute:
             )
             info.extra["logdet_method"] = how
             n_obs = self.y.size - n_missing
-            lml = -0.5 * float(self.y @ alpha) - 0.5 * logdet
+            lml = -0.5 * float(y @ alpha) - 0.5 * logdet
             lml -= 0.5 * n_obs * _budgets.LOG_2PI
+            if variances is not None:
+                lml -= 0.5 * observed_log_noise(variances, missing)
             info.lml_std_error = 0.5 * std
             info.extra["lanczos_steps"] = used
             if dgrams is not None:
                 traces = TraceProbes(system, probes, solves)
-                grad, err = pcg_gradient(system, traces, dgrams, alpha, noise_free)
+                iid = noise_free and variances is None
+                grad, err = pcg_gradient(system, traces, dgrams, alpha, iid)
+                if noise_free and variances is not None:
+                    shape = tuple(len(c) for c in self.coords)
+                    g_n, e_n = pcg_noise_axes_gradient(
+                        system, traces, alpha, shape, self.noise_axes or ()
+                    )
+                    grad = np.concatenate([grad, g_n])
+                    err = np.concatenate([err, e_n])
                 info.extra["grad_std_error"] = err
         info.iterations, info.residual = system.iterations, system.residual
+        solve = system.solve
+        if scale is not None:
+            white_solve, sc = system.solve, scale
+
+            def solve(b: FloatArray) -> FloatArray:  # D^-1/2 (K~ + I)^-1 D^-1/2
+                return sc[:, None] * white_solve(sc[:, None] * b)
+
+            alpha = sc * alpha
         return SeparableSumFactorization(
-            self, alpha, system.solve, float(noise), lml, grad, info
+            self, alpha, solve, noise, lml, grad, info, None, variances
         )
 
 

@@ -349,7 +349,7 @@ def kalman_fit(  # noqa: PLR0913, PLR0917 - the route's data and flags
             cells = cells.reshape(shape)
             per_axis = [
                 cells.sum(axis=tuple(e for e in range(len(shape)) if e != d))
-                for d in noise_axes
+                for d in noise_axes or ()
             ]
             grad = np.concatenate([grad, *per_axis])
     filter_solve = res.solve
