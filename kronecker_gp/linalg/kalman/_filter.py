@@ -415,7 +415,6 @@ def smoother_moments(
     d, h = tab.A.shape[1], tab.h
     lam, big = np.zeros((n_s, n_r, d)), np.zeros((n_s, d, d))
     beta, glg = np.empty((n, n_s, n_r)), np.empty((n, n_s))
-    hh = np.outer(h, h)
     for k in range(n - 1, -1, -1):
         g, s = fs.g[k], fs.s[k]
         if obs is None or obs[k]:
@@ -424,13 +423,15 @@ def smoother_moments(
             gain = (w / s)[:, None] * g
             lk = np.einsum("sij,sj->si", big, gain)
             quad = np.einsum("si,si->s", gain, lk) + 1.0 / s
-            big = big - h * lk[:, :, None] - lk[:, None, :] * h[:, None]
-            big = big + quad[:, None, None] * hh
+            # - lk h^T - h lk^T + quad h h^T = m h^T + h m^T, m = quad h / 2 - lk
+            m = 0.5 * quad[:, None] * h - lk
+            big = big + m[:, :, None] * h + h[:, None] * m[:, None, :]
         glg[k] = np.einsum("si,sij,sj->s", g, big, g)
         beta[k] = np.einsum("srd,sd->sr", lam, g)
         a = tab.A[tab.idx[k]]
         lam = (lam.reshape(-1, d) @ a).reshape(n_s, n_r, d)
-        big = a.T @ big @ a
+        # A^T B A for every series as two GEMMs (B symmetric), not S small matmuls
+        big = np.tensordot((big.reshape(-1, d) @ a).reshape(n_s, d, d), a, (1, 0))
     var = w * ((fs.g @ h) - w * glg)
     return fs.hmu + beta, hdh + glg, var
 
