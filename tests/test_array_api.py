@@ -10,6 +10,11 @@ builds agree to rounding), float32 to the accuracy stated in
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import array_api_strict
 import numpy as np
 import pytest
@@ -252,3 +257,21 @@ def test_non_real_targets_raise_type_error(rng, dispatch):
     coords, Y = _problem(rng)
     with pytest.raises(TypeError, match="Y must hold real numbers"):
         _gp().fit_grid(coords, array_api_strict.asarray(Y > 0))
+
+
+# -------------------------------------------------------------- benchmark
+def test_gpu_benchmark_skips_cleanly_without_a_gpu(tmp_path):
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_gpu.py"
+    out = tmp_path / "gpu.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # hide any GPU
+    proc = subprocess.run(
+        [sys.executable, str(script), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no CUDA device: skipped" in proc.stdout
+    assert "no CUDA device: skipped" in out.read_text()
