@@ -141,7 +141,8 @@ def _vdot(xp: Any, a: FloatArray, b: FloatArray) -> float:
     """Return ``sum(a * b)`` over every entry, as a Python float."""
     if xp is np:
         return float(np.vdot(a, b))
-    return float(xp.sum(a * b))
+    # one fused reduction, no grid-sized temporary
+    return float(xp.vecdot(xp.reshape(a, (-1,)), xp.reshape(b, (-1,))))
 
 
 def grid_eigen(

@@ -168,7 +168,7 @@ def check_array_api_grid(
             f"axes={axes!r} does not match the coords' column blocks {blocks}; "
             "leave axes=None with fit_grid."
         )
-    y = xp.reshape(xp.astype(Y, float_dtype(Y)), (-1,))
+    y = xp.reshape(xp.astype(Y, float_dtype(Y), copy=False), (-1,))
     return grid, y, blocks
 
 
