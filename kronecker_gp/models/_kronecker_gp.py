@@ -444,7 +444,12 @@ default=None
             (``grid_`` holds the kept coordinates); the other missing cells
             are handled exactly by the Schur-complement solver (see
             ``solver``). A last axis holds several targets (see
-            ``n_targets``); each may miss its own cells.
+            ``n_targets``); each may miss its own cells. Under scikit-learn's
+            ``array_api_dispatch`` a non-NumPy ``Y`` (PyTorch, CuPy,
+            ``array_api_strict``; complete grid, one target, scalar noise) is
+            fitted in its namespace and on its device, float32 staying float32
+            (``solver_info_.extra`` says so); ``alpha_``, ``predict``,
+            ``predict_grid`` and ``sample_grid`` then return arrays there.
 
         Returns
         -------
