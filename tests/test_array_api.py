@@ -33,22 +33,33 @@ from kronecker_gp.linalg import (
 from kronecker_gp.solvers._eigen import FLOAT32_NOTE
 from kronecker_gp.testing import EXACT_RTOL, assert_allclose
 
-NAMESPACES = ["array_api_strict", "torch"]
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+#: On a machine with a CUDA device, every test also runs on it.
+NAMESPACES = ["array_api_strict", "torch", *(["torch-cuda"] if _has_cuda() else [])]
 
 
 class Namespace:
     """Conversions to and from one array library, float64 or float32."""
 
     def __init__(self, name: str, dtype: str = "float64") -> None:
-        if name == "torch":
+        if name.startswith("torch"):
             self.lib = pytest.importorskip("torch")
         else:
             self.lib = array_api_strict
         self.name = name
         self.dtype = getattr(self.lib, dtype)
+        self.device = {"device": "cuda"} if name == "torch-cuda" else {}
 
     def __call__(self, a):
-        return self.lib.asarray(np.asarray(a), dtype=self.dtype)
+        return self.lib.asarray(np.asarray(a), dtype=self.dtype, **self.device)
 
     def owns(self, a) -> bool:
         return namespace(a) is not np and type(a) is type(self(np.zeros(1)))
@@ -209,6 +220,8 @@ def test_numpy_input_under_dispatch_is_the_numpy_path(rng, dispatch):
 
 
 def test_without_dispatch_other_arrays_go_through_numpy(xp, rng):
+    if xp.name == "torch-cuda":
+        xp = Namespace("torch")  # without dispatch a CUDA tensor is not converted
     coords, Y = _problem(rng)
     gp = _gp(optimizer=None).fit_grid(coords, xp(Y))
     ref = _gp(optimizer=None).fit_grid(coords, Y)
