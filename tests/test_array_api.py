@@ -288,3 +288,12 @@ def test_gpu_benchmark_skips_cleanly_without_a_gpu(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "no CUDA device: skipped" in proc.stdout
     assert "no CUDA device: skipped" in out.read_text()
+
+
+def test_mixed_namespaces_raise(rng):
+    torch = pytest.importorskip("torch")
+    a = array_api_strict.asarray(rng.random(3))
+    with pytest.raises(TypeError, match="several namespaces"):
+        kron_matvec([a[:, None] * a], torch.asarray(rng.random(3)))
+    assert namespace(np.ones(2), [1.0]) is np
+    assert to_numpy(a).dtype == np.float64
