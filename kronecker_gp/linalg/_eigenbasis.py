@@ -16,14 +16,23 @@ References
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from kronecker_gp import _budgets
+from kronecker_gp._array_api import device, like, namespace, to_numpy
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
+from kronecker_gp.linalg import (
+    face_split_gram,
+    face_split_matvec,
+    kron_eigh,
+    kron_matvec,
+    kron_outer,
+)
 
 _LOG_2PI = _budgets.LOG_2PI
 
@@ -34,6 +43,9 @@ class GridPosterior:
 
     Attributes
     ----------
+    All arrays live in one array namespace (NumPy, or the data's under
+    scikit-learn's ``array_api_dispatch``, e.g. PyTorch on a GPU).
+
     eigvals : list of ndarray of shape (n_d,)
         Per-factor eigenvalues (clipped at zero).
     eigvecs : list of ndarray of shape (n_d, n_d)
@@ -56,7 +68,12 @@ class GridPosterior:
     @property
     def shape(self) -> tuple[int, ...]:
         """The grid shape."""
-        return tuple(int(w.size) for w in self.eigvals)
+        return tuple(int(w.shape[0]) for w in self.eigvals)
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace of the factorisation."""
+        return namespace(self.inv_lam)
 
     @property
     def n_targets(self) -> int:
@@ -72,6 +89,10 @@ class GridPosterior:
         rot = kron_matvec([u.T for u in self.eigvecs], b)
         rot = rot * (self.inv_lam if rot.ndim == 1 else self.inv_lam[:, None])
         return kron_matvec(self.eigvecs, rot)
+
+    def rotate(self, b: FloatArray) -> FloatArray:
+        """Return ``U^T b`` for a flat grid vector or columns."""
+        return kron_matvec([u.T for u in self.eigvecs], b)
 
 
 def factorize(
@@ -97,37 +118,162 @@ def factorize(
         :math:`-\tfrac12 y^T (K+sI)^{-1} y - \tfrac12 \log|K+sI|
         - \tfrac N2 \log 2\pi`, summed over the targets.
 
-    Notes
-    -----
+    The computation runs in the namespace of ``y`` (NumPy, or e.g. PyTorch
+    on a GPU): the small ``grams`` are moved there first, and every
+    grid-sized array stays there.
+
     Cost :math:`O(\sum_d n_d^3 + T N \sum_d n_d)` for ``T`` targets: the
     eigendecompositions are shared, the rotations are one batched product.
     """
-    post = grid_eigen(grams, noise)
-    y_rot = kron_matvec([u.T for u in post.eigvecs], y)
+    post = grid_eigen([like(g, y, dtype="float64") for g in grams], noise, y.dtype)
+    y_rot = post.rotate(y)
     inv_lam = post.inv_lam if y_rot.ndim == 1 else post.inv_lam[:, None]
     alpha_rot = y_rot * inv_lam
     n_targets = 1 if y_rot.ndim == 1 else y_rot.shape[1]
-    lml = -0.5 * float(np.vdot(y_rot, alpha_rot))
-    lml += 0.5 * n_targets * float(np.sum(np.log(post.inv_lam)))
-    lml -= 0.5 * y.size * _LOG_2PI
+    xp = post.xp
+    lml = -0.5 * _vdot(xp, y_rot, alpha_rot)
+    lml += 0.5 * n_targets * float(xp.sum(xp.log(post.inv_lam)))
+    lml -= 0.5 * int(np.prod(y.shape)) * _LOG_2PI
     return replace(post, alpha_rot=alpha_rot), lml
 
 
-def grid_eigen(grams: Sequence[FloatArray], noise: float) -> GridPosterior:
-    """Eigendecompose the factors; the returned weights are zero (no data yet)."""
+def _vdot(xp: Any, a: FloatArray, b: FloatArray) -> float:
+    """Return ``sum(a * b)`` over every entry, as a Python float."""
+    if xp is np:
+        return float(np.vdot(a, b))
+    # one fused reduction, no grid-sized temporary
+    return float(xp.vecdot(xp.reshape(a, (-1,)), xp.reshape(b, (-1,))))
+
+
+def grid_eigen(
+    grams: Sequence[FloatArray], noise: float, dtype: Any = None
+) -> GridPosterior:
+    """Eigendecompose the factors; the returned weights are zero (no data yet).
+
+    The factors' namespace (NumPy, or the data's) is kept. With ``dtype``
+    (float32 data in a non-NumPy namespace) the eigenpairs, computed in the
+    grams' float64, are cast to it: only the grid-sized work runs in float32.
+    """
     ws, us = kron_eigh(grams)
+    xp = namespace(*ws)
+    if dtype is not None and xp is not np and dtype != ws[0].dtype:
+        ws = [xp.astype(w, dtype) for w in ws]
+        us = [xp.astype(u, dtype) for u in us]
     inv_lam = 1.0 / (kron_outer(ws) + noise)
-    return GridPosterior(ws, us, float(noise), inv_lam, np.zeros_like(inv_lam))
+    return GridPosterior(ws, us, float(noise), inv_lam, xp.zeros_like(inv_lam))
+
+
+def clip_variance(var: FloatArray) -> FloatArray:
+    """Set tiny negative variances (round-off) to zero, warning as sklearn does."""
+    xp = namespace(var)
+    if bool(xp.any(var < 0)):
+        warnings.warn(
+            "Predicted variances smaller than 0; setting those variances to 0.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        var = xp.where(var < 0, xp.zeros_like(var), var)
+    return var
+
+
+def grid_moments(
+    post: GridPosterior, v: Sequence[FloatArray], prior_diag: FloatArray | None
+) -> tuple[FloatArray, FloatArray | None]:
+    r"""Posterior mean and variance on a test grid, by mode products.
+
+    Parameters
+    ----------
+    post : GridPosterior
+        The training factorisation.
+    v : sequence of ndarray of shape (m_d, n_d)
+        Rotated per-axis cross-covariances :math:`V_d = K_{*d} U_d`, in the
+        factorisation's namespace.
+    prior_diag : ndarray of shape (M,) or None
+        Prior variances on the test grid (flat); None skips the variance.
+
+    Returns
+    -------
+    mean : ndarray of shape (M,) or (M, n_targets)
+        One column per target where ``post`` holds several.
+    var : ndarray of shape (M,) or None
+        Shared by every target; round-off below zero is clipped.
+
+    Notes
+    -----
+    The mean is :math:`(\bigotimes V_d) \tilde a` and the variance
+    reduction :math:`(\bigotimes V_d \circ V_d) (\lambda + s)^{-1}`: cost
+    :math:`O(M \sum_d n_d)` after the :math:`O(\sum_d m_d n_d^2)` rotations.
+    """
+    mean = kron_matvec(v, post.alpha_rot)
+    if prior_diag is None:
+        return mean, None
+    reduction = kron_matvec([x * x for x in v], post.inv_lam)
+    return mean, clip_variance(prior_diag - reduction)
+
+
+def point_moments(
+    post: GridPosterior,
+    v: Sequence[FloatArray],
+    prior: FloatArray | None,
+    *,
+    full_cov: bool,
+) -> tuple[FloatArray, FloatArray | None]:
+    r"""Posterior mean and variance (or covariance) at scattered points.
+
+    Parameters
+    ----------
+    post : GridPosterior
+        The training factorisation.
+    v : sequence of ndarray of shape (M, n_d)
+        Rotated per-axis cross-covariances :math:`V_d = K_{*d} U_d`; row
+        ``i`` of the point's rotated cross-covariance is
+        ``kron(v_1[i], ..., v_D[i])``.
+    prior : ndarray of shape (M,) or (M, M) or None
+        Prior variances (or covariance if ``full_cov``).
+    full_cov : bool
+        Return the full posterior covariance.
+
+    Returns
+    -------
+    mean : ndarray of shape (M,) or (M, n_targets)
+    var_or_cov : ndarray of shape (M,) or (M, M), or None
+        Shared by every target.
+
+    Notes
+    -----
+    Cost :math:`O(M N)` for mean and variance, :math:`O(M^2 N)` for the
+    covariance; never an :math:`N \times N` array.
+    """
+    xp = post.xp
+    if post.alpha_rot.ndim == 1:
+        mean = face_split_matvec(v, post.alpha_rot)
+    else:  # several targets: one mean column each, the variance is shared
+        cols = [
+            face_split_matvec(v, post.alpha_rot[:, t]) for t in range(post.n_targets)
+        ]
+        mean = xp.stack(cols, axis=1)
+    if prior is None:
+        return mean, None
+    if full_cov:
+        cov = prior - face_split_gram(v, post.inv_lam)
+        return mean, 0.5 * (cov + cov.T)
+    reduction = face_split_matvec([x * x for x in v], post.inv_lam)
+    return mean, clip_variance(prior - reduction)
 
 
 def _weights_except(eigvals: Sequence[FloatArray], d: int) -> FloatArray:
     """Outer product of all factors' eigenvalues but ``d`` (ones on axis d)."""
-    shape = [w.size for w in eigvals]
-    out = np.ones([1 if e == d else n for e, n in enumerate(shape)])
+    xp = namespace(*eigvals)
+    shape = [int(w.shape[0]) for w in eigvals]
+    out: Any = 1.0
     for e, w in enumerate(eigvals):
         if e != d:
-            out = out * w.reshape([-1 if k == e else 1 for k in range(len(shape))])
-    return out
+            axes = tuple(-1 if k == e else 1 for k in range(len(shape)))
+            out = out * xp.reshape(w, axes)
+    if isinstance(out, float):  # one axis: nothing to multiply
+        ones = xp.ones_like(eigvals[d])
+        return xp.reshape(ones[:1], tuple(1 for _ in shape))
+    return xp.reshape(out, tuple(1 if e == d else n for e, n in enumerate(shape)))
 
 
 def mode_gram(
@@ -149,13 +295,28 @@ def mode_gram(
     ndarray of shape (n_d, n_d)
         The weighted mode-``d`` cross Gram; one GEMM of :math:`O(N k n_d)`.
     """
-    shape = [w.size for w in eigvals]
+    xp = namespace(a, b)
+    shape = tuple(int(w.shape[0]) for w in eigvals)
     w_rest = _weights_except(eigvals, d)
-    k = 1 if a.ndim == 1 else a.shape[1]
-    w_rest = w_rest.reshape(*w_rest.shape, 1)
-    a_g = np.moveaxis(a.reshape(*shape, k), d, 0).reshape(shape[d], -1)
-    b_g = np.moveaxis(b.reshape(*shape, k) * w_rest, d, 0).reshape(shape[d], -1)
-    return np.asarray(a_g @ b_g.T)
+    k = 1 if a.ndim == 1 else int(a.shape[1])
+    w_rest = xp.reshape(w_rest, (*w_rest.shape, 1))
+    a_g = _unfold(xp, xp.reshape(a, (*shape, k)), d)
+    b_g = _unfold(xp, xp.reshape(b, (*shape, k)) * w_rest, d)
+    return a_g @ b_g.T
+
+
+def _unfold(xp: Any, grid: FloatArray, d: int) -> FloatArray:
+    """Return the mode-``d`` unfolding ``(n_d, rest)`` of a grid array."""
+    return xp.reshape(xp.moveaxis(grid, d, 0), (int(grid.shape[d]), -1))
+
+
+def _minus_diagonal(xp: Any, inner: FloatArray, h: FloatArray) -> FloatArray:
+    """Return ``inner - diag(h)`` (in place for NumPy)."""
+    if xp is np:
+        inner[np.diag_indices_from(inner)] -= h
+        return inner
+    n = int(inner.shape[0])
+    return inner - xp.eye(n, dtype=inner.dtype, device=device(inner)) * h[:, None]
 
 
 @dataclass(frozen=True)
@@ -208,30 +369,29 @@ def factor_gradient_matrix(
     GEMMs, which is cheaper. Each hyperparameter of the factor then costs
     :math:`O(n_d^2)`.
     """
+    xp = post.xp
     shape = post.shape
     others = tuple(e for e in range(len(shape)) if e != d)
+    inv_lam = xp.reshape(post.inv_lam, shape)
     if correction is None:
         # W_{-d} >= 0 (clipped eigenvalues), h >= 0: both terms are Gram matrices
         w_rest = _weights_except(post.eigvals, d)
-        a = post.alpha_rot.reshape(*shape, -1) * np.sqrt(w_rest)[..., None]
-        a_d = np.moveaxis(a, d, 0).reshape(shape[d], -1)
+        a = xp.reshape(post.alpha_rot, (*shape, -1)) * xp.sqrt(w_rest)[..., None]
+        a_d = _unfold(xp, a, d)
         u = post.eigvecs[d]
-        h = post.n_targets * np.sum(post.inv_lam.reshape(shape) * w_rest, axis=others)
+        h = post.n_targets * xp.sum(inv_lam * w_rest, axis=others)
         if a_d.shape[1] > 2 * shape[d]:
             # many columns (several targets, or a short axis): the mode Gram
             # first (one SYRK, n_d N T flops), then two n_d^3 GEMMs, instead
             # of rotating every column (3 n_d N T flops)
-            inner = a_d @ a_d.T
-            inner[np.diag_indices_from(inner)] -= h
+            inner = _minus_diagonal(xp, a_d @ a_d.T, h)
             return 0.5 * (u @ inner @ u.T)
         b = u @ a_d
-        v = u * np.sqrt(h)
+        v = u * xp.sqrt(h)
         return 0.5 * (b @ b.T - v @ v.T)  # b @ b.T dispatches to SYRK
     inner = mode_gram(post.alpha_rot, post.alpha_rot, post.eigvals, d)
-    h = np.sum(
-        post.inv_lam.reshape(shape) * _weights_except(post.eigvals, d), axis=others
-    )
-    inner[np.diag_indices_from(inner)] -= post.n_targets * h
+    h = xp.sum(inv_lam * _weights_except(post.eigvals, d), axis=others)
+    inner = _minus_diagonal(xp, inner, post.n_targets * h)
     if correction is not None:
         c = mode_gram(correction.a, correction.b, post.eigvals, d)
         inner += 0.5 * correction.scale * (c + c.T)
@@ -269,17 +429,19 @@ def lml_gradient(
     For the noise, :math:`\partial K / \partial \log s = sI`, so the entry is
     :math:`\tfrac s2 (\|\alpha\|^2 - \sum_i 1/(\lambda_i + s))`.
     """
+    xp = post.xp
     parts = []
     for d, dk in enumerate(grad_grams):
         if dk.shape[2] == 0:
             continue
-        m = factor_gradient_matrix(post, d, correction)
+        # M_d is n_d x n_d: on the host, with the kernels' NumPy gradients
+        m = to_numpy(factor_gradient_matrix(post, d, correction))
         parts.append(np.einsum("ijp,ij->p", dk, m))
     if noise_free:
         s = post.noise
-        a2 = float(np.vdot(post.alpha_rot, post.alpha_rot))
-        trace = post.n_targets * float(np.sum(post.inv_lam))
+        a2 = _vdot(xp, post.alpha_rot, post.alpha_rot)
+        trace = post.n_targets * float(xp.sum(post.inv_lam))
         if correction is not None:
-            trace -= correction.scale * float(np.sum(correction.a * correction.b))
+            trace -= correction.scale * float(xp.sum(correction.a * correction.b))
         parts.append(np.array([0.5 * s * (a2 - trace)]))
     return np.concatenate(parts) if parts else np.zeros(0)

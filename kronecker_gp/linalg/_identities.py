@@ -17,10 +17,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from functools import reduce
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 
+from kronecker_gp._array_api import namespace, zeros_like_ref
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import check_symmetric
 
@@ -30,18 +32,25 @@ NEG_EIG_WARN = 1e-8
 NEG_EIG_ERROR = 1e-6
 
 
-def _apply_mode(a: FloatArray, x: FloatArray, pre: int, post: int) -> FloatArray:
+def _apply_mode(
+    xp: Any, a: FloatArray, x: FloatArray, pre: int, post: int
+) -> FloatArray:
     """Multiply axis 1 of ``x`` viewed as ``(pre, n, post)`` by ``a``."""
     n = a.shape[1]
     if post == 1:
         # last grid axis: one GEMM on (pre, n) @ a.T
-        return x.reshape(pre, n) @ a.T
+        return xp.reshape(x, (pre, n)) @ a.T
     if pre == 1:
-        return a @ x.reshape(n, post)
-    return np.matmul(a, x.reshape(pre, n, post))
+        return a @ xp.reshape(x, (n, post))
+    return xp.matmul(a, xp.reshape(x, (pre, n, post)))
 
 
-def kron_matvec(factors: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
+def _float64_if_numpy(xp: Any, x: Any) -> Any:
+    """Return ``x`` as a float64 NumPy array in NumPy's namespace, else as is."""
+    return np.asarray(x, dtype=np.float64) if xp is np else x
+
+
+def kron_matvec(factors: Sequence[FloatArray], x: Any) -> FloatArray:
     r"""Multiply ``kron(A_1, ..., A_D)`` by a vector or matrix without forming it.
 
     Parameters
@@ -62,6 +71,9 @@ def kron_matvec(factors: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
     ``d`` multiplies axis ``d``. Cost :math:`O(N \sum_d m_d)` for square
     factors, :math:`N = \prod_d n_d`, and no :math:`N \times N` array.
 
+    Any array-API namespace works (factors and ``x`` in the same one): the
+    products stay in it.
+
     Examples
     --------
     >>> import numpy as np
@@ -70,7 +82,8 @@ def kron_matvec(factors: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
     >>> bool(np.allclose(kron_matvec([A, B], x), np.kron(A, B) @ x))
     True
     """
-    x = np.asarray(x, dtype=np.float64)
+    xp = namespace(x, *factors)
+    x = _float64_if_numpy(xp, x)
     vector = x.ndim == 1
     n_in = [int(f.shape[1]) for f in factors]
     n_tot = int(np.prod(n_in))
@@ -86,9 +99,11 @@ def kron_matvec(factors: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
     for d, a in enumerate(factors):
         pre = int(np.prod(dims[: d + 1]))
         post = int(np.prod(dims[d + 2 :]))
-        y = _apply_mode(a, y, pre, post)
+        y = _apply_mode(xp, a, y, pre, post)
         dims[d + 1] = a.shape[0]
-    out = np.reshape(y, (k, -1))
+    out = xp.reshape(y, (k, -1))
+    if xp is not np:
+        return out[0, ...] if vector else out.T
     return out[0].copy() if vector else np.ascontiguousarray(out.T)
 
 
@@ -121,7 +136,19 @@ def kron_outer(vectors: Sequence[FloatArray], op: np.ufunc = np.multiply) -> Flo
     >>> kron_outer([np.array([1.0, 2.0]), np.array([10.0, 20.0])], np.add)
     array([11., 21., 12., 22.])
     """
-    return np.asarray(reduce(op.outer, [np.asarray(v, float) for v in vectors])).ravel()
+    xp = namespace(*vectors)
+    if xp is np:
+        vecs = [np.asarray(v, float) for v in vectors]
+        return np.asarray(reduce(op.outer, vecs)).ravel()
+    if op not in (np.multiply, np.add):
+        raise ValueError(f"op must be np.multiply or np.add; got {op!r}.")
+    # broadcast each axis' vector along its own axis, then combine
+    n_axes = len(vectors)
+    out = None
+    for d, v in enumerate(vectors):
+        part = xp.reshape(v, tuple(-1 if e == d else 1 for e in range(n_axes)))
+        out = part if out is None else (out * part if op is np.multiply else out + part)
+    return xp.reshape(out, (-1,))
 
 
 def _robust_eigh(a: FloatArray, name: str) -> tuple[FloatArray, FloatArray]:
@@ -178,10 +205,15 @@ def factor_eigh(a: ArrayLike, name: str = "factor") -> tuple[FloatArray, FloatAr
     >>> w
     array([1., 3.])
     """
-    a = check_symmetric(a, name)
-    w, u = _robust_eigh(a, name)
-    top = max(float(w[-1]) if w.size else 0.0, 0.0)
-    low = float(w[0]) if w.size else 0.0
+    xp = namespace(a)
+    if xp is np:
+        w, u = _robust_eigh(check_symmetric(a, name), name)
+    else:  # the data's namespace (e.g. a GPU): its own eigh, symmetrised first
+        mat: Any = a
+        w, u = xp.linalg.eigh(0.5 * (mat + mat.T))
+    size = int(w.shape[0])
+    top = max(float(w[-1]) if size else 0.0, 0.0)
+    low = float(w[0]) if size else 0.0
     if low < -NEG_EIG_ERROR * max(top, np.finfo(float).tiny):
         raise ValueError(
             f"{name} is not positive semi-definite: smallest eigenvalue {low:.3g}, "
@@ -194,7 +226,9 @@ def factor_eigh(a: ArrayLike, name: str = "factor") -> tuple[FloatArray, FloatAr
             RuntimeWarning,
             stacklevel=2,
         )
-    return np.maximum(w, 0.0), u
+    if xp is np:
+        return np.maximum(w, 0.0), u
+    return xp.where(w < 0, xp.zeros_like(w), w), u
 
 
 def kron_eigh(
@@ -336,7 +370,7 @@ def kron_quad_form(
 _CHUNK_ENTRIES = 2**24
 
 
-def face_split_matvec(mats: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
+def face_split_matvec(mats: Sequence[FloatArray], x: Any) -> FloatArray:
     r"""Multiply the face-splitting product of ``mats`` by a grid vector.
 
     Row ``i`` of the face-splitting (row-wise Kronecker) product is
@@ -370,22 +404,33 @@ def face_split_matvec(mats: Sequence[FloatArray], x: ArrayLike) -> FloatArray:
     >>> bool(np.allclose(face_split_matvec([A, B], x), rows @ x))
     True
     """
-    x = np.asarray(x, dtype=np.float64)
+    xp = namespace(x, *mats)
+    x = _float64_if_numpy(xp, x)
     sizes = [int(a.shape[1]) for a in mats]
     m = int(mats[0].shape[0])
-    step = max(1, _CHUNK_ENTRIES // max(1, x.size // sizes[-1]))
-    out = np.empty(m)
-    t = x.reshape(-1, sizes[-1])
+    n_cells = int(np.prod(x.shape))
+    step = max(1, _CHUNK_ENTRIES // max(1, n_cells // sizes[-1]))
+    out = zeros_like_ref((m,), x)
+    t = xp.reshape(x, (-1, sizes[-1]))
     for lo in range(0, m, step):
         rows = slice(lo, min(m, lo + step))
-        r = t @ mats[-1][rows].T  # (n_1 ... n_{D-1}, m_chunk)
+        r = t @ mats[-1][rows, :].T  # (n_1 ... n_{D-1}, m_chunk)
         for a, n in zip(mats[-2::-1], sizes[-2::-1]):
-            r = np.einsum("pjm,mj->pm", r.reshape(-1, n, r.shape[-1]), a[rows])
-        out[rows] = r.reshape(-1)
+            r = _contract_middle(xp, xp.reshape(r, (-1, n, r.shape[-1])), a[rows, :])
+        out[rows] = xp.reshape(r, (-1,))
     return out
 
 
-def face_split_gram(mats: Sequence[FloatArray], weights: ArrayLike) -> FloatArray:
+def _contract_middle(xp: Any, r: FloatArray, a: FloatArray) -> FloatArray:
+    """Return ``s[p, m] = sum_j r[p, j, m] a[m, j]``."""
+    if xp is np:
+        return np.einsum("pjm,mj->pm", r, a)
+    # one batched matrix-vector product per point m (array API has no einsum)
+    prod = xp.matmul(xp.permute_dims(r, (2, 0, 1)), a[:, :, None])
+    return prod[:, :, 0].T
+
+
+def face_split_gram(mats: Sequence[FloatArray], weights: Any) -> FloatArray:
     """Return ``F diag(w) F^T`` for the face-splitting product ``F`` of ``mats``.
 
     Parameters
@@ -414,17 +459,19 @@ def face_split_gram(mats: Sequence[FloatArray], weights: ArrayLike) -> FloatArra
     >>> bool(np.allclose(face_split_gram([A, B], w), (F * w) @ F.T))
     True
     """
-    w = np.asarray(weights, dtype=np.float64).reshape([a.shape[1] for a in mats])
+    xp = namespace(weights, *mats)
+    weights = _float64_if_numpy(xp, weights)
+    w = xp.reshape(weights, tuple(int(a.shape[1]) for a in mats))
     m = int(mats[0].shape[0])
-    rest = w[0].size
+    rest = int(np.prod(w.shape[1:]))
     step = max(1, _CHUNK_ENTRIES // max(1, m * rest))
-    out = np.zeros((m, m))
+    out = zeros_like_ref((m, m), w)
     for lo in range(0, w.shape[0], step):
         block = slice(lo, min(w.shape[0], lo + step))
         f = mats[0][:, block]
         for a in mats[1:]:
-            f = (f[:, :, None] * a[:, None, :]).reshape(m, -1)
-        out += (f * w[block].reshape(-1)) @ f.T
+            f = xp.reshape(f[:, :, None] * a[:, None, :], (m, -1))
+        out += (f * xp.reshape(w[block, ...], (-1,))) @ f.T
     return out
 
 

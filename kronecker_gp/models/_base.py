@@ -6,13 +6,17 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+from sklearn import get_config
 from sklearn.base import clone
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 
+from kronecker_gp._array_api import float_dtype, is_numpy, namespace, to_numpy
 from kronecker_gp._grid import Grid, check_coords
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel, SeparableSum
+from kronecker_gp.solvers._eigen import ARRAY_API_SUPPORTED
 
 
 def resolve_axes(kernels: Any, axes: Any, n_features: int) -> list[list[int]]:
@@ -100,3 +104,98 @@ def check_grid_targets(
             "leave axes=None with fit_grid."
         )
     return grid, values, blocks
+
+
+def uses_array_api(*arrays: Any) -> bool:
+    """Return whether these inputs take the array-API path.
+
+    That is scikit-learn's ``array_api_dispatch`` set and a non-NumPy array
+    (PyTorch, CuPy, ``array_api_strict``, ...) among ``arrays``.
+    """
+    if not get_config().get("array_api_dispatch", False):
+        return False
+    return any(not is_numpy(a) for a in arrays)
+
+
+def host_coords(coords: Sequence[Any]) -> list[Any]:
+    """Return per-axis coordinates with any non-NumPy array copied to NumPy.
+
+    Coordinates are small (one axis each); the kernels evaluate them in NumPy.
+    """
+    return [to_numpy(c) if not is_numpy(c) else c for c in coords]
+
+
+def check_array_api_grid(
+    coords: Sequence[ArrayLike], Y: Any, axes: Any, noise: Any, noise_axes: Any
+) -> tuple[Grid, Any, list[list[int]]]:
+    """Return the grid, the flat targets (in ``Y``'s namespace) and the axes.
+
+    The array-API counterpart of :func:`check_grid_targets`: ``Y`` stays in
+    its namespace and on its device, as float32 if given so, else float64.
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree, or a setting needs a route the array-API
+        path does not take (per-cell or per-axis noise, several targets).
+    TypeError
+        If ``Y`` does not hold real numbers.
+    """
+    grid = Grid(check_coords(host_coords(coords)))
+    xp = namespace(Y)
+    shape = tuple(int(n) for n in Y.shape)
+    if len(shape) == len(grid.shape) + 1 and shape[:-1] == grid.shape:
+        raise ValueError(
+            f"Y has a targets axis (shape {shape}); {ARRAY_API_SUPPORTED}. Fit each "
+            "target on its own (Y[..., t]), or give NumPy arrays."
+        )
+    if shape != grid.shape:
+        raise ValueError(
+            f"Y must have the grid's shape {grid.shape} (one axis per coords "
+            f"entry); got {shape}."
+        )
+    if not xp.isdtype(Y.dtype, ("real floating", "integral")):
+        raise TypeError(f"Y must hold real numbers; got dtype {Y.dtype}.")
+    if not np.isscalar(noise) or noise_axes is not None:
+        raise ValueError(
+            f"noise must be a scalar and noise_axes None for a {type(Y).__name__} "
+            f"Y: {ARRAY_API_SUPPORTED}. Per-cell or per-axis noise needs NumPy "
+            "arrays."
+        )
+    blocks = grid.block_axes()
+    if axes is not None and [list(a) for a in axes] != blocks:
+        raise ValueError(
+            f"axes={axes!r} does not match the coords' column blocks {blocks}; "
+            "leave axes=None with fit_grid."
+        )
+    y = xp.reshape(xp.astype(Y, float_dtype(Y), copy=False), (-1,))
+    return grid, y, blocks
+
+
+def array_api_normalisation(y: Any, *, normalize: bool) -> tuple[float, float]:
+    """Return the mean and std of a non-NumPy ``y`` (or 0 and 1), as Python floats.
+
+    Also checks that ``y`` is finite (the array-API path takes complete
+    grids). The statistics follow
+    :func:`~kronecker_gp.models._contract.safe_normalisation`.
+
+    Raises
+    ------
+    ValueError
+        If ``y`` holds NaN (missing cells) or infinite values.
+    """
+    xp = namespace(y)
+    if not bool(xp.all(xp.isfinite(y))):
+        raise ValueError(
+            "Y holds NaN or infinite values: missing cells take the Schur-complement "
+            f"route, which runs on NumPy arrays only; {ARRAY_API_SUPPORTED}."
+        )
+    if not normalize:
+        return 0.0, 1.0
+    scale = float(xp.max(xp.abs(y)))
+    if scale == 0.0:
+        return 0.0, 1.0
+    unit = y / scale
+    std = float(xp.std(unit))
+    eps = float(np.finfo(float).eps)
+    return float(xp.mean(unit)) * scale, std * scale if std >= 10 * eps else 1.0

@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kronecker_gp import _budgets
+from kronecker_gp._array_api import is_numpy, like, namespace, to_numpy
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
@@ -24,10 +25,15 @@ from kronecker_gp.linalg import kron_outer
 from kronecker_gp.linalg._chunked import is_dask_array
 from kronecker_gp.linalg._whitening import balance_log_variances
 from kronecker_gp.models._base import (
+    ARRAY_API_SUPPORTED,
+    array_api_normalisation,
     build_kernel,
+    check_array_api_grid,
     check_grid_targets,
     check_test_coords,
+    host_coords,
     resolve_axes,
+    uses_array_api,
 )
 from kronecker_gp.models._contract import (
     check_conditioning,
@@ -377,6 +383,11 @@ default=None
                 "fit(X, y) takes rows in memory; give a dask.array on a grid to "
                 "fit_grid(coords, Y) instead (grids larger than memory)."
             )
+        if uses_array_api(X, y):
+            raise ValueError(
+                f"fit(X, y) takes NumPy rows; {ARRAY_API_SUPPORTED}. Give the grid "
+                "to fit_grid(coords, Y)."
+            )
         X, y = validate_targets_with_nan(self, X, y, multi_output=True)
         y = self._check_n_targets(y, y.ndim - 1)
         axes = resolve_axes(self.kernels, self.axes, X.shape[1])
@@ -433,7 +444,12 @@ default=None
             (``grid_`` holds the kept coordinates); the other missing cells
             are handled exactly by the Schur-complement solver (see
             ``solver``). A last axis holds several targets (see
-            ``n_targets``); each may miss its own cells.
+            ``n_targets``); each may miss its own cells. Under scikit-learn's
+            ``array_api_dispatch`` a non-NumPy ``Y`` (PyTorch, CuPy,
+            ``array_api_strict``; complete grid, one target, scalar noise) is
+            fitted in its namespace and on its device, float32 staying float32
+            (``solver_info_.extra`` says so); ``alpha_``, ``predict``,
+            ``predict_grid`` and ``sample_grid`` then return arrays there.
 
         Returns
         -------
@@ -475,6 +491,12 @@ default=None
             )
             self.n_features_in_ = int(sum(grid.widths))
             return self._fit(grid, self._check_n_targets(lazy, 0), axes)
+        if uses_array_api(Y):  # array_api_dispatch: the eigen route in Y's namespace
+            grid, y, axes = check_array_api_grid(
+                coords, Y, self.axes, self.noise, self.noise_axes
+            )
+            self.n_features_in_ = int(sum(grid.widths))
+            return self._fit(grid, self._check_n_targets(y, 0), axes)
         grid, Y, axes = check_grid_targets(coords, Y, self.axes, multi_output=True)
         self.n_features_in_ = int(sum(grid.widths))
         n_axes = len(grid.shape)
@@ -591,6 +613,8 @@ default=None
         """Return the mean and scale of ``y`` (per target column), or 0 and 1."""
         if is_dask_array(y):  # one pass over the chunks, also checks finiteness
             return dask_normalisation(y, normalize=bool(self.normalize_y))
+        if not is_numpy(y):  # array_api_dispatch: also checks finiteness
+            return array_api_normalisation(y, normalize=bool(self.normalize_y))
         if y.ndim == 1:
             return safe_normalisation(y) if self.normalize_y else (0.0, 1.0)
         if not self.normalize_y:
@@ -949,6 +973,8 @@ default=None
 
     # ------------------------------------------------------------ prediction
     def _check_X(self, X: ArrayLike) -> FloatArray:
+        if uses_array_api(X):  # query points are evaluated by the kernels in NumPy
+            X = to_numpy(X)
         return np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
 
     def _scale(
@@ -960,7 +986,7 @@ default=None
             return mean, None
         var = _per_target(var, mean, cov=not as_std)
         if as_std:
-            return mean, np.sqrt(var) * self.y_train_std_
+            return mean, namespace(var).sqrt(var) * self.y_train_std_
         return mean, var * self.y_train_std_**2
 
     def predict(
@@ -1030,10 +1056,10 @@ default=None
             means.append(mean)
             if std is not None:
                 stds.append(std)
-        mean = np.concatenate(means) if means else np.zeros((0, *self._targets()))
+        mean = _concat(means) if means else np.zeros((0, *self._targets()))
         if not return_std:
             return mean
-        return mean, np.concatenate(stds) if stds else np.zeros(mean.shape)
+        return mean, _concat(stds) if stds else np.zeros(mean.shape)
 
     def predict_grid(
         self, coords: Sequence[ArrayLike], return_std: bool = False
@@ -1066,13 +1092,14 @@ default=None
             prior = prior_predict_grid(kernel.kernels, grid.coords, return_std)
             return self._prior_targets(prior)  # type: ignore[no-any-return]
         check_is_fitted(self)
-        test = check_test_coords(self.grid_, coords)
+        test = check_test_coords(self.grid_, host_coords(coords))
         mean, var = self._fact.predict_grid(self.kernel_, test, std=return_std)
         mean, std = self._scale(mean, var, as_std=True)
         shape = (*test.shape, *self._targets())
+        xp = namespace(mean)  # the fitted Y's (NumPy, or e.g. PyTorch on a GPU)
         if std is None:
-            return mean.reshape(shape)
-        return mean.reshape(shape), std.reshape(shape)
+            return xp.reshape(mean, shape)
+        return xp.reshape(mean, shape), xp.reshape(std, shape)
 
     # ----------------------------------------------------------------- sampling
     def sample_y(
@@ -1097,6 +1124,11 @@ default=None
         rng = check_random_state(random_state)
         if hasattr(self, "kernel_"):
             mean, cov = self.predict(X, return_cov=True)
+            if not is_numpy(mean):  # M points: drawn in NumPy, returned as fitted
+                draws = rng.multivariate_normal(
+                    to_numpy(mean), to_numpy(cov), n_samples
+                )
+                return like(draws.T, mean)
         else:
             X = as_float_array(X, "X", ndim=2)
             axes = resolve_axes(self.kernels, self.axes, X.shape[1])
@@ -1156,8 +1188,12 @@ default=None
             n_draws = int(n_samples) * int(np.prod(targets))
             z = prior_grid_samples(kernel.factor_grams(grid.coords), n_draws, rng)
             return z.reshape(*grid.shape, *targets, n_samples)
-        test = check_test_coords(self.grid_, coords)
+        test = check_test_coords(self.grid_, host_coords(coords))
         draws = self._fact.sample_grid(self.kernel_, test, int(n_samples), rng)
+        xp = namespace(draws)
+        if xp is not np:  # one target (array_api_dispatch): Python float scales
+            draws = draws * self.y_train_std_ + self.y_train_mean_
+            return xp.reshape(draws, (*test.shape, int(n_samples)))
         std = np.asarray(self.y_train_std_)[..., None]
         draws = draws * std + np.asarray(self.y_train_mean_)[..., None]
         return draws.reshape(*test.shape, *self._targets(), int(n_samples))
@@ -1188,6 +1224,12 @@ default=None
         tags.target_tags.single_output = True
         tags.target_tags.multi_output = True
         return tags
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Concatenate prediction chunks in their namespace."""
+    xp = namespace(*parts)
+    return np.concatenate(parts) if xp is np else xp.concat(parts)
 
 
 def _per_target(second: FloatArray, mean: FloatArray, *, cov: bool) -> FloatArray:

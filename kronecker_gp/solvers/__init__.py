@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from kronecker_gp import _budgets
+from kronecker_gp._array_api import is_numpy
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels import SeparableSum
@@ -59,7 +60,7 @@ from kronecker_gp.solvers._axis_noise import AxisNoiseRoute
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._dask import dask_route
 from kronecker_gp.solvers._dense import DenseRoute, dense_bytes, dense_flops
-from kronecker_gp.solvers._eigen import GridSolver
+from kronecker_gp.solvers._eigen import GridSolver, array_api_route
 from kronecker_gp.solvers._kalman import StateSpaceRoute
 from kronecker_gp.solvers._multi_target import MultiTargetRoute
 from kronecker_gp.solvers._separable_sum import separable_sum_route
@@ -259,6 +260,17 @@ def select_solver(
             noise_axes=noise_axes,
         )
         return RouteChoice(route, grid, "dask", "a dask.array Y: eigen route, chunked")
+    if not is_numpy(y):  # array_api_dispatch (the estimator checked it)
+        solver, why = array_api_route(
+            grid,
+            kernel,
+            y,
+            cell_noise=cell_noise,
+            noise_axes=noise_axes,
+            state_space=state_space,
+            options=options,
+        )
+        return RouteChoice(solver, grid, "eigen", why)
     route_for = _choose_route if y.ndim == 1 else _multi_target_route
     choice = route_for(
         grid,

@@ -15,15 +15,19 @@ from typing import Any
 
 import numpy as np
 
+from kronecker_gp._array_api import device, like, namespace, to_numpy
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray, IntArray
+from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.linalg import kron_matvec, kron_outer
 from kronecker_gp.linalg._eigenbasis import (
     GridPosterior,
     TraceCorrection,
     factorize,
     grid_eigen,
+    grid_moments,
     lml_gradient,
+    point_moments,
 )
 from kronecker_gp.solvers._cell_noise import (
     CellNoiseSystem,
@@ -42,13 +46,106 @@ from kronecker_gp.solvers._eigen_missing import (
     missing_factorize,
     variance_correction,
 )
-from kronecker_gp.solvers._posterior import (
-    grid_moments,
-    point_moments,
-    prior_grid_samples,
-    union_axes,
-)
+from kronecker_gp.solvers._posterior import factor_sqrt, union_axes
 from kronecker_gp.solvers._protocol import Factorization, SolverInfo
+
+#: What the array-API path takes, for every error message that refuses an input.
+ARRAY_API_SUPPORTED = (
+    "with array_api_dispatch, a non-NumPy Y is fitted on a complete grid (no NaN), "
+    "one target, scalar iid noise (learned or fixed) and a product kernel (the "
+    "eigen route, in Y's namespace)"
+)
+
+
+def array_api_route(
+    grid: Grid,
+    kernel: Any,
+    y: Any,
+    *,
+    cell_noise: Any,
+    noise_axes: Any,
+    state_space: Any,
+    options: Any,
+) -> tuple[GridSolver, str]:
+    """Return the eigen route for targets in a non-NumPy namespace, or raise.
+
+    Under scikit-learn's ``array_api_dispatch`` the complete-grid eigen route
+    runs in the namespace (and on the device) of ``y``. The other routes run
+    on NumPy arrays only; rather than copying a device array to the host,
+    they raise.
+
+    Raises
+    ------
+    ValueError
+        For missing cells (NaN), per-cell or per-axis noise, several targets,
+        a ``SeparableSum`` kernel, or an axis named for Kalman filtering.
+    """
+    xp = namespace(y)
+    what = f"{type(y).__name__} Y"
+    if cell_noise is not None or noise_axes is not None:
+        raise ValueError(
+            f"per-cell or per-axis noise with a {what}: {ARRAY_API_SUPPORTED}. "
+            "Give NumPy arrays for these routes."
+        )
+    if y.ndim != 1:
+        raise ValueError(f"several targets with a {what}: {ARRAY_API_SUPPORTED}.")
+    if isinstance(kernel, SeparableSum):
+        raise ValueError(
+            f"a SeparableSum kernel with a {what}: {ARRAY_API_SUPPORTED}. Give "
+            "NumPy arrays for the separable-sum routes."
+        )
+    if state_space is not None and not isinstance(state_space, str):
+        raise ValueError(
+            f"state_space={state_space!r} names a Kalman axis, with a {what}: "
+            f"{ARRAY_API_SUPPORTED}. Pass state_space=None (or 'auto', which takes "
+            "the eigen route for such arrays)."
+        )
+    if not bool(xp.all(xp.isfinite(y))):
+        raise ValueError(
+            f"{what} holds NaN or infinite values: missing cells take the "
+            f"Schur-complement route, on NumPy arrays only; {ARRAY_API_SUPPORTED}."
+        )
+    solver = GridSolver(
+        y,
+        None,
+        method=options.method,
+        tol=options.tol,
+        max_iter=options.max_iter,
+        n_probes=options.n_probes,
+        seed=options.seed,
+        coords=list(grid.coords),
+    )
+    reason = (
+        f"a {what} under array_api_dispatch: every axis through its "
+        f"eigendecomposition in {xp.__name__}, on {device(y)}, in {y.dtype}"
+    )
+    return solver, reason
+
+
+def namespace_info(y: Any) -> dict[str, Any]:
+    """Return ``solver_info_.extra`` entries naming a non-NumPy namespace (else {})."""
+    xp = namespace(y)
+    if xp is np:
+        return {}
+    info: dict[str, Any] = {
+        "namespace": xp.__name__,
+        "device": str(device(y)),
+        "dtype": str(y.dtype),
+    }
+    if y.dtype == xp.float32:
+        info["accuracy"] = FLOAT32_NOTE
+    return info
+
+
+#: The stated accuracy of the float32 array-API path (tests/test_array_api.py).
+FLOAT32_NOTE = (
+    "float32 (factor eigendecompositions in float64, grid-sized work in float32): "
+    "LML within 1e-5 relative of the float64 value, alpha_ within 1e-4 and the "
+    "predicted mean within 1e-3 of their largest magnitude, predicted variances "
+    "within 1e-5 of the prior variance, the gradient within 1e-3 of its norm "
+    "(so an optimum only to float32's resolution); give float64 arrays for exact "
+    "results"
+)
 
 
 @dataclass
@@ -189,7 +286,8 @@ class GridSolver:
                 if grad_grams is not None
                 else None
             )
-            return SolveResult(post, lml, grad, None, SolverInfo("complete", 0))
+            info = SolverInfo("complete", 0, extra=namespace_info(self.y))
+            return SolveResult(post, lml, grad, None, info)
         post, lml, system, corr, info = missing_factorize(
             grid_eigen(grams, noise),
             self.y,
@@ -230,8 +328,8 @@ class EigenFactorization(Factorization):
     info: SolverInfo
 
     def spectrum(self) -> list[FloatArray]:
-        """Return the factors' eigenvalues."""
-        return list(self.post.eigvals)
+        """Return the factors' eigenvalues (NumPy arrays, whatever the namespace)."""
+        return [to_numpy(w) for w in self.post.eigvals]
 
     def alpha(self) -> FloatArray:
         """Return ``(K + noise)^{-1} y`` on the training grid (zero where missing)."""
@@ -241,8 +339,16 @@ class EigenFactorization(Factorization):
         return [c @ u for c, u in zip(cross, self.post.eigvecs)]
 
     def _cross(self, kernel: Any, coords: Sequence[FloatArray]) -> list[FloatArray]:
-        """Return the cross-covariances to the training axes, as the eigenbasis sees."""
-        return [k(t, c) for k, t, c in zip(kernel.kernels, coords, self.solver.coords)]
+        """Return the cross-covariances to the training axes, as the eigenbasis sees.
+
+        The kernels evaluate them in NumPy (they are small); they are moved to
+        the factorisation's namespace.
+        """
+        ref = self.post.inv_lam
+        return [
+            like(k(t, c), ref)
+            for k, t, c in zip(kernel.kernels, coords, self.solver.coords)
+        ]
 
     def _same_axes(self, test: Grid) -> list[bool]:
         """Which test axes equal the training axes (their cross Gram is K_d)."""
@@ -270,9 +376,11 @@ class EigenFactorization(Factorization):
             prior = np.ones(parts[0].shape[0])
             for k, p in zip(kernels, parts):
                 prior = prior * k.diag(p)
-        mean, second = point_moments(self.post, cross, prior, full_cov=cov)
+        if prior is not None:
+            prior = like(prior, self.post.inv_lam)
+        v = self._rotated(cross)
+        mean, second = point_moments(self.post, v, prior, full_cov=cov)
         if self.system is not None and second is not None:
-            v = self._rotated(cross)
             if cov:
                 second = second + self._covariance_correction(v)
             else:
@@ -286,10 +394,20 @@ class EigenFactorization(Factorization):
         """Return the mean and variance on a test grid (mode products only)."""
         kernels = kernel.kernels
         cross = self._cross(kernel, test.coords)
+        ref = self.post.inv_lam
         prior = None
         if std:
-            prior = kron_outer([k.diag(t) for k, t in zip(kernels, test.coords)])
-        mean, var = grid_moments(self.post, cross, prior, same=self._same_axes(test))
+            prior = kron_outer(
+                [like(k.diag(t), ref) for k, t in zip(kernels, test.coords)]
+            )
+        # on the training coordinates K_d U_d = U_d diag(w_d): no GEMM
+        v = [
+            u * w if same else c @ u
+            for c, u, w, same in zip(
+                cross, self.post.eigvecs, self.post.eigvals, self._same_axes(test)
+            )
+        ]
+        mean, var = grid_moments(self.post, v, prior)
         if self.system is not None and var is not None:
             var = var + self._variance_correction(
                 self._rotated(cross), grid=True, base=var
@@ -332,24 +450,31 @@ class EigenFactorization(Factorization):
         missing cells only the observed residuals enter.
         """
         solver = self.solver
+        xp, ref = self.post.xp, self.post.inv_lam
         union, idx_train, idx_test = union_axes(solver.coords, test.coords)
         shape = tuple(u.shape[0] for u in union)
-        n_targets = 1 if solver.y.ndim == 1 else solver.y.shape[1]
+        n_targets = 1 if solver.y.ndim == 1 else int(solver.y.shape[1])
         n_draws = n_samples * n_targets  # independent draws for every target
-        f = prior_grid_samples(kernel.factor_grams(union), n_draws, rng)
-        f = f.reshape(*shape, n_draws)
-        cols = np.arange(n_draws)
-        f_train = self._train_values(f[np.ix_(*idx_train, cols)].reshape(-1, n_draws))
-        f_test = f[np.ix_(*idx_test, cols)].reshape(-1, n_draws)
+        # the normal draws come from NumPy's generator (the same draws in every
+        # namespace) and are moved to the data's
+        roots = [like(factor_sqrt(g), ref) for g in kernel.factor_grams(union)]
+        z = rng.standard_normal((int(np.prod(shape)), n_draws))
+        f = xp.reshape(kron_matvec(roots, like(z, ref)), (*shape, n_draws))
+        f_train = self._train_values(
+            xp.reshape(_take_axes(f, idx_train), (-1, n_draws))
+        )
+        f_test = xp.reshape(_take_axes(f, idx_test), (-1, n_draws))
         scale = 1.0 if solver.cell_noise is None else solver.cell_noise[:, None]
-        eps = np.sqrt(self.noise * scale) * rng.standard_normal(f_train.shape)
+        eps = np.sqrt(self.noise * scale) * rng.standard_normal(tuple(f_train.shape))
         # column t * n_samples + s is sample s of target t
-        y_cols = np.repeat(solver.y.reshape(solver.y.shape[0], -1), n_samples, axis=1)
-        resid = y_cols - f_train - eps
+        n_train = int(f_train.shape[0])
+        y_cols = xp.reshape(solver.y, (n_train, n_targets, 1))
+        y_cols = xp.broadcast_to(y_cols, (n_train, n_targets, n_samples))
+        resid = xp.reshape(y_cols, (n_train, n_draws)) - f_train - like(eps, ref)
         cross = self._cross(kernel, test.coords)
         if solver.missing is not None:
             resid[solver.missing] = 0.0  # only the observed residuals enter
-        resid_rot = kron_matvec([u.T for u in self.post.eigvecs], resid)
+        resid_rot = self.post.rotate(resid)
         if self.system is None:
             weights = self.post.inv_lam[:, None] * resid_rot
         elif isinstance(self.system, CellNoiseSystem):
@@ -358,5 +483,13 @@ class EigenFactorization(Factorization):
             weights = self.system.observed_solve_rot(resid_rot)
         draws = f_test + kron_matvec(self._rotated(cross), weights)
         if n_targets == 1 and solver.y.ndim == 1:
-            return np.asarray(draws)
-        return np.asarray(draws).reshape(-1, n_targets, n_samples)
+            return draws
+        return xp.reshape(draws, (-1, n_targets, n_samples))
+
+
+def _take_axes(f: FloatArray, idx: Sequence[IntArray]) -> FloatArray:
+    """Return ``f[np.ix_(*idx, :)]``: the sub-grid at per-axis positions ``idx``."""
+    xp = namespace(f)
+    for d, i in enumerate(idx):
+        f = xp.take(f, i if xp is np else xp.asarray(i, device=device(f)), axis=d)
+    return f
