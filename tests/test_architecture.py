@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "kronecker_gp"
-LEAVES = {"_typing", "_validation", "_grid", "_budgets", "_threads", "_version"}
+LEAVES = {
+    "_typing",
+    "_validation",
+    "_grid",
+    "_budgets",
+    "_threads",
+    "_version",
+    "_array_api",  # array-namespace glue (numpy; array_api_compat when installed)
+}
 #: Layer of each top-level part of the package; a module may import only its own
 #: layer or lower ones.
 LAYERS = {
@@ -31,6 +39,8 @@ LAYERS = {
 LINALG_THIRD_PARTY = ("numpy", "scipy", "sklearn.exceptions", "threadpoolctl")
 # dask, zarr: optional, imported inside linalg._chunked's functions only
 LINALG_THIRD_PARTY += ("dask", "zarr")
+# array_api_compat: optional, imported inside the leaf _array_api's functions only
+LINALG_THIRD_PARTY += ("array_api_compat",)
 
 
 def _module_name(path: Path) -> str:

@@ -35,6 +35,7 @@ _NODE_INPUT = (
     "number of columns. Covered on node data by test_graph_gp_contract_on_nodes."
 )
 _GRAPH_CHECKS_NEEDING_REAL_X = [
+    "check_array_api_input",  # runs once SCIPY_ARRAY_API is set (test_array_api)
     "check_dict_unchanged",
     "check_dont_overwrite_parameters",
     "check_dtype_object",
