@@ -384,13 +384,16 @@ class MissingCellSchur(CGRecorder):
         assert self._chol is not None
         return 2.0 * float(np.sum(np.log(np.diag(self._chol[0]))))
 
-    def half_inv(self, v: FloatArray) -> FloatArray:
-        """Return ``L^{-1} v`` for ``P_mm = L L^T`` and ``v`` of shape (m, k)."""
+    def half_inv(self, v: FloatArray, *, overwrite: bool = False) -> FloatArray:
+        """Return ``L^{-1} v`` for ``P_mm = L L^T`` and ``v`` of shape (m, k).
+
+        ``overwrite=True`` lets the solve reuse ``v``'s memory (wide ``v``).
+        """
         self.factor()
         assert self._chol is not None
         return np.asarray(
             scipy.linalg.solve_triangular(
-                self._chol[0], v, lower=True, check_finite=False
+                self._chol[0], v, lower=True, overwrite_b=overwrite, check_finite=False
             )
         )
 
