@@ -823,3 +823,25 @@ def test_remaining_error_messages(rng):
     with pytest.raises(ValueError, match="Gradient can only be evaluated for theta"):
         gp.log_marginal_likelihood(eval_gradient=True)
     assert gp.log_marginal_likelihood() == gp.log_marginal_likelihood_value_
+
+
+@pytest.mark.parametrize("noise", ["diag", "full"])
+def test_many_missing_cells_form_schur_by_mode_products(noise, rng):
+    """m > T + n: C_m from mode products of its columns, not the row Gram."""
+    from kronecker_gp.solvers._multitask import missing_cells, multitask_factorize
+
+    c, r, s, o, s_dense, o_dense, y, obs = _two_kron_inputs(
+        rng, t=3, n=8, noise=noise, missing=0.7
+    )
+    tasks, inputs = np.nonzero(~obs)
+    assert tasks.size > 3 + 8
+    eig = two_kron_eigh(c, r, s, o)
+    cells = missing_cells(eig, tasks, inputs)
+    sigma = np.kron(c, r) + np.kron(s_dense, o_dense)
+    miss = np.ravel_multi_index((tasks, inputs), obs.shape)
+    c_m = np.linalg.inv(sigma)[np.ix_(miss, miss)]
+    assert_allclose(cells.logdet(), np.linalg.slogdet(c_m)[1], rtol=EIG_RTOL)
+    post, lml = multitask_factorize(eig, y, obs)
+    want, alpha = _dense_lml(c, r, (s_dense, o_dense), y, obs)
+    assert_allclose(lml, want, rtol=EIG_RTOL)
+    assert_allclose(post.alpha()[obs], alpha, rtol=EIG_RTOL, atol=1e-10)

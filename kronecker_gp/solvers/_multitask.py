@@ -51,6 +51,7 @@ import scipy.linalg
 from kronecker_gp import _budgets
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import face_split_gram, factor_eigh
+from kronecker_gp.linalg._schur import MissingCellSchur
 
 _LOG_2PI = _budgets.LOG_2PI
 #: Largest (m, T, test-chunk) intermediate built at once in the variance.
@@ -217,26 +218,27 @@ def two_kron_eigh(
 
 @dataclass(frozen=True)
 class MissingCells:
-    """The Schur-complement correction for missing cells of the (T, n) grid.
+    r"""The Schur-complement correction for missing cells of the (T, n) grid.
 
     Attributes
     ----------
     tasks, inputs : ndarray of int of shape (m,)
         Grid coordinates of the missing cells.
-    chol : ndarray of shape (m, m)
-        Lower Cholesky factor ``L`` of ``C_m = E_m^T Sigma^{-1} E_m``.
+    schur : MissingCellSchur
+        The factored :math:`C_m = E_m^T \Sigma^{-1} E_m` (exact variant).
     z_hat : ndarray of shape (m, T, n)
-        Rotated ``Z L^{-T}`` (``Z = Sigma^{-1} E_m``), one (T, n) grid per column.
+        Rotated ``Z L^{-T}`` (``Z = Sigma^{-1} E_m``, ``C_m = L L^T``), one
+        (T, n) grid per column.
     """
 
     tasks: IntArray
     inputs: IntArray
-    chol: FloatArray
+    schur: MissingCellSchur
     z_hat: FloatArray
 
     def logdet(self) -> float:
         """Return ``log|C_m|``."""
-        return float(2.0 * np.sum(np.log(np.diag(self.chol))))
+        return self.schur.logdet()
 
 
 @dataclass(frozen=True)
@@ -264,29 +266,47 @@ class MultiTaskPosterior:
 
 
 def missing_cells(eig: TwoKronEigen, tasks: IntArray, inputs: IntArray) -> MissingCells:
-    """Build ``C_m``, its Cholesky factor and the rotated ``Z L^{-T}``.
+    r"""Build ``C_m``, its Cholesky factor and the rotated ``Z L^{-T}``.
 
     Notes
     -----
-    ``C_m = F diag(G) F^T`` with rows ``F_a = V_1[t_a] (x) V_2[j_a]``: cost
-    :math:`O(m^2 T n + m^3)`, memory :math:`O(m T n)`.
+    :math:`C_m` is the Schur complement of
+    :class:`~kronecker_gp.linalg._schur.MissingCellSchur` over the two-Kronecker
+    solve. Its columns :math:`\Sigma^{-1} E_m` come rotated for free
+    (:math:`G \circ (V_1[t_a] \otimes V_2[j_a])`), so it is formed either as
+    the Gram ``F diag(G) F^T`` of the rows ``F_a = V_1[t_a] (x) V_2[j_a]``,
+    :math:`O(m^2 T n)`, or by mode products of those columns,
+    :math:`O(m T n (T + n))`, whichever is cheaper; then :math:`O(m^3)` for
+    the factor. Memory :math:`O(m T n)`.
     """
     g = eig.inv_lam
+    shape = g.shape
+    m = tasks.size
+
+    def solve_full(x: FloatArray) -> FloatArray:
+        grids = np.ascontiguousarray(x.T).reshape(x.shape[1], *shape)
+        return eig.solve(grids).reshape(x.shape[1], -1).T
+
+    def columns(cells: IntArray) -> FloatArray:
+        t, j = np.unravel_index(cells, shape)
+        rot = g[None] * (eig.v1[t][:, :, None] * eig.v2[j][:, None, :])
+        return eig.unrotate(rot).reshape(cells.size, -1).T
+
+    schur = MissingCellSchur(
+        solve_full,
+        np.ravel_multi_index((tasks, inputs), shape),
+        g.size,
+        columns=columns,
+    )
     a1, a2 = eig.v1[tasks], eig.v2[inputs]  # rows of V1 (x) V2 at the cells
-    # C_m = F diag(inv_lam) F^T, F_a = kron(V1[t_a], V2[j_a])
-    c_m = face_split_gram([a1, a2], g.reshape(-1))
-    try:
-        chol = scipy.linalg.cholesky(0.5 * (c_m + c_m.T), lower=True)
-    except np.linalg.LinAlgError:
-        raise np.linalg.LinAlgError(
-            "the missing-cell Schur complement is not positive definite; increase "
-            "the noise or its lower bound."
-        ) from None
+    if m <= sum(shape):
+        # C_m = F diag(inv_lam) F^T, F_a = kron(V1[t_a], V2[j_a]): one GEMM
+        c_m = face_split_gram([a1, a2], g.reshape(-1))
+        schur.set_pmm(0.5 * (c_m + c_m.T))
     # rotated Z columns: inv_lam * outer(V1[t_a], V2[j_a]); then L^{-1} mixes them
     z = g[None] * (a1[:, :, None] * a2[:, None, :])
-    m = tasks.size
-    z_hat = scipy.linalg.solve_triangular(chol, z.reshape(m, -1), lower=True)
-    return MissingCells(tasks, inputs, chol, z_hat.reshape(z.shape))
+    z_hat = schur.half_inv(z.reshape(m, -1))
+    return MissingCells(tasks, inputs, schur, z_hat.reshape(z.shape))
 
 
 def schur_solve_rot(
@@ -317,7 +337,7 @@ def schur_solve_rot(
     if missing is None:
         return alpha_rot
     r = eig.unrotate(alpha_rot)[missing.tasks, missing.inputs]
-    u = scipy.linalg.solve_triangular(missing.chol, r, lower=True)
+    u = missing.schur.half_inv(r)
     return alpha_rot - np.tensordot(u, missing.z_hat, axes=1)
 
 
