@@ -15,10 +15,12 @@ graph, whatever the hyperparameters: the basis is computed once, and
   at all, e.g. unmonitored stations) the covariance of the observed cells is
   block diagonal in the eigenbasis of the fully observed axes: blocks of the
   size of the observed sub-grid of the other axes;
-* scattered missing cells use the Schur-complement solver of
-  :mod:`kronecker_gp.solvers._eigen_missing` with :math:`(\lambda + s)^{-1}` replaced
-  by :math:`(g + s)^{-1}` (its ``GridPosterior.eigvals`` then hold the
-  Laplacian eigenvalues; only their sizes are read).
+* scattered missing cells use the Schur complement of
+  :class:`~kronecker_gp.linalg._schur.MissingCellSchur` through the eigen
+  route's adapter :mod:`kronecker_gp.solvers._eigen_missing`, with
+  :math:`(\lambda + s)^{-1}` replaced by :math:`(g + s)^{-1}` (its
+  ``GridPosterior.eigvals`` then hold the Laplacian eigenvalues; only their
+  sizes are read).
 
 References
 ----------
@@ -255,7 +257,7 @@ class SchurPath(CompletePath):
         if system.method == "exact":
             rows = eigvec_rows(self.eigvecs, self.missing)  # U[m, :]
             gt = kron_matvec(self.eigvecs, gw[:, None] * rows.T)  # (P K)_{i, m}
-            corr = np.sum(gt * system.pmm_solve(gt.T).T, axis=1)
+            corr = system.schur.quad_forms(gt.T)  # G_i^T P_mm^{-1} G_i
         else:
             rng = np.random.default_rng(int(self.options["seed"]))
             xi = rng.standard_normal((self.g.size, int(self.options["n_probes"])))
