@@ -45,6 +45,11 @@ def test_exact_observed_solve_matches_dense(rng):
     want = np.linalg.solve(a[np.ix_(observed, observed)], b[observed])
     assert_allclose(got[observed], want)
     assert_allclose(got[missing], 0.0)
+    # the residual form: A_oo^{-1} b = P r, r = b on the observed cells
+    b[missing] = 0.0
+    r = schur.observed_residual(b, np.linalg.solve(a, b))
+    assert_allclose(r[observed], b[observed])
+    assert_allclose(np.linalg.solve(a, r), got, atol=1e-11)
 
 
 def test_exact_solve_whitening_and_quad_forms(rng):

@@ -464,6 +464,19 @@ class MissingCellSchur(CGRecorder):
             self.factor()
         return self.solve(b)
 
+    def observed_residual(
+        self, b: FloatArray, pb: FloatArray | None = None
+    ) -> FloatArray:
+        r"""Return :math:`r = b - E_m P_{mm}^{-1} (P b)_m`: :math:`A_{oo}^{-1} b = P r`.
+
+        ``b`` (N, k) must vanish on the missing cells; ``pb`` is :math:`P b`
+        where the caller has it (else one complete-grid solve). ``r`` keeps
+        ``b`` on the observed cells, so a route that applies :math:`K P`
+        or :math:`P` in its own basis reuses it.
+        """
+        pb = self.solve_full(b) if pb is None else pb
+        return b - self.pad(self.solve(self.take(pb)))
+
     def observed_solve(self, b: FloatArray) -> FloatArray:
         r"""Return :math:`A_{oo}^{-1} b_o`, zero-padded, for ``b`` of shape (N, k).
 
@@ -473,8 +486,7 @@ class MissingCellSchur(CGRecorder):
         """
         b = b.copy()
         b[self.missing] = 0.0
-        c = self.solve(self.take(self.solve_full(b)))
-        return self.solve_full(b - self.pad(c))
+        return self.solve_full(self.observed_residual(b))
 
     def quad_forms(self, g: FloatArray) -> FloatArray:
         r"""Return :math:`g_j^T P_{mm}^{-1} g_j` for the columns of ``g`` (m, k).

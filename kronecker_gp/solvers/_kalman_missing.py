@@ -375,6 +375,16 @@ class SSMSchurSystem:
         """
         return self.schur.solve_direct(b)
 
+    def observed_residual(
+        self, b: FloatArray, pb: FloatArray | None = None
+    ) -> FloatArray:
+        """Return ``r = b - E_m P_mm^{-1} (P b)_m`` in series layout (S, n_t, k)."""
+        flat = self.schur.observed_residual(
+            b.reshape(-1, b.shape[2]),
+            None if pb is None else pb.reshape(-1, b.shape[2]),
+        )
+        return flat.reshape(b.shape)
+
     def pmm_solve(self, b: FloatArray) -> FloatArray:
         """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k)."""
         return self.schur.solve(b)
@@ -445,10 +455,11 @@ def ssm_missing_lml(
     """
     op = system.op
     py, logdet_a = system.solve_data(y)
-    pym = system.take(py[:, :, None])
-    c = system.pmm_solve(pym)
-    quad = float(np.sum(y * py)) - float(np.sum(pym * c))
-    r_rot = op.rotate(y[:, :, None] - system.pad(c))
+    r = system.observed_residual(y[:, :, None], py[:, :, None])
+    # r^T P r = y^T P y - (P y)_m^T P_mm^{-1} (P y)_m = y^T P y + (P y)_m^T r_m
+    pym, r_m = system.take(py[:, :, None]), system.take(r)
+    quad = float(np.sum(y * py)) + float(np.sum(pym * r_m))
+    r_rot = op.rotate(r)
     m, n_cells = system.n_missing, y.size
     std, steps = 0.0, 0
     cols = np.zeros((m, 0))
