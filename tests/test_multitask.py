@@ -845,3 +845,36 @@ def test_many_missing_cells_form_schur_by_mode_products(noise, rng):
     want, alpha = _dense_lml(c, r, (s_dense, o_dense), y, obs)
     assert_allclose(lml, want, rtol=EIG_RTOL)
     assert_allclose(post.alpha()[obs], alpha, rtol=EIG_RTOL, atol=1e-10)
+
+
+@pytest.mark.parametrize("model", ["icm", "lmc"])
+def test_scattered_fit_is_one_factorization_with_the_protocol(model, rng):
+    """predict_grid / sample_grid of the stored factorization agree with predict."""
+    from kronecker_gp._grid import Grid
+
+    if model == "icm":
+        x, Y = _mt_data(rng, missing=0.3)
+        gp = MultiTaskGP(optimizer=None).fit(x, Y)
+        assert gp.solver_info_.path == "icm-exact"
+    else:
+        gp, x, Y = _lmc(rng, 0.3)
+        assert gp.solver_info_.path == "lmc-pcg"
+        assert gp.solver_info_.iterations == max(gp.cg_iterations_)
+    assert gp.solver_info_.n_missing == int(np.isnan(Y).sum())
+    fact, pts = gp._fact, x[:3]
+    mean, var = fact.predict_points(None, [pts], std=True, cov=False)
+    want_mean, want_std = gp.predict(pts, return_std=True)
+    scale = gp.y_train_std_
+    assert_allclose(mean * scale + gp.y_train_mean_, want_mean, rtol=1e-10)
+    assert_allclose(np.sqrt(np.maximum(var, 0)) * scale, want_std, rtol=1e-10)
+    grid_mean, grid_var = fact.predict_grid(None, Grid([pts]), std=True)
+    assert_allclose(grid_mean, mean.reshape(-1), rtol=1e-12)
+    assert_allclose(grid_var, var.reshape(-1), rtol=1e-12)
+    _, joint = fact.predict_points(None, [pts], std=False, cov=True)
+    cov = joint.reshape(mean.size, mean.size)
+    assert_allclose(np.diag(cov), var.reshape(-1), rtol=1e-7, atol=1e-10)
+    n = 4000
+    draws = fact.sample_grid(None, Grid([pts]), n, np.random.default_rng(0))
+    assert draws.shape == (mean.size, n)
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    assert np.all(np.abs(draws.mean(axis=1) - mean.reshape(-1)) <= 5 * sd / np.sqrt(n))

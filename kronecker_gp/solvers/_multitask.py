@@ -44,14 +44,18 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
+from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp import _budgets
+from kronecker_gp._grid import Grid
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import face_split_gram, factor_eigh
 from kronecker_gp.linalg._schur import MissingCellSchur
+from kronecker_gp.solvers._protocol import Factorization, SolverInfo
 
 _LOG_2PI = _budgets.LOG_2PI
 #: Largest (m, T, test-chunk) intermediate built at once in the variance.
@@ -571,8 +575,110 @@ def predict_joint_covariance(
     return np.asarray(np.einsum("tu,mn->mtnu", b, prior) - red)
 
 
+class MultiTaskFactorization(Factorization):
+    r"""A multi-task fit at fixed hyperparameters (scattered inputs; immutable).
+
+    The :class:`~kronecker_gp.solvers._protocol.Factorization` of the
+    multi-task routes. The input kernels and the training inputs are part of
+    it (cloned at their fitted hyperparameters), so the protocol's ``kernel``
+    argument is ignored and ``parts`` is ``[X]``, the query inputs. Means
+    have shape (M, T), variances (M, T) and joint covariances (M, T, M, T),
+    in the solver's (normalised) units. Subclasses supply :meth:`alpha` and
+    :meth:`predict_points`; grids are their rows.
+    """
+
+    lml: float
+    grad: FloatArray | None
+    info: SolverInfo
+    #: Standard error of an estimated LML (0 when exact).
+    lml_stderr: float = 0.0
+
+    def predict_grid(
+        self, kernel: Any, test: Grid, *, std: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean and (if asked) variances at the rows of ``test``, flat.
+
+        Flat in C order over (grid cell, task).
+        """
+        mean, var = self.predict_points(kernel, [test.to_rows()], std=std, cov=False)
+        return mean.reshape(-1), None if var is None else var.reshape(-1)
+
+    def sample_grid(
+        self, kernel: Any, test: Grid, n_samples: int, rng: np.random.Generator
+    ) -> FloatArray:
+        """Return joint posterior samples at the rows of ``test`` (cell, task), flat.
+
+        Shape ``(test.size * T, n_samples)``, from the joint covariance (small
+        grids: memory :math:`O((M T)^2)`).
+        """
+        mean, joint = self.predict_points(kernel, [test.to_rows()], std=False, cov=True)
+        assert joint is not None
+        size = mean.size
+        draws = rng.multivariate_normal(
+            mean.reshape(-1), joint.reshape(size, size), n_samples
+        )
+        return np.asarray(draws.T)
+
+
+class ICMFactorization(MultiTaskFactorization):
+    """The exact intrinsic-coregionalisation route (two-Kronecker algebra + Schur).
+
+    Parameters
+    ----------
+    post : MultiTaskPosterior
+        The factorisation of :func:`multitask_factorize`.
+    lml : float
+        Exact log marginal likelihood.
+    grad : ndarray or None
+        Its gradient.
+    task_cov : ndarray of shape (T, T)
+        Task covariance ``B`` at these hyperparameters.
+    kernel : sklearn Kernel
+        Input kernel at these hyperparameters (cloned).
+    X_train : ndarray of shape (n, n_features)
+        Training inputs.
+    """
+
+    def __init__(
+        self,
+        post: MultiTaskPosterior,
+        lml: float,
+        grad: FloatArray | None,
+        *,
+        task_cov: FloatArray,
+        kernel: Kernel,
+        X_train: FloatArray,
+    ) -> None:
+        self.post, self.lml, self.grad = post, lml, grad
+        self.task_cov = task_cov
+        self.kernel = kernel.clone_with_theta(kernel.theta)
+        self.X_train = X_train
+        n_missing = 0 if post.missing is None else int(post.missing.tasks.size)
+        self.info = SolverInfo("icm-exact", n_missing)
+
+    def alpha(self) -> FloatArray:
+        """Return ``Sigma_oo^{-1} y`` as a (T, n) grid, zeros on missing cells."""
+        return self.post.alpha()
+
+    def predict_points(
+        self, kernel: Any, parts: list[FloatArray], *, std: bool, cov: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean (M, T) and variances (M, T) or joint covariance."""
+        X = parts[0]
+        cross = np.asarray(self.kernel(X, self.X_train))
+        if cov:
+            mean = predict_moments(self.post, self.task_cov, cross, None)[0]
+            prior = np.asarray(self.kernel(X))
+            joint = predict_joint_covariance(self.post, self.task_cov, cross, prior)
+            return mean, joint
+        prior_diag = self.kernel.diag(X) if std else None
+        return predict_moments(self.post, self.task_cov, cross, prior_diag)
+
+
 __all__ = [
+    "ICMFactorization",
     "MissingCells",
+    "MultiTaskFactorization",
     "missing_cells",
     "schur_solve_rot",
     "trace_matrix",
