@@ -15,7 +15,10 @@ converges in tens of iterations where CG on :math:`A_{oo}` needs hundreds.
 The weights :math:`\alpha = P(\tilde y - E_m c)`, with :math:`\tilde y` the
 zero-padded data and :math:`P_{mm} c = (P \tilde y)_m`, vanish on the missing
 cells and equal :math:`A_{oo}^{-1} y_o` on the observed ones, so prediction
-reuses the complete-grid formulas.
+reuses the complete-grid formulas. The Schur complement itself (forming and
+factoring :math:`P_{mm}`, CG, the log-determinant estimator) is the one of
+:class:`~kronecker_gp.linalg._schur.MissingCellSchur`; this module supplies
+the eigenbasis solve and keeps the results rotated.
 
 On the CG path :math:`P_{mm}` is preconditioned by its block-Jacobi part
 :math:`C = L L^T` (runs of missing cells along one grid axis, see

@@ -28,8 +28,11 @@ keep working at :math:`10^5+` time steps. With ``m`` missing cells:
   data :math:`e_j`), exact while affordable, else Monte Carlo with
   :math:`\zeta \sim N(0, P_{mm}^{-1})` drawn from prior samples.
 
-Arrays are in *series layout*: the grid with the state-space axis moved last,
-``(S, n_t)`` or ``(S, n_t, k)`` for ``k`` columns.
+The Schur complement is the one of
+:class:`~kronecker_gp.linalg._schur.MissingCellSchur` (:class:`SSMSchurSystem`
+supplies the Kalman solve). Arrays are in *series layout*: the grid with the
+state-space axis moved last, ``(S, n_t)`` or ``(S, n_t, k)`` for ``k``
+columns.
 """
 
 from __future__ import annotations
