@@ -305,7 +305,7 @@ class SSMSchurSystem:
             method=self.method,
             tol=tol,
             max_iter=max_iter,
-            diagonal=lambda: self.op.diag_inverse()[self.s_idx, self.t_idx],
+            diagonal=self._diagonal,
             columns_per_pass=max(1, _CHUNK_ENTRIES // n_cells),
         )
 
@@ -313,6 +313,10 @@ class SSMSchurSystem:
         """Return ``P x`` for flat series-layout grid vectors ``x`` (N, k)."""
         out = self.op.solve(x.reshape(*self._shape, x.shape[1]))
         return out.reshape(x.shape)
+
+    def _diagonal(self) -> FloatArray:
+        """Return ``diag(P_mm)`` from the filter's posterior variances."""
+        return self.op.diag_inverse()[self.s_idx, self.t_idx]
 
     def solve_data(self, y: FloatArray) -> tuple[FloatArray, float]:
         """Return ``P y`` (y of shape (S, n_t)) and ``log|A|``; factor ``P_mm`` too.

@@ -269,6 +269,25 @@ class MultiTaskPosterior:
         return self.eig.unrotate(self.alpha_rot)
 
 
+@dataclass(frozen=True)
+class _TwoKronSolve:
+    """The complete-grid solve of ``C (x) R + S (x) O`` on flat grid columns."""
+
+    eig: TwoKronEigen
+
+    def solve_full(self, x: FloatArray) -> FloatArray:
+        """Return ``Sigma^{-1} X`` for grid columns ``X`` (T n, k)."""
+        grids = np.ascontiguousarray(x.T).reshape(x.shape[1], *self.eig.inv_lam.shape)
+        return self.eig.solve(grids).reshape(x.shape[1], -1).T
+
+    def columns(self, cells: IntArray) -> FloatArray:
+        """Return ``Sigma^{-1} E_cells`` (T n, k): the rotated columns come free."""
+        g = self.eig.inv_lam
+        t, j = np.unravel_index(cells, g.shape)
+        rot = g[None] * (self.eig.v1[t][:, :, None] * self.eig.v2[j][:, None, :])
+        return self.eig.unrotate(rot).reshape(cells.size, -1).T
+
+
 def missing_cells(eig: TwoKronEigen, tasks: IntArray, inputs: IntArray) -> MissingCells:
     r"""Build ``C_m``, its Cholesky factor and the rotated ``Z L^{-T}``.
 
@@ -284,26 +303,16 @@ def missing_cells(eig: TwoKronEigen, tasks: IntArray, inputs: IntArray) -> Missi
     the factor. Memory :math:`O(m T n)`.
     """
     g = eig.inv_lam
-    shape = g.shape
     m = tasks.size
-
-    def solve_full(x: FloatArray) -> FloatArray:
-        grids = np.ascontiguousarray(x.T).reshape(x.shape[1], *shape)
-        return eig.solve(grids).reshape(x.shape[1], -1).T
-
-    def columns(cells: IntArray) -> FloatArray:
-        t, j = np.unravel_index(cells, shape)
-        rot = g[None] * (eig.v1[t][:, :, None] * eig.v2[j][:, None, :])
-        return eig.unrotate(rot).reshape(cells.size, -1).T
-
+    two = _TwoKronSolve(eig)
     schur = MissingCellSchur(
-        solve_full,
-        np.ravel_multi_index((tasks, inputs), shape),
+        two.solve_full,
+        np.ravel_multi_index((tasks, inputs), g.shape),
         g.size,
-        columns=columns,
+        columns=two.columns,
     )
     a1, a2 = eig.v1[tasks], eig.v2[inputs]  # rows of V1 (x) V2 at the cells
-    if m <= sum(shape):
+    if m <= sum(g.shape):
         # C_m = F diag(inv_lam) F^T, F_a = kron(V1[t_a], V2[j_a]): one GEMM
         c_m = face_split_gram([a1, a2], g.reshape(-1))
         schur.set_pmm(0.5 * (c_m + c_m.T))
