@@ -262,6 +262,19 @@ class SchurSystem:
         c = self.pmm_solve(self.take_missing(inv * b_rot))
         return np.asarray(inv * (b_rot - self.pad_rot(c)))
 
+    def inverse_draws(self, n_samples: int, rng: np.random.Generator) -> FloatArray:
+        r"""Return ``U^T P E_m zeta`` (N, k) for k draws ``zeta ~ N(0, P_mm^-1)``.
+
+        :math:`\zeta_s = P_{mm}^{-1} \eta_s` with :math:`\eta_s = (P^{1/2}
+        \xi_s)_m \sim N(0, P_{mm})`; one batched :math:`P_{mm}` solve. For
+        a cross-covariance ``k``, :math:`E[((P k)_m^T \zeta)^2] = (P k)_m^T
+        P_{mm}^{-1} (P k)_m`, the variance correction (Monte Carlo).
+        """
+        xi = rng.standard_normal((self.post.inv_lam.size, n_samples))
+        eta = self.take_missing(np.sqrt(self.post.inv_lam)[:, None] * xi)
+        zeta = self.pmm_solve(eta)
+        return np.asarray(self.post.inv_lam[:, None] * self.pad_rot(zeta))
+
     def exact_correction(self) -> TraceCorrection:
         r"""Return the exact trace correction in the eigenbasis.
 
@@ -491,12 +504,7 @@ def variance_correction_mc(
     std_error : ndarray of shape (M,)
         Per-point standard error of the estimate.
     """
-    post = system.post
-    n = int(np.prod(post.shape))
-    xi = rng.standard_normal((n, n_samples))
-    eta = system.take_missing(np.sqrt(post.inv_lam)[:, None] * xi)
-    zeta = system.pmm_solve(eta)
-    weights = post.inv_lam[:, None] * system.pad_rot(zeta)  # U^T P E_m zeta
+    weights = system.inverse_draws(n_samples, rng)  # U^T P E_m zeta
     if grid:
         proj = kron_matvec(v, weights)
     else:

@@ -366,10 +366,8 @@ class SchurFactorization(CompleteFactorization):
             corr = system.schur.quad_forms(gt.T)  # G_i^T P_mm^{-1} G_i
         else:
             rng = np.random.default_rng(int(self.options["seed"]))
-            xi = rng.standard_normal((self.g.size, int(self.options["n_probes"])))
-            eta = system.take_missing(np.sqrt(self.inv)[:, None] * xi)
-            zeta = system.pmm_solve(eta)  # ~ N(0, P_mm^{-1})
-            proj = kron_matvec(self.eigvecs, gw[:, None] * system.pad_rot(zeta))
+            w = system.inverse_draws(int(self.options["n_probes"]), rng)
+            proj = kron_matvec(self.eigvecs, self.g[:, None] * w)  # K P E_m zeta
             corr = np.mean(proj**2, axis=1)
         return super()._grid_variance() + corr
 
