@@ -612,3 +612,27 @@ def test_ill_conditioned_fit_suggests_more_noise(laps):
         warnings.simplefilter("ignore")
         with pytest.raises(np.linalg.LinAlgError, match="increase noise"):
             gp.fit_grid([[0, 1, 2], np.arange(4)], np.ones((3, 4)))
+
+
+@pytest.mark.parametrize("path", ["complete", "subgrid", "schur-exact", "schur-cg"])
+def test_lml_queries_leave_the_stored_factorization_alone(path, laps, rng):
+    """A factorization is immutable: other thetas never change the predictions."""
+    Y = rng.standard_normal((5, 4))
+    nodes = None
+    if path == "subgrid":
+        nodes, Y = [np.array([0, 2, 3]), None], Y[[0, 2, 3]]
+    elif path.startswith("schur"):
+        Y.ravel()[[1, 7, 13]] = np.nan
+    solver = "cg" if path == "schur-cg" else "auto"
+    gp = ProductGraphGP(laps, noise=0.3, optimizer=None, solver=solver)
+    gp.fit_grid(nodes, Y)
+    assert gp.solver_info_.path == path
+    mean, std = gp.predict_grid(return_std=True)
+    draws = gp.sample_grid(n_samples=3, random_state=1)
+    lml = gp.log_marginal_likelihood(gp.theta_ + 0.3, eval_gradient=True)[0]
+    assert not np.isclose(lml, gp.log_marginal_likelihood_value_)
+    again, std_again = gp.predict_grid(return_std=True)
+    assert_allclose(again, mean)
+    assert_allclose(std_again, std)
+    assert_allclose(gp.sample_grid(n_samples=3, random_state=1), draws)
+    assert gp.solver_info_ is gp._fact.info

@@ -823,3 +823,71 @@ def test_remaining_error_messages(rng):
     with pytest.raises(ValueError, match="Gradient can only be evaluated for theta"):
         gp.log_marginal_likelihood(eval_gradient=True)
     assert gp.log_marginal_likelihood() == gp.log_marginal_likelihood_value_
+
+
+@pytest.mark.parametrize("noise", ["diag", "full"])
+def test_many_missing_cells_form_schur_by_mode_products(noise, rng):
+    """m > T + n: C_m from mode products of its columns, not the row Gram."""
+    from kronecker_gp.solvers._multitask import missing_cells, multitask_factorize
+
+    c, r, s, o, s_dense, o_dense, y, obs = _two_kron_inputs(
+        rng, t=3, n=8, noise=noise, missing=0.7
+    )
+    tasks, inputs = np.nonzero(~obs)
+    assert tasks.size > 3 + 8
+    eig = two_kron_eigh(c, r, s, o)
+    cells = missing_cells(eig, tasks, inputs)
+    sigma = np.kron(c, r) + np.kron(s_dense, o_dense)
+    miss = np.ravel_multi_index((tasks, inputs), obs.shape)
+    c_m = np.linalg.inv(sigma)[np.ix_(miss, miss)]
+    assert_allclose(cells.logdet(), np.linalg.slogdet(c_m)[1], rtol=EIG_RTOL)
+    post, lml = multitask_factorize(eig, y, obs)
+    want, alpha = _dense_lml(c, r, (s_dense, o_dense), y, obs)
+    assert_allclose(lml, want, rtol=EIG_RTOL)
+    assert_allclose(post.alpha()[obs], alpha, rtol=EIG_RTOL, atol=1e-10)
+
+
+@pytest.mark.parametrize("model", ["icm", "lmc"])
+def test_scattered_fit_is_one_factorization_with_the_protocol(model, rng):
+    """predict_grid / sample_grid of the stored factorization agree with predict."""
+    from kronecker_gp._grid import Grid
+
+    if model == "icm":
+        x, Y = _mt_data(rng, missing=0.3)
+        gp = MultiTaskGP(optimizer=None).fit(x, Y)
+        assert gp.solver_info_.path == "icm-exact"
+    else:
+        gp, x, Y = _lmc(rng, 0.3)
+        assert gp.solver_info_.path == "lmc-pcg"
+        assert gp.solver_info_.iterations == max(gp.cg_iterations_)
+    assert gp.solver_info_.n_missing == int(np.isnan(Y).sum())
+    fact, pts = gp._fact, x[:3]
+    mean, var = fact.predict_points(None, [pts], std=True, cov=False)
+    want_mean, want_std = gp.predict(pts, return_std=True)
+    scale = gp.y_train_std_
+    assert_allclose(mean * scale + gp.y_train_mean_, want_mean, rtol=1e-10)
+    assert_allclose(np.sqrt(np.maximum(var, 0)) * scale, want_std, rtol=1e-10)
+    grid_mean, grid_var = fact.predict_grid(None, Grid([pts]), std=True)
+    assert_allclose(grid_mean, mean.reshape(-1), rtol=1e-12)
+    assert_allclose(grid_var, var.reshape(-1), rtol=1e-12)
+    _, joint = fact.predict_points(None, [pts], std=False, cov=True)
+    cov = joint.reshape(mean.size, mean.size)
+    assert_allclose(np.diag(cov), var.reshape(-1), rtol=1e-7, atol=1e-10)
+    n = 4000
+    draws = fact.sample_grid(None, Grid([pts]), n, np.random.default_rng(0))
+    assert draws.shape == (mean.size, n)
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    assert np.all(np.abs(draws.mean(axis=1) - mean.reshape(-1)) <= 5 * sd / np.sqrt(n))
+
+
+def test_fitted_heterotopic_model_pickles(rng):
+    """The Schur complement of the missing outputs holds no closures."""
+    import pickle
+
+    x, Y = _mt_data(rng, n=20, missing=0.7)
+    assert np.isnan(Y).sum() > 3 + 20  # the mode-product branch too
+    gp = MultiTaskGP(optimizer=None).fit(x, Y)
+    back = pickle.loads(pickle.dumps(gp))
+    want, got = gp.predict(x, return_std=True), back.predict(x, return_std=True)
+    assert_allclose(got[0], want[0])
+    assert_allclose(got[1], want[1])

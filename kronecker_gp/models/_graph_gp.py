@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from kronecker_gp._grid import Grid
 from kronecker_gp._typing import ArrayLike, FloatArray, IntArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels._graph import check_nodes, laplacian_eigh
@@ -31,18 +32,18 @@ from kronecker_gp.models._optimize import (
 )
 from kronecker_gp.solvers._graph import (
     CompletePath,
+    GraphFactorization,
     SchurPath,
     SubgridPath,
     eigvec_rows,
     product_spectrum,
-    rotate,
 )
 
 #: The sub-grid path stores one (n_o^P x n_o^P) block per fully observed
 #: eigenvector; above this many float64 entries the Schur path is used.
 SUBGRID_MAX_ENTRIES = 2**25
 
-_Path = CompletePath | SubgridPath  # SchurPath subclasses CompletePath
+_Path = CompletePath | SubgridPath | SchurPath
 
 
 def _log_bounds(bounds: object, name: str) -> FloatArray | None:
@@ -407,18 +408,16 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         self.shape_ = tuple(w.size for w in ws)
         self.n_features_in_ = len(ws)
         self._lam = _lam_parts(ws)
-        self._path = self._make_path(nodes, Y)
+        self._solver = self._make_path(nodes, Y)
         if self.optimizer is not None and self._specs:
             self._optimise()
-        self.log_marginal_likelihood_value_ = self._evaluate(self._theta(), False)[0]
+        self._fact = self._factorize(self._theta(), False)
+        self.log_marginal_likelihood_value_ = self._fact.lml
         self.theta_ = self._theta()
         self.hyperparameter_names_ = self._names()
         setattr(self, f"{self._scale_name}_", self._scale.copy())
-        alpha = self._path.alpha()
-        self._mean = self._path.mean()
-        self._var: FloatArray | None = None
-        self.solver_info_ = self._path.info
-        self.alpha_ = alpha
+        self.solver_info_ = self._fact.info
+        self.alpha_ = self._fact.alpha()
         self.fit_time_ = time.perf_counter() - t0
         return self
 
@@ -434,11 +433,11 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         full = np.full(self.shape_, np.nan)
         full[_sub_index(self.shape_, nodes)] = Y
         y = full.reshape(-1)
-        self._observed = (~np.isnan(y)).astype(float)
-        self._y = np.where(np.isnan(y), 0.0, y)
+        observed = ~np.isnan(y)
+        y = np.where(observed, y, 0.0)
         partial = [s for s in nodes if s is not None]
         if not np.isnan(Y).any() and not partial:
-            return CompletePath(self.eigvecs_, self._y)
+            return CompletePath(self.eigvecs_, y)
         n_op = int(np.prod([s.size for s in partial]))
         n_f = int(np.prod([n for n, s in zip(self.shape_, nodes) if s is None]))
         if not np.isnan(Y).any() and n_f * n_op * n_op <= SUBGRID_MAX_ENTRIES:
@@ -453,8 +452,8 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             "max_iter": self.cg_max_iter,
             "n_probes": self.n_probes,
         }
-        missing = np.flatnonzero(self._observed == 0)
-        return SchurPath(self.eigvals_, self.eigvecs_, self._y, missing, opts)  # type: ignore[arg-type]
+        missing = np.flatnonzero(~observed)
+        return SchurPath(self.eigvals_, self.eigvecs_, y, missing, opts)
 
     def __sklearn_is_fitted__(self) -> bool:
         """Return whether the last ``fit`` succeeded (``alpha_`` is set last)."""
@@ -507,12 +506,17 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
     def _evaluate(
         self, theta: FloatArray, eval_gradient: bool
     ) -> tuple[float, FloatArray | None]:
+        fact = self._factorize(theta, eval_gradient)
+        return fact.lml, fact.grad
+
+    def _factorize(self, theta: FloatArray, eval_gradient: bool) -> GraphFactorization:
+        """Set ``theta`` and return the route's (new, immutable) factorisation."""
         self._set_theta(theta)
         g, dg = self._spectrum(eval_gradient)
         noise_free = any(n == "noise" for n, _, _ in self._specs)
         try:
             check_conditioning([g], self.noise_, self.kernel, type(self).__name__)
-            return self._path.factorise(
+            return self._solver.factorize(
                 g, self.noise_, dg if eval_gradient else None, noise_free
             )
         except np.linalg.LinAlgError as exc:
@@ -585,18 +589,15 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
                 f"theta must have {self.theta_.size} entries "
                 f"{self.hyperparameter_names_}; got {theta.size}."
             )
-        state = dict(self._path.__dict__)
-        try:
-            return query_lml(
-                self,
-                theta,
-                eval_gradient=eval_gradient,
-                clone_kernel=clone_kernel,
-                names=["amplitude_", "noise_", "nu_", "_scale"],
-                lml_at=self._evaluate,
-            )
-        finally:
-            self._path.__dict__.update(state)
+        # a factorisation is a new object: the fitted one is never touched
+        return query_lml(
+            self,
+            theta,
+            eval_gradient=eval_gradient,
+            clone_kernel=clone_kernel,
+            names=["amplitude_", "noise_", "nu_", "_scale"],
+            lml_at=self._evaluate,
+        )
 
     # ------------------------------------------------------------- prediction
     def _prior(self) -> tuple[list[FloatArray], FloatArray, tuple[int, ...]]:
@@ -632,21 +633,14 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             return mean, np.sqrt(np.maximum((rows * rows) @ g, 0.0))
         return mean
 
-    def _apply_k(self, w: FloatArray) -> FloatArray:
-        """Return ``K w`` for grid columns ``w`` (N, k): two rotations."""
-        g = self._spectrum(False)[0]
-        return kron_matvec(self.eigvecs_, g[:, None] * rotate(self.eigvecs_, w))
-
-    def _variance(self) -> FloatArray:
-        if self._var is None:
-            self._var = self._path.variance()
-        return self._var
+    def _test_grid(self, nodes: list[IntArray | None]) -> Grid:
+        """Return the sub-grid of ``nodes`` as a :class:`Grid` of node indices."""
+        full = [np.arange(n) if s is None else s for n, s in zip(self.shape_, nodes)]
+        return Grid([np.asarray(i, dtype=np.float64).reshape(-1, 1) for i in full])
 
     def _cells(self, X: ArrayLike) -> IntArray:
         X = np.asarray(validate_data(self, X, reset=False, dtype=np.float64))
-        idx = [
-            check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(self.shape_)
-        ]
+        idx = [check_nodes(X[:, d], n, f"X[:, {d}]") for d, n in enumerate(self.shape_)]
         return np.asarray(np.ravel_multi_index(tuple(idx), self.shape_))
 
     def predict(
@@ -684,20 +678,20 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
         if not hasattr(self, "alpha_"):  # unfitted: the prior, as sklearn
             return self._prior_predict(X, return_std, return_cov)
         cells = self._cells(X)
-        mean = self._mean[cells] * self.y_train_std_ + self.y_train_mean_
+        parts = [
+            np.asarray(i, np.float64) for i in np.unravel_index(cells, self.shape_)
+        ]
+        mean, second = self._fact.predict_points(
+            None, parts, std=return_std, cov=return_cov
+        )
+        mean = mean * self.y_train_std_ + self.y_train_mean_
         if return_std:
-            return mean, np.sqrt(self._variance()[cells]) * self.y_train_std_
+            assert second is not None
+            return mean, np.sqrt(second) * self.y_train_std_
         if not return_cov:
             return mean
-        g = self._spectrum(False)[0]
-        rows = eigvec_rows(self.eigvecs_, cells)  # U[cells, :]
-        k_cols = kron_matvec(self.eigvecs_, g[:, None] * rows.T)  # K[:, cells]
-        masked = k_cols * self._observed[:, None]
-        cov = k_cols[cells] - masked.T @ self._path.solve_observed(masked)
-        return mean, 0.5 * (cov + cov.T) * self.y_train_std_**2
-
-    def _grid_index(self, coords: Sequence[ArrayLike] | None) -> Any:
-        return _sub_index(self.shape_, self._check_nodes_per_axis(coords, self.shape_))
+        assert second is not None
+        return mean, second * self.y_train_std_**2
 
     def predict_grid(
         self, coords: Sequence[ArrayLike] | None = None, return_std: bool = False
@@ -730,13 +724,13 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
                 return mean
             var = kron_matvec([u * u for u in us], g).reshape(shape)[ix]
             return mean, np.sqrt(np.maximum(var, 0.0))
-        ix = self._grid_index(coords)
-        mean = self._mean.reshape(self.shape_)[ix] * self.y_train_std_
-        mean = mean + self.y_train_mean_
+        test = self._test_grid(self._check_nodes_per_axis(coords, self.shape_))
+        mean, var = self._fact.predict_grid(None, test, std=return_std)
+        mean = mean.reshape(test.shape) * self.y_train_std_ + self.y_train_mean_
         if not return_std:
             return mean
-        std = np.sqrt(self._variance().reshape(self.shape_)[ix])
-        return mean, std * self.y_train_std_
+        assert var is not None
+        return mean, np.sqrt(var.reshape(test.shape)) * self.y_train_std_
 
     # ---------------------------------------------------------------- sampling
     def sample_grid(
@@ -779,14 +773,10 @@ class ProductGraphGP(RegressorMixin, BaseEstimator):
             z = rng.standard_normal((g.size, n_samples))
             f = kron_matvec(us, np.sqrt(g)[:, None] * z)
             return _take(f, shape, nodes)
-        nodes = self._check_nodes_per_axis(coords, self.shape_)
-        g = self._spectrum(False)[0]
-        z = rng.standard_normal((g.size, n_samples))
-        f = kron_matvec(self.eigvecs_, np.sqrt(g)[:, None] * z)
-        eps = np.sqrt(self.noise_) * rng.standard_normal(f.shape)
-        resid = (self._y[:, None] - f - eps) * self._observed[:, None]
-        f = f + self._apply_k(self._path.solve_observed(resid))
-        return _take(f * self.y_train_std_ + self.y_train_mean_, self.shape_, nodes)
+        test = self._test_grid(self._check_nodes_per_axis(coords, self.shape_))
+        f = self._fact.sample_grid(None, test, int(n_samples), rng)
+        f = f * self.y_train_std_ + self.y_train_mean_
+        return f.reshape(*test.shape, int(n_samples))
 
     def __sklearn_tags__(self) -> Any:
         """Declare a regressor that predicts from the prior unfitted (as sklearn)."""

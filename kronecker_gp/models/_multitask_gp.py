@@ -36,17 +36,16 @@ from kronecker_gp.models._optimize import (
     param_label,
 )
 from kronecker_gp.solvers._multitask import (
+    ICMFactorization,
+    MultiTaskFactorization,
     gradient_matrices,
     multitask_factorize,
-    predict_joint_covariance,
-    predict_moments,
     two_kron_eigh,
 )
 from kronecker_gp.solvers._multitask_iterative import (
+    LMCFactorization,
     LMCSystem,
     lmc_evaluate,
-    lmc_joint_covariance,
-    lmc_predict,
 )
 
 _MODELS = ("icm", "lmc")
@@ -332,8 +331,9 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         self._setup_hyperparameters()
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             self._optimise()
-        lml, _, self._post = self._evaluate(eval_gradient=False)
-        self.log_marginal_likelihood_value_ = lml
+        self._fact = self._evaluate(eval_gradient=False)[2]
+        self.log_marginal_likelihood_value_ = self._fact.lml
+        self.solver_info_ = self._fact.info
         self._store()
         self.fit_time_ = time.perf_counter() - t0
         return self
@@ -514,8 +514,10 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         ks = [k(self.X_train_, eval_gradient=eval_gradient) for k in self.kernels_]
         return bs, ks
 
-    def _evaluate(self, eval_gradient: bool) -> tuple[float, FloatArray, Any]:
-        """Return the LML, its gradient (or empty) and the posterior state."""
+    def _evaluate(
+        self, eval_gradient: bool
+    ) -> tuple[float, FloatArray, MultiTaskFactorization]:
+        """Return the LML, its gradient (or empty) and the route's factorisation."""
         bs, ks = self._grams(eval_gradient)
         if self.solver_ == "pcg":
             return self._evaluate_lmc(bs, ks, eval_gradient)
@@ -531,8 +533,16 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
                 "noise or its lower bound."
             ) from None
         self.log_marginal_likelihood_stderr_ = 0.0
+        fact = ICMFactorization(
+            post,
+            lml,
+            None,
+            task_cov=np.asarray(b),
+            kernel=self.kernels_[0],
+            X_train=self.X_train_,
+        )
         if not eval_gradient:
-            return lml, np.zeros(0), post
+            return lml, np.zeros(0), fact
         (_, db), (_, dk) = bs[0], ks[0]
         grads = [np.einsum("ijp,ij->p", db, gradient_matrices(post, "C"))]
         if dk.shape[2]:
@@ -541,11 +551,11 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
             # d Sigma / d log s_t = s_t e_t e_t^T (x) I
             g = self.noise_ * np.diag(gradient_matrices(post, "S"))
             grads.append(g if self._n_noise > 1 else np.array([g.sum()]))
-        return lml, np.concatenate(grads), post
+        return lml, np.concatenate(grads), fact
 
     def _evaluate_lmc(
         self, bs: list[Any], ks: list[Any], eval_gradient: bool
-    ) -> tuple[float, FloatArray, Any]:
+    ) -> tuple[float, FloatArray, MultiTaskFactorization]:
         observed = (
             np.ones(self._y.shape, dtype=bool)
             if self._observed is None
@@ -567,7 +577,8 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         ev = lmc_evaluate(system, self._y, self._xi, int(self.lanczos_steps), grads)
         self.log_marginal_likelihood_stderr_ = ev.lml_stderr
         grad = ev.grad if ev.grad is not None else np.zeros(0)
-        return ev.lml, grad, ev
+        fact = LMCFactorization(ev, kernels=self.kernels_, X_train=self.X_train_)
+        return ev.lml, grad, fact
 
     def _lml_at(
         self, theta: FloatArray, eval_gradient: bool
@@ -604,12 +615,10 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
     def _store(self) -> None:
         self._store_task_covariance()
         self.theta_ = self._theta()
-        if self.solver_ == "exact":
-            self.alpha_ = self._post.alpha().T.copy()
-            self.cg_iterations_: list[int] = []
-        else:
-            self.alpha_ = self._post.alpha.T.copy()
-            self.cg_iterations_ = list(self._post.system.info.iterations)
+        self.alpha_ = self._fact.alpha().T.copy()
+        self.cg_iterations_: list[int] = []
+        if isinstance(self._fact, LMCFactorization):
+            self.cg_iterations_ = list(self._fact.ev.system.info.iterations)
 
     def log_marginal_likelihood(
         self,
@@ -1074,13 +1083,7 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         if not hasattr(self, "X_train_"):  # unfitted: the prior, as sklearn
             return self._prior_predict(X, return_std)
         check_is_fitted(self, "X_train_")
-        cross = [np.asarray(k(X, self.X_train_)) for k in self.kernels_]
-        prior = [k.diag(X) for k in self.kernels_] if return_std else None
-        if self.solver_ == "exact":
-            first = None if prior is None else prior[0]
-            mean, var = predict_moments(self._post, self._bs[0], cross[0], first)
-        else:
-            mean, var = lmc_predict(self._post.system, self._post.alpha, cross, prior)
+        mean, var = self._fact.predict_points(None, [X], std=return_std, cov=False)
         mean = mean * self.y_train_std_ + self.y_train_mean_
         if self._y_1d:
             mean = mean[:, 0]
@@ -1124,16 +1127,8 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
                 for k, b in zip(kernels, bs)
             )
             return np.zeros((X.shape[0], bs[0].shape[0])), np.asarray(joint)
-        cross = [np.asarray(k(X, self.X_train_)) for k in self.kernels_]
-        prior = [np.asarray(k(X)) for k in self.kernels_]
-        if self.solver_ == "exact":
-            mean = predict_moments(self._post, self._bs[0], cross[0], None)[0]
-            joint = predict_joint_covariance(
-                self._post, self._bs[0], cross[0], prior[0]
-            )
-        else:
-            mean = lmc_predict(self._post.system, self._post.alpha, cross, None)[0]
-            joint = lmc_joint_covariance(self._post.system, cross, prior)
+        mean, joint = self._fact.predict_points(None, [X], std=False, cov=True)
+        assert joint is not None
         std = self.y_train_std_
         joint = joint * std[None, :, None, None] * std[None, None, None, :]
         return mean * std + self.y_train_mean_, joint

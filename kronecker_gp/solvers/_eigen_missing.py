@@ -15,7 +15,10 @@ converges in tens of iterations where CG on :math:`A_{oo}` needs hundreds.
 The weights :math:`\alpha = P(\tilde y - E_m c)`, with :math:`\tilde y` the
 zero-padded data and :math:`P_{mm} c = (P \tilde y)_m`, vanish on the missing
 cells and equal :math:`A_{oo}^{-1} y_o` on the observed ones, so prediction
-reuses the complete-grid formulas.
+reuses the complete-grid formulas. The Schur complement itself (forming and
+factoring :math:`P_{mm}`, CG, the log-determinant estimator) is the one of
+:class:`~kronecker_gp.linalg._schur.MissingCellSchur`; this module supplies
+the eigenbasis solve and keeps the results rotated.
 
 On the CG path :math:`P_{mm}` is preconditioned by its block-Jacobi part
 :math:`C = L L^T` (runs of missing cells along one grid axis, see
@@ -44,7 +47,6 @@ References
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray, IntArray
@@ -52,7 +54,7 @@ from kronecker_gp.linalg import face_split_matvec, kron_matvec
 from kronecker_gp.linalg._block_jacobi import BlockJacobi
 from kronecker_gp.linalg._eigenbasis import GridPosterior, TraceCorrection
 from kronecker_gp.linalg._identities import face_split_rows
-from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.linalg._schur import MissingCellSchur
 from kronecker_gp.solvers._cost import choose_schur_method, eigen_solve_flops
 from kronecker_gp.solvers._protocol import SolverInfo
 
@@ -71,8 +73,15 @@ MATVEC_COLUMNS = 8
 SCHUR_COLUMNS = 64
 
 
-class SchurSystem(CGRecorder):
+class SchurSystem:
     r"""The observed-cell system of a grid GP through the missing-cell Schur complement.
+
+    The eigen route's adapter on :class:`~kronecker_gp.linalg._schur.
+    MissingCellSchur` (``self.schur``): it supplies the complete-grid solve
+    :math:`P = U \operatorname{diag}(1 / (\lambda + s)) U^T` by mode products,
+    the columns :math:`P E_m` with one rotation instead of two, the Jacobi
+    diagonal and the block-Jacobi whitening, and keeps the rotated glue
+    (``pad_rot``, ``take_missing``, ``observed_solve_rot``) of the eigenbasis.
 
     Parameters
     ----------
@@ -98,6 +107,8 @@ class SchurSystem(CGRecorder):
     block_axis : int or None, default=None
         Grid axis of the block-Jacobi factor (CG path); None chooses it with
         :func:`~kronecker_gp.linalg._block_jacobi.best_axis`.
+    n_probes : int, default=32
+        Probes of the estimators (read by the cost model).
     """
 
     def __init__(
@@ -113,7 +124,6 @@ class SchurSystem(CGRecorder):
     ) -> None:
         self.post = post
         self.missing = np.asarray(missing, dtype=np.intp)
-        self.tol, self.max_iter = tol, max_iter
         m, n = self.missing.size, int(np.prod(post.shape))
         solve = eigen_solve_flops(post.shape)
         #: the cost model's choice, and whether exact would be its own choice
@@ -123,143 +133,124 @@ class SchurSystem(CGRecorder):
             and self.choice.exact_bytes <= _budgets.CG_EXACT_LOGDET_BYTES
         )
         self.method = self.choice.method
-        self._chol: tuple[FloatArray, bool] | None = None
-        self.block: BlockJacobi | None = None
         self._block_axis = block_axis
-        self._jacobi: FloatArray | None = None
+        self.schur = MissingCellSchur(
+            self._solve_full,
+            self.missing,
+            n,
+            method=self.method,
+            tol=tol,
+            max_iter=max_iter,
+            columns=self._columns,
+            diagonal=self._diagonal,
+            whitening=self._block,
+            columns_per_pass=max(1, min(SCHUR_COLUMNS, EXACT_MAX_ENTRIES // n)),
+            matvec_columns=MATVEC_COLUMNS,
+            cheap_factor=self.small,
+        )
         if method == "exact":
-            self._factor_exact()
-        self.iterations = 0
-        self.residual = 0.0
+            self.schur.factor()
 
-    def _factor_exact(self) -> tuple[FloatArray, bool]:
-        """Form ``P_mm`` by mode products and factor it (once)."""
-        if self._chol is None:
-            try:
-                self._chol = scipy.linalg.cho_factor(
-                    self._pmm_by_mode_products(), lower=True
-                )
-            except np.linalg.LinAlgError:
-                raise np.linalg.LinAlgError(
-                    "the missing-cell system is singular; increase noise."
-                ) from None
-        return self._chol
+    # -- the eigen route's callbacks
+    def _solve_full(self, x: FloatArray) -> FloatArray:
+        """Return ``P x`` for grid vectors ``x`` (N, k): two rotations."""
+        rot = kron_matvec([u.T for u in self.post.eigvecs], x)
+        return kron_matvec(self.post.eigvecs, self.post.inv_lam[:, None] * rot)
 
-    def _column_chunks(self) -> list[slice]:
-        """Chunks of missing cells whose ``(N, k)`` temporaries stay small."""
-        n = int(np.prod(self.post.shape))
-        step = max(1, min(SCHUR_COLUMNS, EXACT_MAX_ENTRIES // max(n, 1)))
-        return [slice(lo, lo + step) for lo in range(0, self.n_missing, step)]
+    def _columns(self, cells: IntArray) -> FloatArray:
+        """Return ``P E_cells`` (N, k): one rotation, rows ``U[cells]`` face-split."""
+        idx = np.unravel_index(cells, self.post.shape)
+        rows = [u[i, :] for u, i in zip(self.post.eigvecs, idx)]  # U[cells, :]
+        rot = self.post.inv_lam[:, None] * face_split_rows(rows).T
+        return kron_matvec(self.post.eigvecs, rot)
 
     def _rotated_columns(self, sl: slice) -> FloatArray:
         """Return ``U^T P E_m`` for the missing cells ``sl``, shape (N, k)."""
         idx = np.unravel_index(self.missing[sl], self.post.shape)
-        rows = [u[i, :] for u, i in zip(self.post.eigvecs, idx)]  # U[missing[sl], :]
+        rows = [u[i, :] for u, i in zip(self.post.eigvecs, idx)]
         return self.post.inv_lam[:, None] * face_split_rows(rows).T
 
-    def _pmm_by_mode_products(self) -> FloatArray:
-        r"""Form ``P_mm`` from the columns ``P E_m`` (``m`` complete-grid solves).
+    def _block(self) -> BlockJacobi:
+        return BlockJacobi(self.post, self.missing, axis=self._block_axis)
 
-        Each chunk of columns is ``U diag(1 / (lambda + s)) U[missing]^T``, one
-        mode product per factor: :math:`O(m N \sum_d n_d)` in all instead of
-        the :math:`O(m^2 N)` of the Gram of the rows ``U[missing]``, and
-        :math:`O(m^2 + N k)` memory.
-        """
-        m = self.n_missing
-        pmm = np.empty((m, m))
-        for sl in self._column_chunks():
-            cols = kron_matvec(self.post.eigvecs, self._rotated_columns(sl))
-            pmm[:, sl] = cols[self.missing]
-        return 0.5 * (pmm + pmm.T)
+    def _diagonal(self) -> FloatArray:
+        """Return ``diag(P_mm)``, by mode products or rows of the eigenbasis."""
+        if self.n_missing > sum(self.post.shape):
+            # the whole grid's diagonal by mode products, O(N sum n_d), is
+            # cheaper than m rows of the face-splitting product, O(m N)
+            squares = [u * u for u in self.post.eigvecs]
+            return kron_matvec(squares, self.post.inv_lam)[self.missing]
+        idx = np.unravel_index(self.missing, self.post.shape)
+        width = sum(u.shape[1] for u in self.post.eigvecs)
+        step = max(1, EXACT_MAX_ENTRIES // max(width, 1))
+        diag = np.empty(self.n_missing)
+        for lo in range(0, self.n_missing, step):
+            sq = [u[i[lo : lo + step], :] ** 2 for u, i in zip(self.post.eigvecs, idx)]
+            diag[lo : lo + step] = face_split_matvec(sq, self.post.inv_lam)
+        return diag
 
+    # -- state and delegation
     @property
     def n_missing(self) -> int:
         """Number of missing cells."""
         return int(self.missing.size)
 
+    @property
+    def tol(self) -> float:
+        """CG tolerance of the ``P_mm`` solves (settable, e.g. looser inner solves)."""
+        return self.schur.tol
+
+    @tol.setter
+    def tol(self, value: float) -> None:
+        self.schur.tol = float(value)
+
+    @property
+    def iterations(self) -> int:
+        """Most CG iterations of a ``P_mm`` solve so far."""
+        return self.schur.iterations
+
+    @property
+    def residual(self) -> float:
+        """Worst final relative CG residual so far."""
+        return self.schur.residual
+
+    @property
+    def block(self) -> BlockJacobi | None:
+        """The block-Jacobi whitening, once the estimators have built it."""
+        return self.schur.whitening  # type: ignore[return-value]
+
+    def ensure_block(self) -> BlockJacobi:
+        """Build (once) the block-Jacobi factor that whitens ``P_mm`` (estimators)."""
+        return self.schur.ensure_whitening()  # type: ignore[return-value]
+
+    def pmm_matvec(self, v: FloatArray) -> FloatArray:
+        """Return ``P_mm v`` for ``v`` of shape (m, k)."""
+        return self.schur.pmm_matvec(v)
+
+    def pmm_solve(self, b: FloatArray) -> FloatArray:
+        """Return ``P_mm^{-1} b`` (see :meth:`MissingCellSchur.solve`)."""
+        return self.schur.solve(b)
+
+    def factor_pays(self, n_rhs: int) -> bool:
+        """Whether ``n_rhs`` solves are cheaper through the Cholesky factor."""
+        return self.schur.factor_pays(n_rhs)
+
+    def pmm_solve_direct(self, b: FloatArray) -> FloatArray:
+        """Return ``P_mm^{-1} b``, by the Cholesky factor where it pays, else CG."""
+        return self.schur.solve_direct(b)
+
+    def logdet_pmm_exact(self) -> float:
+        """Return ``log|P_mm|`` from its Cholesky factor (formed if needed)."""
+        return self.schur.logdet()
+
+    # -- rotated glue
     def pad_rot(self, c: FloatArray) -> FloatArray:
         """Return ``U^T E_m c``: missing-cell values rotated into the eigenbasis."""
-        full = np.zeros((int(np.prod(self.post.shape)), c.shape[1]))
-        full[self.missing] = c
-        return kron_matvec([u.T for u in self.post.eigvecs], full)
+        return kron_matvec([u.T for u in self.post.eigvecs], self.schur.pad(c))
 
     def take_missing(self, x_rot: FloatArray) -> FloatArray:
         """Return ``(U x_rot)_m``: a rotated vector's values on the missing cells."""
         return kron_matvec(self.post.eigvecs, x_rot)[self.missing]
-
-    def pmm_matvec(self, v: FloatArray) -> FloatArray:
-        """Return ``P_mm v`` for ``v`` of shape (m, k).
-
-        Columns go through the grid in chunks of ``MATVEC_COLUMNS``, so the
-        temporaries are ``(N, MATVEC_COLUMNS)`` however many probes there are.
-        """
-        out = np.empty_like(v)
-        for lo in range(0, v.shape[1], MATVEC_COLUMNS):
-            sl = slice(lo, lo + MATVEC_COLUMNS)
-            rot = self.post.inv_lam[:, None] * self.pad_rot(v[:, sl])
-            out[:, sl] = self.take_missing(rot)
-        return out
-
-    def ensure_block(self) -> BlockJacobi:
-        """Build (once) the block-Jacobi factor that whitens ``P_mm`` (estimators)."""
-        if self.block is None:
-            self.block = BlockJacobi(self.post, self.missing, axis=self._block_axis)
-        return self.block
-
-    def _inverse_diagonal(self) -> FloatArray:
-        """Return ``1 / diag(P_mm)`` (Jacobi), in chunks of missing cells."""
-        if self._jacobi is None and self.n_missing > sum(self.post.shape):
-            # the whole grid's diagonal by mode products, O(N sum n_d), is
-            # cheaper than m rows of the face-splitting product, O(m N)
-            squares = [u * u for u in self.post.eigvecs]
-            diag_all = kron_matvec(squares, self.post.inv_lam)
-            self._jacobi = 1.0 / diag_all[self.missing]
-        if self._jacobi is None:
-            idx = np.unravel_index(self.missing, self.post.shape)
-            width = sum(u.shape[1] for u in self.post.eigvecs)
-            step = max(1, EXACT_MAX_ENTRIES // max(width, 1))
-            diag = np.empty(self.n_missing)
-            for lo in range(0, self.n_missing, step):
-                sq = [
-                    u[i[lo : lo + step], :] ** 2 for u, i in zip(self.post.eigvecs, idx)
-                ]
-                diag[lo : lo + step] = face_split_matvec(sq, self.post.inv_lam)
-            self._jacobi = 1.0 / diag
-        return self._jacobi
-
-    def pmm_solve(self, b: FloatArray) -> FloatArray:
-        """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k), recording CG statistics.
-
-        CG is preconditioned by the block-Jacobi factor once the estimators
-        have built it, by the (much cheaper) Jacobi diagonal before: the
-        weights of a fit with fixed hyperparameters need only the latter.
-        """
-        if self.method == "exact":
-            return np.asarray(scipy.linalg.cho_solve(self._factor_exact(), b))
-        precond = (
-            self.block.solve if self.block is not None else self._inverse_diagonal()
-        )
-        return self._run_cg(self.pmm_matvec, b, precond, "missing-cell")
-
-    def factor_pays(self, n_rhs: int) -> bool:
-        """Whether ``n_rhs`` solves are cheaper through the Cholesky factor.
-
-        Forming ``P_mm`` costs ``m`` complete-grid solves and ``8 m^2`` bytes;
-        CG costs tens of solves per right-hand side. On the CG path the factor
-        pays for many right-hand sides (predictive variances over a grid).
-        """
-        if self.method == "exact" or self.small or self._chol is not None:
-            return True
-        fits = 8.0 * self.n_missing**2 <= _budgets.MEMORY_FRACTION * (
-            _budgets.available_memory()
-        )
-        return fits and n_rhs * _budgets.CG_ITERATIONS > self.n_missing
-
-    def pmm_solve_direct(self, b: FloatArray) -> FloatArray:
-        """Return ``P_mm^{-1} b``, by the Cholesky factor where it pays, else CG."""
-        if self.factor_pays(b.shape[1]):
-            return np.asarray(scipy.linalg.cho_solve(self._factor_exact(), b))
-        return self.pmm_solve(b)
 
     def observed_solve_rot(self, b_rot: FloatArray) -> FloatArray:
         r"""Return ``U^T A_oo^{-1} b`` (zero-padded) from ``b_rot = U^T b``.
@@ -271,9 +262,18 @@ class SchurSystem(CGRecorder):
         c = self.pmm_solve(self.take_missing(inv * b_rot))
         return np.asarray(inv * (b_rot - self.pad_rot(c)))
 
-    def logdet_pmm_exact(self) -> float:
-        """Return ``log|P_mm|`` from its Cholesky factor (formed if needed)."""
-        return 2.0 * float(np.sum(np.log(np.diag(self._factor_exact()[0]))))
+    def inverse_draws(self, n_samples: int, rng: np.random.Generator) -> FloatArray:
+        r"""Return ``U^T P E_m zeta`` (N, k) for k draws ``zeta ~ N(0, P_mm^-1)``.
+
+        :math:`\zeta_s = P_{mm}^{-1} \eta_s` with :math:`\eta_s = (P^{1/2}
+        \xi_s)_m \sim N(0, P_{mm})`; one batched :math:`P_{mm}` solve. For
+        a cross-covariance ``k``, :math:`E[((P k)_m^T \zeta)^2] = (P k)_m^T
+        P_{mm}^{-1} (P k)_m`, the variance correction (Monte Carlo).
+        """
+        xi = rng.standard_normal((self.post.inv_lam.size, n_samples))
+        eta = self.take_missing(np.sqrt(self.post.inv_lam)[:, None] * xi)
+        zeta = self.pmm_solve(eta)
+        return np.asarray(self.post.inv_lam[:, None] * self.pad_rot(zeta))
 
     def exact_correction(self) -> TraceCorrection:
         r"""Return the exact trace correction in the eigenbasis.
@@ -282,13 +282,11 @@ class SchurSystem(CGRecorder):
         :math:`Q P_{mm}^{-1} Q^T = Z Z^T` for :math:`Z = Q L^{-T}`: one
         ``(N, m)`` array, built in column chunks and solved in place.
         """
-        chol = self._factor_exact()
         z = np.empty((int(np.prod(self.post.shape)), self.n_missing))
-        for sl in self._column_chunks():
-            z[:, sl] = self._rotated_columns(sl)
-        z = scipy.linalg.solve_triangular(
-            chol[0], z.T, lower=True, overwrite_b=True, check_finite=False
-        ).T
+        step = max(1, min(SCHUR_COLUMNS, EXACT_MAX_ENTRIES // z.shape[0]))
+        for lo in range(0, self.n_missing, step):
+            z[:, lo : lo + step] = self._rotated_columns(slice(lo, lo + step))
+        z = self.schur.half_inv(z.T, overwrite=True).T
         return TraceCorrection(z, z, 1.0)
 
 
@@ -402,31 +400,25 @@ def _logdet_estimate(
 ) -> tuple[float, TraceCorrection | None]:
     r"""Estimate :math:`\log|P_{mm}|` and the gradient trace with ``probes``.
 
-    With the block-Jacobi factor :math:`C = L L^T` of :math:`P_{mm}` and
-    :math:`N = L^{-1} P_{mm} L^{-T}` (unit diagonal blocks),
-    :math:`\log|P_{mm}| = \log|C| + \operatorname{tr} f(N)` with
-    :math:`f(x) = \log x - x + 1`, the trace estimated by stochastic Lanczos
-    quadrature; and :math:`\operatorname{tr}(P_{mm}^{-1} X) =
-    E[(L^{-T} N^{-1} z)^T X (L^{-T} z)]` (Hutchinson) with the same probes.
-    Records the standard error of the LML (half that of the trace) and the
-    Lanczos steps in ``info``.
+    :meth:`~kronecker_gp.linalg._schur.MissingCellSchur.logdet_estimate`
+    with the block-Jacobi whitening; the trace
+    :math:`\operatorname{tr}(P_{mm}^{-1} X)` by Hutchinson with the same
+    probes, its columns rotated into the eigenbasis. Records the standard
+    error of the LML (half that of the log-determinant) and the Lanczos
+    steps in ``info``.
     """
-    block = system.ensure_block()
-
-    def whitened(v: FloatArray) -> FloatArray:
-        return block.half_inv(system.pmm_matvec(block.half_inv_t(v)))
-
-    tr_f, std, solves, steps = lanczos_logdet_solve(whitened, probes)
-    info.lml_std_error = 0.5 * std
-    info.extra.update(logdet="slq", lanczos_steps=steps)
+    system.ensure_block()
+    est = system.schur.logdet_estimate(probes)
+    info.lml_std_error = 0.5 * est.std_error
+    info.extra.update(logdet="slq", lanczos_steps=est.steps)
     if not eval_gradient:
-        return block.logdet + tr_f, None
+        return est.logdet, None
     correction = TraceCorrection(
-        _p_columns(system, block.half_inv_t(solves)),
-        _p_columns(system, block.half_inv_t(probes)),
+        _p_columns(system, est.left),
+        _p_columns(system, est.right),
         1.0 / probes.shape[1],
     )
-    return block.logdet + tr_f, correction
+    return est.logdet, correction
 
 
 def _p_columns(system: SchurSystem, c: FloatArray) -> FloatArray:
@@ -512,12 +504,7 @@ def variance_correction_mc(
     std_error : ndarray of shape (M,)
         Per-point standard error of the estimate.
     """
-    post = system.post
-    n = int(np.prod(post.shape))
-    xi = rng.standard_normal((n, n_samples))
-    eta = system.take_missing(np.sqrt(post.inv_lam)[:, None] * xi)
-    zeta = system.pmm_solve(eta)
-    weights = post.inv_lam[:, None] * system.pad_rot(zeta)  # U^T P E_m zeta
+    weights = system.inverse_draws(n_samples, rng)  # U^T P E_m zeta
     if grid:
         proj = kron_matvec(v, weights)
     else:

@@ -28,8 +28,11 @@ keep working at :math:`10^5+` time steps. With ``m`` missing cells:
   data :math:`e_j`), exact while affordable, else Monte Carlo with
   :math:`\zeta \sim N(0, P_{mm}^{-1})` drawn from prior samples.
 
-Arrays are in *series layout*: the grid with the state-space axis moved last,
-``(S, n_t)`` or ``(S, n_t, k)`` for ``k`` columns.
+The Schur complement is the one of
+:class:`~kronecker_gp.linalg._schur.MissingCellSchur` (:class:`SSMSchurSystem`
+supplies the Kalman solve). Arrays are in *series layout*: the grid with the
+state-space axis moved last, ``(S, n_t)`` or ``(S, n_t, k)`` for ``k``
+columns.
 """
 
 from __future__ import annotations
@@ -37,14 +40,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels._markov import kernel_to_state_space
 from kronecker_gp.linalg import kron_matvec
-from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.linalg._schur import MissingCellSchur
 from kronecker_gp.linalg.kalman._filter import (
     adjoint,
     filter_store,
@@ -254,8 +256,14 @@ def kalman_solve_flops(op: SeriesOperator, n_cells: int) -> float:
     return float(n_cells) * (rotation + _budgets.KALMAN_CELL_FLOPS * d * d)
 
 
-class SSMSchurSystem(CGRecorder):
+class SSMSchurSystem:
     r"""The observed-cell system on the state-space route (Schur complement).
+
+    The Kalman route's adapter on :class:`~kronecker_gp.linalg._schur.
+    MissingCellSchur` (``self.schur``): it supplies the complete-grid solve
+    (rotation, one Kalman pass per rotated series, rotation back) on grid
+    vectors in series layout and the Jacobi diagonal of :math:`P_{mm}` from
+    the filter's variances, and keeps the series-shaped glue.
 
     Parameters
     ----------
@@ -269,6 +277,8 @@ class SSMSchurSystem(CGRecorder):
         (:func:`~kronecker_gp.solvers._cost.choose_schur_method`).
     tol, max_iter : float, int
         CG settings (non-convergence warns with the residual).
+    n_probes : int, default=32
+        Probes of the estimators (read by the cost model).
     """
 
     def __init__(
@@ -283,14 +293,30 @@ class SSMSchurSystem(CGRecorder):
         n_probes: int = 32,
     ) -> None:
         self.op, self.s_idx, self.t_idx = op, s_idx, t_idx
-        self.tol, self.max_iter = tol, max_iter
-        self.iterations, self.residual = 0, 0.0
+        self._shape = (op.n_series, op.times.size)
         m, n_cells = s_idx.size, op.n_series * op.times.size
         solve = kalman_solve_flops(op, n_cells)
         self.choice = choose_schur_method(method, m, n_cells, solve, n_probes)
         self.method = self.choice.method
-        self._chol: tuple[FloatArray, bool] | None = None
-        self._diag: FloatArray | None = None
+        self.schur = MissingCellSchur(
+            self._solve_full,
+            np.ravel_multi_index((s_idx, t_idx), self._shape),
+            n_cells,
+            method=self.method,
+            tol=tol,
+            max_iter=max_iter,
+            diagonal=self._diagonal,
+            columns_per_pass=max(1, _CHUNK_ENTRIES // n_cells),
+        )
+
+    def _solve_full(self, x: FloatArray) -> FloatArray:
+        """Return ``P x`` for flat series-layout grid vectors ``x`` (N, k)."""
+        out = self.op.solve(x.reshape(*self._shape, x.shape[1]))
+        return out.reshape(x.shape)
+
+    def _diagonal(self) -> FloatArray:
+        """Return ``diag(P_mm)`` from the filter's posterior variances."""
+        return self.op.diag_inverse()[self.s_idx, self.t_idx]
 
     def solve_data(self, y: FloatArray) -> tuple[FloatArray, float]:
         """Return ``P y`` (y of shape (S, n_t)) and ``log|A|``; factor ``P_mm`` too.
@@ -299,30 +325,21 @@ class SSMSchurSystem(CGRecorder):
         passes as ``P y`` (``m`` extra right-hand sides per series), and
         ``P_mm`` is formed and Cholesky-factored.
         """
-        op, m = self.op, self.n_missing
-        n_cells = op.n_series * op.times.size
+        op = self.op
         if self.method != "exact":
             x, logdet = op.solve_rot_logdet(op.rotate(y[:, :, None]))
             return op.unrotate(x)[:, :, 0], logdet
-        pmm = np.empty((m, m))
-        py = np.empty_like(y)
-        logdet = 0.0
-        for i, sl in enumerate(column_chunks(m + 1, n_cells)):
-            cols = self.pad(np.eye(m)[:, max(sl.start - 1, 0) : sl.stop - 1])
-            if i == 0:
-                cols = np.concatenate([y[:, :, None], cols], axis=2)
-            x, logdet = op.solve_rot_logdet(op.rotate(cols))
-            x = op.unrotate(x)
-            if i == 0:
-                py, x = x[:, :, 0], x[:, :, 1:]
-            pmm[:, max(sl.start - 1, 0) : sl.stop - 1] = self.take(x)
-        try:
-            self._chol = scipy.linalg.cho_factor(0.5 * (pmm + pmm.T), lower=True)
-        except np.linalg.LinAlgError:
-            raise np.linalg.LinAlgError(
-                "the missing-cell system is singular; increase noise."
-            ) from None
-        return py, logdet
+        recorded = [0.0]  # log|A|, the same in every pass
+
+        def solve_logdet(x: FloatArray) -> FloatArray:
+            out, recorded[0] = op.solve_rot_logdet(
+                op.rotate(x.reshape(*self._shape, x.shape[1]))
+            )
+            return op.unrotate(out).reshape(x.shape)
+
+        py = self.schur.factor(y.reshape(-1, 1), solve=solve_logdet)
+        assert py is not None
+        return py.reshape(y.shape), recorded[0]
 
     @property
     def n_missing(self) -> int:
@@ -330,17 +347,23 @@ class SSMSchurSystem(CGRecorder):
         return int(self.s_idx.size)
 
     @property
+    def iterations(self) -> int:
+        """Most CG iterations of a ``P_mm`` solve so far."""
+        return self.schur.iterations
+
+    @property
+    def residual(self) -> float:
+        """Worst final relative CG residual so far."""
+        return self.schur.residual
+
+    @property
     def diag(self) -> FloatArray:
         """Diagonal of ``P_mm`` (the CG path's Jacobi preconditioner), computed once."""
-        if self._diag is None:
-            self._diag = self.op.diag_inverse()[self.s_idx, self.t_idx]
-        return self._diag
+        return self.schur.diagonal()
 
     def pad(self, c: FloatArray) -> FloatArray:
         """Return ``E_m c`` in series layout, shape (S, n_t, k)."""
-        out = np.zeros((self.op.n_series, self.op.times.size, c.shape[1]))
-        out[self.s_idx, self.t_idx] = c
-        return out
+        return self.schur.pad(c).reshape(*self._shape, c.shape[1])
 
     def take(self, x: FloatArray) -> FloatArray:
         """Return the missing cells' rows ``E_m^T x``, shape (m, k)."""
@@ -348,7 +371,7 @@ class SSMSchurSystem(CGRecorder):
 
     def pmm_matvec(self, c: FloatArray) -> FloatArray:
         """Return ``P_mm c`` for ``c`` of shape (m, k)."""
-        return self.take(self.op.solve(self.pad(c)))
+        return self.schur.pmm_matvec(c)
 
     def pmm_solve_direct(self, b: FloatArray) -> FloatArray:
         """Return ``P_mm^{-1} b``, by a Cholesky factor where that pays, else CG.
@@ -357,39 +380,29 @@ class SSMSchurSystem(CGRecorder):
         bytes; CG costs tens of solves per right-hand side, so many
         right-hand sides (predictive variances over a grid) pay for it.
         """
-        m = self.n_missing
-        fits = 8.0 * m * m <= _budgets.MEMORY_FRACTION * _budgets.available_memory()
-        if self._chol is None and fits and b.shape[1] * _budgets.CG_ITERATIONS > m:
-            n_cells = self.op.n_series * self.op.times.size
-            pmm = np.empty((m, m))
-            for sl in column_chunks(m, n_cells):
-                pmm[:, sl] = self.take(self.op.solve(self.pad(np.eye(m)[:, sl])))
-            try:
-                self._chol = scipy.linalg.cho_factor(0.5 * (pmm + pmm.T), lower=True)
-            except np.linalg.LinAlgError:
-                raise np.linalg.LinAlgError(
-                    "the missing-cell system is singular; increase noise."
-                ) from None
-        return self.pmm_solve(b)
+        return self.schur.solve_direct(b)
+
+    def observed_residual(
+        self, b: FloatArray, pb: FloatArray | None = None
+    ) -> FloatArray:
+        """Return ``r = b - E_m P_mm^{-1} (P b)_m`` in series layout (S, n_t, k)."""
+        flat = self.schur.observed_residual(
+            b.reshape(-1, b.shape[2]),
+            None if pb is None else pb.reshape(-1, b.shape[2]),
+        )
+        return flat.reshape(b.shape)
 
     def pmm_solve(self, b: FloatArray) -> FloatArray:
         """Return ``P_mm^{-1} b`` for ``b`` of shape (m, k)."""
-        if self._chol is not None:
-            return np.asarray(scipy.linalg.cho_solve(self._chol, b))
-        return self._run_cg(self.pmm_matvec, b, 1.0 / self.diag, "missing-cell")
+        return self.schur.solve(b)
 
     def logdet_exact(self) -> float:
         """Return ``log|P_mm|`` (exact path only)."""
-        assert self._chol is not None
-        return 2.0 * float(np.sum(np.log(np.diag(self._chol[0]))))
+        return self.schur.logdet()
 
     def inv_sqrt_columns(self) -> FloatArray:
         """Return ``L^{-T}`` for ``P_mm = L L^T`` (exact path only), (m, m)."""
-        assert self._chol is not None
-        low = np.tril(self._chol[0])
-        return np.asarray(
-            scipy.linalg.solve_triangular(low, np.eye(self.n_missing), lower=True).T
-        )
+        return self.schur.inv_sqrt()
 
 
 @dataclass
@@ -449,10 +462,11 @@ def ssm_missing_lml(
     """
     op = system.op
     py, logdet_a = system.solve_data(y)
-    pym = system.take(py[:, :, None])
-    c = system.pmm_solve(pym)
-    quad = float(np.sum(y * py)) - float(np.sum(pym * c))
-    r_rot = op.rotate(y[:, :, None] - system.pad(c))
+    r = system.observed_residual(y[:, :, None], py[:, :, None])
+    # r^T P r = y^T P y - (P y)_m^T P_mm^{-1} (P y)_m = y^T P y + (P y)_m^T r_m
+    pym, r_m = system.take(py[:, :, None]), system.take(r)
+    quad = float(np.sum(y * py)) + float(np.sum(pym * r_m))
+    r_rot = op.rotate(r)
     m, n_cells = system.n_missing, y.size
     std, steps = 0.0, 0
     cols = np.zeros((m, 0))
@@ -465,18 +479,12 @@ def ssm_missing_lml(
             cols, coef = system.inv_sqrt_columns(), np.ones(m)
     else:
         probes = rng.choice([-1.0, 1.0], size=(m, n_probes))
-        scale = 1.0 / np.sqrt(system.diag)
-
-        def scaled(v: FloatArray) -> FloatArray:
-            return scale[:, None] * system.pmm_matvec(scale[:, None] * v)
-
-        tr_log, std_tr, solves, steps = lanczos_logdet_solve(scaled, probes)
-        logdet = float(np.sum(np.log(system.diag))) + tr_log
-        std = 0.5 * std_tr
+        est = system.schur.logdet_estimate(probes)  # Jacobi-whitened SLQ
+        logdet, std, steps = est.logdet, 0.5 * est.std_error, est.steps
         if eval_gradient:
             # 0.5 tr(P_mm^-1 X) ~ (1/k) sum_z 0.5 a^T X b, a = D^-1/2 N^-1 z,
             # b = D^-1/2 z, and a^T X b = (q(a + b) - q(a - b)) / 4
-            a, b = scale[:, None] * solves, scale[:, None] * probes
+            a, b = est.left, est.right
             cols = np.concatenate([a + b, a - b], axis=1)
             f = 0.25 / n_probes
             coef = np.concatenate([np.full(n_probes, f), np.full(n_probes, -f)])

@@ -93,7 +93,7 @@ def variance_correction(
         g = np.empty((n_test, m))
         for sl in column_chunks(m, max(n_cells, n_test)):
             g[:, sl] = proj(_g_columns(system, np.eye(m)[:, sl], pred_times))  # type: ignore[operator]
-        return np.sum(g * system.pmm_solve_direct(g.T).T, axis=1)
+        return system.schur.quad_forms(g.T)
     w_rot = system.op.prior_rot(n_samples, rng)
     eta = system.take(system.op.unrotate(system.op.solve_rot(w_rot)))
     zeta = system.pmm_solve(eta)
@@ -138,7 +138,6 @@ def matheron_samples(
     eps = np.sqrt(op.noise) * rng.standard_normal(f_train.shape)
     resid = y[:, :, None] - f_train - eps
     resid[system.s_idx, system.t_idx] = 0.0
-    c = system.pmm_solve(system.take(op.solve(resid)))
-    r = resid - system.pad(c)
+    r = system.observed_residual(resid)  # A_oo^{-1} resid = P r
     beta = op.cross_mean(op.rotate(r), test_times)
     return f_test + op.unrotate(op.weights[:, None, None] * beta)

@@ -44,13 +44,18 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.linalg
+from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp import _budgets
+from kronecker_gp._grid import Grid
 from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 from kronecker_gp.linalg import face_split_gram, factor_eigh
+from kronecker_gp.linalg._schur import MissingCellSchur
+from kronecker_gp.solvers._protocol import Factorization, SolverInfo
 
 _LOG_2PI = _budgets.LOG_2PI
 #: Largest (m, T, test-chunk) intermediate built at once in the variance.
@@ -217,26 +222,27 @@ def two_kron_eigh(
 
 @dataclass(frozen=True)
 class MissingCells:
-    """The Schur-complement correction for missing cells of the (T, n) grid.
+    r"""The Schur-complement correction for missing cells of the (T, n) grid.
 
     Attributes
     ----------
     tasks, inputs : ndarray of int of shape (m,)
         Grid coordinates of the missing cells.
-    chol : ndarray of shape (m, m)
-        Lower Cholesky factor ``L`` of ``C_m = E_m^T Sigma^{-1} E_m``.
+    schur : MissingCellSchur
+        The factored :math:`C_m = E_m^T \Sigma^{-1} E_m` (exact variant).
     z_hat : ndarray of shape (m, T, n)
-        Rotated ``Z L^{-T}`` (``Z = Sigma^{-1} E_m``), one (T, n) grid per column.
+        Rotated ``Z L^{-T}`` (``Z = Sigma^{-1} E_m``, ``C_m = L L^T``), one
+        (T, n) grid per column.
     """
 
     tasks: IntArray
     inputs: IntArray
-    chol: FloatArray
+    schur: MissingCellSchur
     z_hat: FloatArray
 
     def logdet(self) -> float:
         """Return ``log|C_m|``."""
-        return float(2.0 * np.sum(np.log(np.diag(self.chol))))
+        return self.schur.logdet()
 
 
 @dataclass(frozen=True)
@@ -263,30 +269,57 @@ class MultiTaskPosterior:
         return self.eig.unrotate(self.alpha_rot)
 
 
+@dataclass(frozen=True)
+class _TwoKronSolve:
+    """The complete-grid solve of ``C (x) R + S (x) O`` on flat grid columns."""
+
+    eig: TwoKronEigen
+
+    def solve_full(self, x: FloatArray) -> FloatArray:
+        """Return ``Sigma^{-1} X`` for grid columns ``X`` (T n, k)."""
+        grids = np.ascontiguousarray(x.T).reshape(x.shape[1], *self.eig.inv_lam.shape)
+        return self.eig.solve(grids).reshape(x.shape[1], -1).T
+
+    def columns(self, cells: IntArray) -> FloatArray:
+        """Return ``Sigma^{-1} E_cells`` (T n, k): the rotated columns come free."""
+        g = self.eig.inv_lam
+        t, j = np.unravel_index(cells, g.shape)
+        rot = g[None] * (self.eig.v1[t][:, :, None] * self.eig.v2[j][:, None, :])
+        return self.eig.unrotate(rot).reshape(cells.size, -1).T
+
+
 def missing_cells(eig: TwoKronEigen, tasks: IntArray, inputs: IntArray) -> MissingCells:
-    """Build ``C_m``, its Cholesky factor and the rotated ``Z L^{-T}``.
+    r"""Build ``C_m``, its Cholesky factor and the rotated ``Z L^{-T}``.
 
     Notes
     -----
-    ``C_m = F diag(G) F^T`` with rows ``F_a = V_1[t_a] (x) V_2[j_a]``: cost
-    :math:`O(m^2 T n + m^3)`, memory :math:`O(m T n)`.
+    :math:`C_m` is the Schur complement of
+    :class:`~kronecker_gp.linalg._schur.MissingCellSchur` over the two-Kronecker
+    solve. Its columns :math:`\Sigma^{-1} E_m` come rotated for free
+    (:math:`G \circ (V_1[t_a] \otimes V_2[j_a])`), so it is formed either as
+    the Gram ``F diag(G) F^T`` of the rows ``F_a = V_1[t_a] (x) V_2[j_a]``,
+    :math:`O(m^2 T n)`, or by mode products of those columns,
+    :math:`O(m T n (T + n))`, whichever is cheaper; then :math:`O(m^3)` for
+    the factor. Memory :math:`O(m T n)`.
     """
     g = eig.inv_lam
+    m = tasks.size
+    two = _TwoKronSolve(eig)
+    schur = MissingCellSchur(
+        two.solve_full,
+        np.ravel_multi_index((tasks, inputs), g.shape),
+        g.size,
+        columns=two.columns,
+    )
     a1, a2 = eig.v1[tasks], eig.v2[inputs]  # rows of V1 (x) V2 at the cells
-    # C_m = F diag(inv_lam) F^T, F_a = kron(V1[t_a], V2[j_a])
-    c_m = face_split_gram([a1, a2], g.reshape(-1))
-    try:
-        chol = scipy.linalg.cholesky(0.5 * (c_m + c_m.T), lower=True)
-    except np.linalg.LinAlgError:
-        raise np.linalg.LinAlgError(
-            "the missing-cell Schur complement is not positive definite; increase "
-            "the noise or its lower bound."
-        ) from None
+    if m <= sum(g.shape):
+        # C_m = F diag(inv_lam) F^T, F_a = kron(V1[t_a], V2[j_a]): one GEMM
+        c_m = face_split_gram([a1, a2], g.reshape(-1))
+        schur.set_pmm(0.5 * (c_m + c_m.T))
     # rotated Z columns: inv_lam * outer(V1[t_a], V2[j_a]); then L^{-1} mixes them
     z = g[None] * (a1[:, :, None] * a2[:, None, :])
-    m = tasks.size
-    z_hat = scipy.linalg.solve_triangular(chol, z.reshape(m, -1), lower=True)
-    return MissingCells(tasks, inputs, chol, z_hat.reshape(z.shape))
+    z_hat = schur.half_inv(z.reshape(m, -1))
+    return MissingCells(tasks, inputs, schur, z_hat.reshape(z.shape))
 
 
 def schur_solve_rot(
@@ -317,7 +350,7 @@ def schur_solve_rot(
     if missing is None:
         return alpha_rot
     r = eig.unrotate(alpha_rot)[missing.tasks, missing.inputs]
-    u = scipy.linalg.solve_triangular(missing.chol, r, lower=True)
+    u = missing.schur.half_inv(r)
     return alpha_rot - np.tensordot(u, missing.z_hat, axes=1)
 
 
@@ -551,8 +584,110 @@ def predict_joint_covariance(
     return np.asarray(np.einsum("tu,mn->mtnu", b, prior) - red)
 
 
+class MultiTaskFactorization(Factorization):
+    r"""A multi-task fit at fixed hyperparameters (scattered inputs; immutable).
+
+    The :class:`~kronecker_gp.solvers._protocol.Factorization` of the
+    multi-task routes. The input kernels and the training inputs are part of
+    it (cloned at their fitted hyperparameters), so the protocol's ``kernel``
+    argument is ignored and ``parts`` is ``[X]``, the query inputs. Means
+    have shape (M, T), variances (M, T) and joint covariances (M, T, M, T),
+    in the solver's (normalised) units. Subclasses supply :meth:`alpha` and
+    :meth:`predict_points`; grids are their rows.
+    """
+
+    lml: float
+    grad: FloatArray | None
+    info: SolverInfo
+    #: Standard error of an estimated LML (0 when exact).
+    lml_stderr: float = 0.0
+
+    def predict_grid(
+        self, kernel: Any, test: Grid, *, std: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean and (if asked) variances at the rows of ``test``, flat.
+
+        Flat in C order over (grid cell, task).
+        """
+        mean, var = self.predict_points(kernel, [test.to_rows()], std=std, cov=False)
+        return mean.reshape(-1), None if var is None else var.reshape(-1)
+
+    def sample_grid(
+        self, kernel: Any, test: Grid, n_samples: int, rng: np.random.Generator
+    ) -> FloatArray:
+        """Return joint posterior samples at the rows of ``test`` (cell, task), flat.
+
+        Shape ``(test.size * T, n_samples)``, from the joint covariance (small
+        grids: memory :math:`O((M T)^2)`).
+        """
+        mean, joint = self.predict_points(kernel, [test.to_rows()], std=False, cov=True)
+        assert joint is not None
+        size = mean.size
+        draws = rng.multivariate_normal(
+            mean.reshape(-1), joint.reshape(size, size), n_samples
+        )
+        return np.asarray(draws.T)
+
+
+class ICMFactorization(MultiTaskFactorization):
+    """The exact intrinsic-coregionalisation route (two-Kronecker algebra + Schur).
+
+    Parameters
+    ----------
+    post : MultiTaskPosterior
+        The factorisation of :func:`multitask_factorize`.
+    lml : float
+        Exact log marginal likelihood.
+    grad : ndarray or None
+        Its gradient.
+    task_cov : ndarray of shape (T, T)
+        Task covariance ``B`` at these hyperparameters.
+    kernel : sklearn Kernel
+        Input kernel at these hyperparameters (cloned).
+    X_train : ndarray of shape (n, n_features)
+        Training inputs.
+    """
+
+    def __init__(
+        self,
+        post: MultiTaskPosterior,
+        lml: float,
+        grad: FloatArray | None,
+        *,
+        task_cov: FloatArray,
+        kernel: Kernel,
+        X_train: FloatArray,
+    ) -> None:
+        self.post, self.lml, self.grad = post, lml, grad
+        self.task_cov = task_cov
+        self.kernel = kernel.clone_with_theta(kernel.theta)
+        self.X_train = X_train
+        n_missing = 0 if post.missing is None else int(post.missing.tasks.size)
+        self.info = SolverInfo("icm-exact", n_missing)
+
+    def alpha(self) -> FloatArray:
+        """Return ``Sigma_oo^{-1} y`` as a (T, n) grid, zeros on missing cells."""
+        return self.post.alpha()
+
+    def predict_points(
+        self, kernel: Any, parts: list[FloatArray], *, std: bool, cov: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean (M, T) and variances (M, T) or joint covariance."""
+        X = parts[0]
+        cross = np.asarray(self.kernel(X, self.X_train))
+        if cov:
+            mean = predict_moments(self.post, self.task_cov, cross, None)[0]
+            prior = np.asarray(self.kernel(X))
+            joint = predict_joint_covariance(self.post, self.task_cov, cross, prior)
+            return mean, joint
+        prior_diag = self.kernel.diag(X) if std else None
+        return predict_moments(self.post, self.task_cov, cross, prior_diag)
+
+
 __all__ = [
+    "ICMFactorization",
     "MissingCells",
+    "MultiTaskFactorization",
     "missing_cells",
     "schur_solve_rot",
     "trace_matrix",

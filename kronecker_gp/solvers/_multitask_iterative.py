@@ -41,22 +41,26 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import scipy.linalg
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp import _budgets
 from kronecker_gp._typing import BoolArray, FloatArray
 from kronecker_gp.solvers._multitask import (
     MissingCells,
+    MultiTaskFactorization,
     TwoKronEigen,
     missing_cells,
     schur_solve_rot,
     trace_matrix,
     two_kron_eigh,
 )
+from kronecker_gp.solvers._protocol import SolverInfo
 
 _LOG_2PI = _budgets.LOG_2PI
 
@@ -454,3 +458,56 @@ def lmc_joint_covariance(
     solved = np.column_stack([system.solve(c_o[:, j]) for j in range(c_o.shape[1])])
     full = sum(np.einsum("tu,mn->mtnu", b, p) for b, p in zip(system.bs, prior))
     return np.asarray(full - (c_o.T @ solved).reshape(m, n_tasks, m, n_tasks))
+
+
+class LMCFactorization(MultiTaskFactorization):
+    """The iterative linear-model-of-coregionalisation route (PCG + SLQ).
+
+    Parameters
+    ----------
+    ev : LMCEvaluation
+        The estimated LML, its gradient and the training system.
+    kernels : list of sklearn Kernel
+        Input kernels per latent at these hyperparameters (cloned).
+    X_train : ndarray of shape (n, n_features)
+        Training inputs.
+    """
+
+    def __init__(
+        self, ev: LMCEvaluation, *, kernels: Sequence[Kernel], X_train: FloatArray
+    ) -> None:
+        self.ev = ev
+        self.lml, self.grad, self.lml_stderr = ev.lml, ev.grad, ev.lml_stderr
+        #: per-entry standard errors of the estimated gradient (or None)
+        self.grad_stderr = ev.grad_stderr
+        self.kernels = [k.clone_with_theta(k.theta) for k in kernels]
+        self.X_train = X_train
+        info = ev.system.info
+        self.info = SolverInfo(
+            "lmc-pcg",
+            int((~ev.system.observed).sum()),
+            iterations=max(info.iterations, default=0),
+            residual=info.residual,
+            lml_std_error=ev.lml_stderr,
+        )
+
+    def alpha(self) -> FloatArray:
+        """Return ``Sigma_oo^{-1} y`` as a (T, n) grid, zeros on missing cells."""
+        return self.ev.alpha
+
+    def predict_points(
+        self, kernel: Any, parts: list[FloatArray], *, std: bool, cov: bool
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Return the mean (M, T) and variances (M, T) or joint covariance.
+
+        The mean is exact to the CG tolerance; each variance or covariance
+        column costs one preconditioned CG solve.
+        """
+        X = parts[0]
+        cross = [np.asarray(k(X, self.X_train)) for k in self.kernels]
+        if cov:
+            mean = lmc_predict(self.ev.system, self.ev.alpha, cross, None)[0]
+            prior = [np.asarray(k(X)) for k in self.kernels]
+            return mean, lmc_joint_covariance(self.ev.system, cross, prior)
+        diag = [k.diag(X) for k in self.kernels] if std else None
+        return lmc_predict(self.ev.system, self.ev.alpha, cross, diag)
