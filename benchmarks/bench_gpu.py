@@ -283,7 +283,7 @@ def gpytorch_gpu(
             if not eval_gradient:
                 return float(value)
             grads = torch.autograd.grad(value, params)
-        return float(value), np.array([float(g) for g in grads])
+        return float(value.detach()), np.array([float(g.detach().sum()) for g in grads])
 
     res: dict[str, Any] = {
         "timings": {

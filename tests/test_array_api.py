@@ -133,10 +133,13 @@ def test_fit_with_optimisation_matches_numpy(xp, rng, dispatch):
     assert _rel(gp.alpha_, ref.alpha_) <= 1e-9  # theta_ agrees to 1e-11 only
 
 
-def test_lml_gradient_alpha_at_fixed_theta(xp, rng, dispatch):
+@pytest.mark.parametrize("normalize_y", [True, False])
+def test_lml_gradient_alpha_at_fixed_theta(xp, rng, dispatch, normalize_y):
     coords, Y = _problem(rng, (7, 12))
-    ref = _gp(optimizer=None).fit_grid(coords, Y)
-    gp = _gp(optimizer=None).fit_grid(coords, xp(Y))
+    ref = _gp(optimizer=None, normalize_y=normalize_y).fit_grid(coords, Y)
+    data = xp(Y)
+    gp = _gp(optimizer=None, normalize_y=normalize_y).fit_grid(coords, data)
+    assert _rel(data, Y) == 0.0  # the caller's array is left as it was
     assert _rel(gp.alpha_, ref.alpha_) <= EXACT_RTOL
     for shift in (0.0, 0.3, -0.5):
         theta = ref.theta_ + shift

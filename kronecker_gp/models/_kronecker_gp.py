@@ -571,7 +571,8 @@ default=None
         self._check_params(kernel, len(grid.shape))
         self.axes_ = axes
         self.y_train_mean_, self.y_train_std_ = self._normalisation(y)
-        y = (y - self.y_train_mean_) / self.y_train_std_
+        if is_numpy(y) or (self.y_train_mean_, self.y_train_std_) != (0.0, 1.0):
+            y = (y - self.y_train_mean_) / self.y_train_std_  # (a device copy saved)
         if cell_noise is not None:
             cell_noise = self._check_cell_noise(cell_noise, np.isnan(y))
         choice = select_solver(

@@ -393,19 +393,22 @@ class EigenFactorization(Factorization):
     ) -> tuple[FloatArray, FloatArray | None]:
         """Return the mean and variance on a test grid (mode products only)."""
         kernels = kernel.kernels
-        cross = self._cross(kernel, test.coords)
+        same = self._same_axes(test)
+        # on the training coordinates K_d U_d = U_d diag(w_d): neither the cross
+        # Gram (n_d^2 kernel evaluations, on the CPU) nor a GEMM is needed
+        need_cross = self.system is not None or not all(same)
+        cross: list[Any] = (
+            self._cross(kernel, test.coords) if need_cross else [None] * len(same)
+        )
         ref = self.post.inv_lam
         prior = None
         if std:
             prior = kron_outer(
                 [like(k.diag(t), ref) for k, t in zip(kernels, test.coords)]
             )
-        # on the training coordinates K_d U_d = U_d diag(w_d): no GEMM
         v = [
-            u * w if same else c @ u
-            for c, u, w, same in zip(
-                cross, self.post.eigvecs, self.post.eigvals, self._same_axes(test)
-            )
+            u * w if s else c @ u
+            for c, u, w, s in zip(cross, self.post.eigvecs, self.post.eigvals, same)
         ]
         mean, var = grid_moments(self.post, v, prior)
         if self.system is not None and var is not None:
