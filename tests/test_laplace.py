@@ -24,7 +24,7 @@ from kronecker_gp.likelihoods import (
     get_likelihood,
     logistic_normal_mean,
 )
-from kronecker_gp.solvers import _laplace
+from kronecker_gp.solvers import _laplace, _laplace_precond, _laplace_system
 from kronecker_gp.solvers._laplace import (
     LaplaceOptions,
     LaplaceProblem,
@@ -439,12 +439,14 @@ def test_theta_length_and_prediction_errors(rng):
 
 def test_kronecker_preconditioner_is_exact_for_a_product_curvature(rng):
     Ks = [np.asarray(RBF(0.5)(np.linspace(0, 2, n)[:, None])) for n in (5, 4)]
-    basis = _laplace.KronBasis.from_grams(Ks)
+    basis = _laplace_precond.KronBasis.from_grams(Ks)
     a, c = rng.uniform(0.5, 50, 5), rng.uniform(0.1, 3, 4)
     w = np.outer(a, c).ravel()
-    d = _laplace.additive_log_fit(w.reshape(5, 4))
+    d = _laplace_precond.additive_log_fit(w.reshape(5, 4))
     assert_allclose(np.outer(*d), w.reshape(5, 4), rtol=1e-10)
-    system = _laplace.CurvatureSystem(basis, w, LaplaceOptions(dense_max_cells=0))
+    opts = LaplaceOptions(dense_max_cells=0)
+    system = _laplace_system.CurvatureSystem(basis, w, opts)
+    assert system.route == "additive"  # a product curvature: spread 1
     b = rng.normal(size=(20, 2))
     A = system.matvec(np.eye(20))
     assert_allclose(system._precond.apply(A @ b), b, rtol=1e-9, atol=1e-11)
@@ -453,15 +455,17 @@ def test_kronecker_preconditioner_is_exact_for_a_product_curvature(rng):
     assert_allclose(A @ x, b, rtol=1e-9, atol=1e-9)
     # a missing cell (W = 0) leaves its slice's other cells in the fit
     w[3] = 0.0
-    d = _laplace.additive_log_fit(w.reshape(5, 4))
+    d = _laplace_precond.additive_log_fit(w.reshape(5, 4))
     assert np.all(np.concatenate(d) > 0)
 
 
 def test_scaled_preconditioner_is_exact_for_a_product_curvature(rng):
     Ks = [np.asarray(RBF(0.5)(np.linspace(0, 2, n)[:, None])) for n in (5, 4)]
-    basis = _laplace.KronBasis.from_grams(Ks)
+    basis = _laplace_precond.KronBasis.from_grams(Ks)
     w = np.outer(rng.uniform(0.5, 50, 5), rng.uniform(0.1, 3, 4)).ravel()
-    system = _laplace.CurvatureSystem(basis, w, LaplaceOptions(dense_max_cells=0))
+    opts = LaplaceOptions(dense_max_cells=0, preconditioner="scaled")
+    system = _laplace_system.CurvatureSystem(basis, w, opts)
+    assert system.route == "scaled"
     # T = I and P = I + W^1/2 K W^1/2 = B: the CG operator is diag(1 + Gamma)
     assert_allclose(system._bprec.t2, np.ones(20), rtol=1e-10)
     N = system._matvec_u(np.eye(20))
@@ -470,4 +474,4 @@ def test_scaled_preconditioner_is_exact_for_a_product_curvature(rng):
     b = rng.normal(size=(20, 1))
     K = reduce(np.kron, Ks)
     B = np.eye(20) + np.sqrt(w)[:, None] * K * np.sqrt(w)[None, :]
-    assert_allclose(B @ system._b_solve(b, 1e-12), b, rtol=1e-9, atol=1e-9)
+    assert_allclose(B @ system.b_solve(b, 1e-12), b, rtol=1e-9, atol=1e-9)

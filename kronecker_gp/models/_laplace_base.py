@@ -143,7 +143,7 @@ class LaplaceGPBase(BaseEstimator):
         self.prior_mean_ = float(self._mean_offset(y[obs], log_exposure[obs]))
         self._y, self._offset = y, log_exposure + self.prior_mean_
         self._lik_params = np.asarray(self.likelihood_.initial_params(), dtype=float)
-        self._v_last: FloatArray | None = None
+        self._a_last: FloatArray | None = None
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             theta = maximise_lml(
                 self._lml_at,
@@ -163,7 +163,7 @@ class LaplaceGPBase(BaseEstimator):
             grams,
             self._problem(),
             opts=self._options(),
-            v0=self._v_last,
+            a0=self._a_last,
             need_lml=False,
         )
         self.theta_ = self._theta()
@@ -240,9 +240,9 @@ class LaplaceGPBase(BaseEstimator):
             self._problem(),
             grad_grams=[g for _, g in pairs] if eval_gradient else None,
             opts=self._options(search=True),
-            v0=self._v_last,
+            a0=self._a_last,
         )
-        self._v_last = res.v
+        self._a_last = res.grad_logp
         if not eval_gradient:
             return res.lml, np.zeros(0)
         assert res.grad is not None
@@ -284,13 +284,13 @@ class LaplaceGPBase(BaseEstimator):
                 raise ValueError("Gradient can only be evaluated for theta!=None")
             return self.log_marginal_likelihood_value_
         theta = as_float_array(theta, "theta", ndim=1)
-        saved, v_saved = self._theta(), self._v_last
+        saved, a_saved = self._theta(), self._a_last
         if theta.shape[0] != saved.shape[0]:
             raise ValueError(
                 f"theta must have {saved.shape[0]} entries (the free "
                 f"log-hyperparameters); got {theta.shape[0]}."
             )
-        self._v_last = None
+        self._a_last = None
         try:
             self._set_theta(theta)
             pairs = self.kernel_.factor_grams(self.grid_.coords, eval_gradient=True)
@@ -303,7 +303,7 @@ class LaplaceGPBase(BaseEstimator):
         finally:
             if clone_kernel:
                 self._set_theta(saved)
-            self._v_last = v_saved
+            self._a_last = a_saved
         if not eval_gradient:
             return np.float64(res.lml)  # as sklearn (keeps float64 under NEP 50)
         assert res.grad is not None
