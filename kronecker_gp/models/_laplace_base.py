@@ -14,6 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, CompoundKernel, ConstantKernel, Kernel
 from sklearn.utils.validation import check_is_fitted
 
+from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
@@ -22,6 +23,7 @@ from kronecker_gp.likelihoods import Likelihood
 from kronecker_gp.models._base import build_kernel, check_grid_targets, resolve_axes
 from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 from kronecker_gp.solvers._laplace import (
+    DENSE_MAX_CELLS,
     LaplaceOptions,
     LaplaceProblem,
     laplace_factorize,
@@ -87,7 +89,11 @@ class LaplaceGPBase(BaseEstimator):
         return build_kernel(self.kernels, axes)
 
     def _options(self, search: bool = False) -> LaplaceOptions:
+        # the search may stop Newton earlier on the iterative routes only (on
+        # the dense route the last steps cost little)
+        loose = search and self.grid_.size > DENSE_MAX_CELLS
         return LaplaceOptions(
+            newton_tol=_budgets.LAPLACE_SEARCH_NEWTON_TOL if loose else 1e-20,
             cg_tol=max(self.cg_tol, 1e-6) if search else self.cg_tol,
             n_probes=min(self.n_probes, 8) if search else self.n_probes,
             random_state=(

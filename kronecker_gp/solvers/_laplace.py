@@ -65,7 +65,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -74,8 +73,12 @@ from kronecker_gp._typing import FloatArray
 from kronecker_gp.likelihoods import Likelihood
 from kronecker_gp.linalg import face_split_matvec, kron_diag, kron_matvec
 from kronecker_gp.linalg._identities import face_split_rows
-from kronecker_gp.solvers._laplace_precond import KronBasis
-from kronecker_gp.solvers._laplace_system import CurvatureSystem, LaplaceOptions
+from kronecker_gp.solvers._laplace_precond import KronBasis, dense_kron
+from kronecker_gp.solvers._laplace_system import (
+    DENSE_MAX_CELLS,
+    CurvatureSystem,
+    LaplaceOptions,
+)
 
 #: Rows of a cross-covariance block formed at once in predictions (entries).
 CHUNK_ENTRIES = 2**22
@@ -431,16 +434,22 @@ def _gradient(
 ) -> FloatArray:
     system, a, w = res.system, res.grad_logp, res.w
     dks = _dk_factor_lists(grams, grad_grams)
-    diag = system.sigma_diag()
-    s2 = 0.5 * diag * d3
     n_par = len(problem.params)
     b = np.zeros((a.size, len(dks)))
     for j, facs in enumerate(dks):
         b[:, j] = kron_matvec(facs, a)
-    trace_wsw = _trace_wsigmaw(system, dks)
     dlogp, da, dw = problem.param_columns(res.f)
     rhs = np.column_stack([w[:, None] * b, da])
-    sig = system.sigma(rhs) if rhs.shape[1] else rhs
+    if system.dense or system.constant:
+        diag = system.sigma_diag()
+        trace_wsw = _trace_wsigmaw(system, dks)
+        sig = system.sigma(rhs) if rhs.shape[1] else rhs
+    else:
+        # one batched solve for the diagonal, the traces and the columns
+        z = system._probes()
+        diag, rz, sig = system.gradient_solves(z, rhs)
+        trace_wsw = _trace_estimate(w, dks, z, rz)
+    s2 = 0.5 * diag * d3
     nk = len(dks)
     grad = np.empty(nk + n_par)
     for j, facs in enumerate(dks):
@@ -456,7 +465,7 @@ def _trace_wsigmaw(system: CurvatureSystem, dks: list[list[FloatArray]]) -> Floa
     w = system.w
     if system.dense:
         m = w[:, None] * system.dense_sigma() * w[None, :]
-        return np.array([np.sum(m * reduce(np.kron, facs)) for facs in dks])
+        return np.array([np.sum(m * dense_kron(facs)) for facs in dks])
     if system.constant:
         # W Sigma W = w^2 Q diag(lam / (1 + w lam)) Q^T: trace through dK's rotation
         spec = w[0] ** 2 * system.basis.lam / (1.0 + w[0] * system.basis.lam)
@@ -464,11 +473,21 @@ def _trace_wsigmaw(system: CurvatureSystem, dks: list[list[FloatArray]]) -> Floa
         return np.array(
             [spec @ kron_diag([u.T @ f @ u for u, f in zip(us, facs)]) for facs in dks]
         )
-    # Hutchinson on R dK_j, R = W - W Sigma W = (K + W^-1)^-1: the two terms
-    # cancel where W is large, so estimating their difference has a far
-    # smaller variance than estimating tr(W Sigma W dK_j) alone
     z = system._probes()
     rz = system.r_half(np.sqrt(np.maximum(w, 0.0))[:, None] * z)
+    return _trace_estimate(w, dks, z, rz)
+
+
+def _trace_estimate(
+    w: FloatArray, dks: list[list[FloatArray]], z: FloatArray, rz: FloatArray
+) -> FloatArray:
+    r"""Return :math:`\operatorname{tr}(W \dot K_j) - \operatorname{tr}(R \dot K_j)`.
+
+    Hutchinson on :math:`R \dot K_j`, :math:`R = W - W \Sigma W = (K +
+    W^{-1})^{-1}` (``rz`` is :math:`R z`): the two terms of
+    :math:`W \Sigma W` cancel where W is large, so estimating their
+    difference has a far smaller variance than estimating it alone.
+    """
     exact = np.array([w @ kron_diag(facs) for facs in dks])
     est = np.array([np.mean(np.sum(rz * kron_matvec(facs, z), axis=0)) for facs in dks])
     return exact - est
@@ -590,3 +609,17 @@ def latent_samples(
     """
     rng = np.random.default_rng(random_state)
     return res.f[:, None] + res.system.sample_data(int(n_samples), rng)
+
+
+__all__ = [
+    "DENSE_MAX_CELLS",
+    "LaplaceOptions",
+    "LaplaceProblem",
+    "LaplaceResult",
+    "cellwise_start",
+    "laplace_factorize",
+    "laplace_lml",
+    "laplace_mode",
+    "latent_moments",
+    "latent_samples",
+]

@@ -92,10 +92,15 @@ class KronBasis:
 
     def dense_q(self) -> FloatArray:
         """Return ``Q`` as an (N, N) array (small grids only)."""
-        out = self.eigvecs[0]
-        for u in self.eigvecs[1:]:
-            out = np.kron(out, u)
-        return np.asarray(out)
+        return dense_kron(self.eigvecs)
+
+
+def dense_kron(factors: Sequence[FloatArray]) -> FloatArray:
+    """Return the dense Kronecker product of the factors (small grids only)."""
+    out: FloatArray = np.asarray(factors[0], dtype=float)
+    for u in factors[1:]:
+        out = np.asarray(np.kron(out, u), dtype=float)
+    return out
 
 
 def additive_log_fit(
@@ -322,5 +327,6 @@ __all__ = [
     "ScaledKronPreconditioner",
     "additive_log_fit",
     "curvature_spread",
+    "dense_kron",
     "same_kron_fit",
 ]

@@ -101,6 +101,7 @@ class CurvatureSystem:
         self.constant = bool(np.ptp(w) == 0.0)
         self.cg_iterations = 0
         self._precond: KronPreconditioner | None = None
+        self._jac: FloatArray | None = None
         self._bprec: ScaledKronPreconditioner | None = None
         self._sw = np.sqrt(np.maximum(w, 0.0))
         if self.dense:
@@ -125,28 +126,34 @@ class CurvatureSystem:
         self._qs = qs
 
     def _build_preconditioner(self, previous: CurvatureSystem | None) -> None:
-        w_pos = np.maximum(self.w, 0.0)
-        old = None
-        if previous is not None:
-            old = previous._precond or previous._bprec
-        if old is not None:
-            # warm start of the backfitting from the previous fit
-            d_list = additive_log_fit(w_pos.reshape(self.basis.shape), tol=1e-3)
-        else:
-            d_list = additive_log_fit(w_pos.reshape(self.basis.shape))
+        w_pos = np.maximum(self.w, 0.0).reshape(self.basis.shape)
+        if previous is not None and self._reuse(
+            previous, additive_log_fit(w_pos, tol=1e-3)
+        ):
+            return
+        d_list = additive_log_fit(w_pos)
         self.route = self._choose_route(d_list)
-        reuse = old is not None and same_kron_fit(
-            old.d_list, d_list, _budgets.LAPLACE_PRECOND_REUSE
-        )
-        if self.route == "additive":
-            if reuse and previous is not None and previous._precond is not None:
-                self._precond = previous._precond
-            else:
-                self._precond = KronPreconditioner(self.basis, d_list)
-        elif reuse and previous is not None and previous._bprec is not None:
-            self._bprec = previous._bprec.with_curvature(self.w)
-        else:
+        if self.route == "additive" and self._precond is None:
+            self._precond = KronPreconditioner(self.basis, d_list)
+        if self.route == "scaled" and self._bprec is None:
             self._bprec = ScaledKronPreconditioner(self.basis, self.w, d_list)
+
+    def _reuse(self, previous: CurvatureSystem, d_list: list[FloatArray]) -> bool:
+        """Take the previous step's route and Kronecker preconditioner if still apt."""
+        route = previous.route
+        old = previous._precond if route == "additive" else previous._bprec
+        if old is None or self.opts.preconditioner not in ("auto", route):
+            return False
+        if route == "scaled" and np.any(self.w < 0):
+            return False
+        if not same_kron_fit(old.d_list, d_list, _budgets.LAPLACE_PRECOND_REUSE):
+            return False
+        self.route = route
+        if previous._precond is not None and route == "additive":
+            self._precond = previous._precond
+        if previous._bprec is not None and route == "scaled":
+            self._bprec = previous._bprec.with_curvature(self.w)
+        return True
 
     def _choose_route(self, d_list: list[FloatArray]) -> str:
         choice = self.opts.preconditioner
@@ -161,7 +168,30 @@ class CurvatureSystem:
         if choice == "scaled":
             return "scaled"
         spread = curvature_spread(self.w, d_list, self.basis.k_diag())
-        return "scaled" if spread > _budgets.LAPLACE_SCALED_SPREAD else "additive"
+        if spread <= _budgets.LAPLACE_SCALED_SPREAD:
+            return "additive"
+        # a curvature far from a Kronecker product: the scaled preconditioner
+        # suits rough priors, the additive one smooth priors (few directions
+        # where the data dominate); a short CG trial of each decides
+        self._precond = KronPreconditioner(self.basis, d_list)
+        self._bprec = ScaledKronPreconditioner(self.basis, self.w, d_list)
+        return min(("additive", "scaled"), key=self._trial_rate)
+
+    def _trial_rate(self, route: str) -> float:
+        """Kronecker products per decade of residual in a short CG trial."""
+        rng = np.random.default_rng(self.opts.random_state)
+        if route == "additive":
+            b = rng.standard_normal((self.s.size, 1))
+            matvec, inv, cost = self._matvec_v, self._jacobi_v(), 2.0
+        else:
+            prec_b = self._scaled()
+            b = rng.standard_normal((self.w.size, 1))
+            matvec, inv, cost = self._matvec_u, prec_b.inv, 3.0
+        steps = _budgets.LAPLACE_ROUTE_TRIAL_STEPS
+        _, it, relres = batched_cg(matvec, b, precond=inv, rtol=1e-12, maxiter=steps)
+        self.cg_iterations += it
+        decades = max(-float(np.log10(max(float(relres[0]), 1e-300))), 1e-3)
+        return cost * it / decades
 
     # ------------------------------------------------------------ products
     def matvec(self, x: FloatArray) -> FloatArray:
@@ -205,12 +235,27 @@ class CurvatureSystem:
         y, it, _ = batched_cg(
             self._matvec_v,
             prec.to_v(bb),
-            precond=prec.inv,
+            precond=self._jacobi_v(),
             rtol=self.opts.cg_tol if rtol is None else rtol,
             maxiter=self.opts.cg_max_iter,
         )
         self.cg_iterations += it
         return prec.from_v(y)
+
+    def _jacobi_v(self) -> FloatArray:
+        r"""Return the inverse diagonal of :math:`V^T A V = I + M^T W M`, ``M = Q S V``.
+
+        Exact and Kronecker-cheap (:math:`\sum_i M_{ij}^2 W_i`, one product
+        with the squared factors); it equals the additive preconditioner's
+        :math:`(I + \Gamma)^{-1}` for a product curvature and corrects it,
+        mode by mode, for the rest (:math:`W_+ = \max(W, 0)`).
+        """
+        if self._jac is None:
+            prec = self._additive()
+            w_pos = np.maximum(self.w, 0.0)
+            diag = kron_matvec([(m * m).T for m in prec.qsv], w_pos)
+            self._jac = 1.0 / (1.0 + np.maximum(diag, 0.0))
+        return self._jac
 
     def _additive(self) -> KronPreconditioner:
         if self._precond is None:
@@ -349,8 +394,8 @@ class CurvatureSystem:
         # Hutchinson on the same probes (their standard errors added in
         # quadrature: conservative, the two estimates are anti-correlated)
         if self.route == "additive":
-            prec = self._additive()
-            return self._slq_logdet(self._matvec_v, prec.inv, prec.logdet())
+            inv = self._jacobi_v()
+            return self._slq_logdet(self._matvec_v, inv, -float(np.sum(np.log(inv))))
         # log|A| = log|B| (same nonzero eigenvalues but 1), B preconditioned
         # by T (I + G) T
         bprec = self._scaled()
@@ -372,7 +417,7 @@ class CurvatureSystem:
 
         z = self._probes(inv.size)
         trace, err, _, _ = lanczos_logdet_solve(
-            scaled, z, max_steps=self.opts.cg_max_iter, tol=1e-6
+            scaled, z, max_steps=self.opts.cg_max_iter, tol=self.probe_rtol
         )
         lin = np.sum(z * scaled(z), axis=0) - np.sum(z * z, axis=0)
         err_lin = float(np.std(lin, ddof=1) / np.sqrt(lin.size))
@@ -403,24 +448,83 @@ class CurvatureSystem:
         return prec.sigma_diag() + np.mean(z * (self.sigma(z) - prec.sigma(z)), axis=1)
 
     def _sigma_diag_scaled(self, z: FloatArray) -> FloatArray:
+        cols = [z]
+        kz = None
+        if np.any(self._sw == 0):
+            kz = self.basis.k_matvec(z)
+            cols.append(self._sw[:, None] * kz)
+        sol = self.b_solve(np.concatenate(cols, axis=1))
+        k = z.shape[1]
+        return self._diag_from_b(
+            z, sol[:, :k], kz, sol[:, k:] if kz is not None else None
+        )
+
+    def _diag_from_b(
+        self,
+        z: FloatArray,
+        bz: FloatArray,
+        kz: FloatArray | None,
+        b_swkz: FloatArray | None,
+    ) -> FloatArray:
         # Sigma_ii = (1 - (B^-1)_ii) / W_i where W > 0 (no cancellation where
         # the data dominate), diag B^-1 = diag P^-1 (exact) + Hutchinson on
         # B^-1 - P^-1; where W = 0, K_ii - (K W^1/2 B^-1 W^1/2 K)_ii
         prec = self._scaled()
         pos = self._sw > 0
-        cols = [z]
-        if not pos.all():
-            kz = self.basis.k_matvec(z)
-            cols.append(self._sw[:, None] * kz)
-        sol = self.b_solve(np.concatenate(cols, axis=1))
-        k = z.shape[1]
-        b_diag = prec.inv_diag() + np.mean(z * (sol[:, :k] - prec.apply(z)), axis=1)
+        b_diag = prec.inv_diag() + np.mean(z * (bz - prec.apply(z)), axis=1)
         out = np.empty(z.shape[0])
         out[pos] = (1.0 - b_diag[pos]) / self.w[pos]
-        if not pos.all():
-            quad = kz * self.basis.k_matvec(self._sw[:, None] * sol[:, k:])
+        if kz is not None and b_swkz is not None:
+            quad = kz * self.basis.k_matvec(self._sw[:, None] * b_swkz)
             out[~pos] = self.basis.k_diag()[~pos] - np.mean(quad, axis=1)[~pos]
         return out
+
+    def gradient_solves(
+        self, z: FloatArray, rhs: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        r"""Return :math:`\operatorname{diag}\Sigma`, :math:`R z`, :math:`\Sigma` rhs.
+
+        Two batched CG runs serve the three: the Hutchinson probes ``z`` (of
+        the diagonal and of the trace) to :attr:`probe_rtol`, the gradient's
+        right-hand sides ``rhs`` (vanishing where :math:`W = 0`) to
+        ``cg_tol``; the estimates are those of :meth:`sigma_diag`,
+        :meth:`r_half` and :meth:`sigma`.
+        """
+        k, m = z.shape[1], rhs.shape[1]
+        sw = self._sw[:, None]
+        if self.route == "scaled":
+            if np.any(rhs[self._sw == 0] != 0):
+                return self.sigma_diag(), self.r_half(sw * z), self.sigma(rhs)
+            safe = np.where(sw > 0, sw, 1.0)
+            cols = [z, sw * z]
+            kz = None
+            if np.any(self._sw == 0):
+                kz = self.basis.k_matvec(z)
+                cols.append(sw * kz)
+            u = self.b_solve(np.concatenate(cols, axis=1), self.probe_rtol)
+            b_swkz = u[:, 2 * k :] if kz is not None else None
+            diag = self._diag_from_b(z, u[:, :k], kz, b_swkz)
+            rz = sw * u[:, k : 2 * k]
+            sig = rhs
+            if m:
+                sig = self.basis.k_matvec(sw * self.b_solve(rhs / safe))
+            return diag, rz, sig
+        w = self.w[:, None]
+        x = self.sigma(np.concatenate([z, w * z], axis=1), self.probe_rtol)
+        prec = self._additive()
+        diag = prec.sigma_diag() + np.mean(z * (x[:, :k] - prec.sigma(z)), axis=1)
+        sig = self.sigma(rhs) if m else rhs
+        return diag, w * z - w * x[:, k:], sig
+
+    @property
+    def probe_rtol(self) -> float:
+        """Relative residual of the solves that feed Hutchinson estimates.
+
+        ``sqrt(cg_tol)``: the estimates' sampling error (a few probes) is
+        far larger than a solve error of that size, and Gauss quadrature's
+        error is about the square of the residual.
+        """
+        return float(np.sqrt(self.opts.cg_tol))
 
     # ------------------------------------------------------------ samples
     def sample_data(self, n: int, rng: np.random.Generator) -> FloatArray:
