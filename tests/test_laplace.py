@@ -475,3 +475,32 @@ def test_scaled_preconditioner_is_exact_for_a_product_curvature(rng):
     K = reduce(np.kron, Ks)
     B = np.eye(20) + np.sqrt(w)[:, None] * K * np.sqrt(w)[None, :]
     assert_allclose(B @ system.b_solve(b, 1e-12), b, rtol=1e-9, atol=1e-9)
+
+
+def test_kron_apply_equals_the_dense_kronecker_product_in_any_order(rng):
+    # factors growing, shrinking and square: the axes are reordered inside
+    factors = [rng.normal(size=s) for s in [(8, 2), (3, 7), (5, 5)]]
+    dense = reduce(np.kron, factors)
+    x = rng.normal(size=(70, 3))
+    assert_allclose(_laplace_precond.kron_apply(factors, x), dense @ x, rtol=1e-12)
+    assert_allclose(
+        _laplace_precond.kron_apply(factors, x[:, 0]), dense @ x[:, 0], rtol=1e-12
+    )
+
+
+def test_truncated_basis_keeps_the_mode_and_drops_null_eigenpairs(rng):
+    # a very smooth factor: most eigenvalues are at rounding level
+    x = np.linspace(0, 1, 40)[:, None]
+    Ks = [np.asarray(RBF(0.5)(x)), np.asarray(Matern(0.3, nu=1.5)(x[:30]))]
+    basis = _laplace_precond.KronBasis.from_grams(Ks, truncate=True)
+    assert basis.lam_axes[0].size < 40
+    assert basis.lam_axes[1].size == 30
+    y = rng.poisson(3.0, size=1200).astype(float)
+    y[rng.choice(1200, 30, replace=False)] = np.nan
+    prob = LaplaceProblem(y, np.zeros(1200), Poisson(), np.zeros(0))
+    opts = LaplaceOptions(dense_max_cells=0, cg_tol=1e-12)
+    res = laplace_factorize(Ks, prob, opts=opts)
+    full = laplace_factorize(Ks, prob, opts=LaplaceOptions(dense_max_cells=2000))
+    assert full.info["dense"] and not res.info["dense"]
+    assert res.v.size == basis.rank
+    assert_allclose(res.f, full.f, rtol=1e-8, atol=1e-9)

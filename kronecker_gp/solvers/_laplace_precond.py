@@ -28,6 +28,30 @@ from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
 _EPS = float(np.finfo(float).eps)
 
 
+def kron_apply(factors: Sequence[FloatArray], x: FloatArray) -> FloatArray:
+    """Return ``kron_matvec(factors, x)``, the shrinking factors applied first.
+
+    :func:`~kronecker_gp.linalg.kron_matvec` multiplies the grid axes in
+    order; with rectangular factors (a truncated eigenbasis, ``(n_k, r_k)``)
+    the cost depends on that order, and increasing ``m_k / n_k`` is cheapest
+    (for ``Q S`` on a 1000 x 1000 grid with 210 space modes: 4.2e8 instead of
+    1.2e9 multiply-adds). The axes are permuted (one copy) around the call.
+    """
+    ratios = [f.shape[0] / f.shape[1] for f in factors]
+    order = sorted(range(len(factors)), key=lambda k: ratios[k])
+    if order == list(range(len(factors))):
+        return kron_matvec(factors, x)
+    d = len(factors)
+    cols = 1 if x.ndim == 1 else x.shape[1]
+    grid = x.reshape(*[f.shape[1] for f in factors], cols)
+    moved = np.transpose(grid, [*order, d]).reshape(-1, cols)
+    out = kron_matvec([factors[k] for k in order], moved)
+    shape = [factors[k].shape[0] for k in order]
+    back = [int(i) for i in np.argsort(order)]
+    res = np.transpose(out.reshape(*shape, cols), [*back, d]).reshape(-1, cols)
+    return res[:, 0] if x.ndim == 1 else np.ascontiguousarray(res)
+
+
 @dataclass(frozen=True)
 class KronBasis:
     """The Kronecker eigenbasis ``K = Q diag(lam) Q^T`` of the prior."""
@@ -67,7 +91,7 @@ class KronBasis:
     def k_matvec(self, x: FloatArray) -> FloatArray:
         """Return ``K x`` (one Kronecker product of the factor Grams)."""
         if self.grams:
-            return kron_matvec(self.grams, x)
+            return kron_apply(self.grams, x)
         lam = self.lam if x.ndim == 1 else self.lam[:, None]
         return self.unrotate(lam * self.rotate(x))
 
@@ -75,7 +99,7 @@ class KronBasis:
         """Return ``diag K`` on the grid."""
         if self.grams:
             return kron_outer([np.diagonal(g) for g in self.grams])
-        return kron_matvec([u * u for u in self.eigvecs], self.lam)
+        return kron_apply([u * u for u in self.eigvecs], self.lam)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -84,11 +108,11 @@ class KronBasis:
 
     def rotate(self, x: FloatArray) -> FloatArray:
         """Return ``Q^T x``."""
-        return kron_matvec([u.T for u in self.eigvecs], x)
+        return kron_apply([u.T for u in self.eigvecs], x)
 
     def unrotate(self, x: FloatArray) -> FloatArray:
         """Return ``Q x``."""
-        return kron_matvec(self.eigvecs, x)
+        return kron_apply(self.eigvecs, x)
 
     def dense_q(self) -> FloatArray:
         """Return ``Q`` as an (N, N) array (small grids only)."""
@@ -201,19 +225,19 @@ class KronPreconditioner:
 
     def to_v(self, x: FloatArray) -> FloatArray:
         """Return ``V^T x``."""
-        return kron_matvec([v.T for v in self.vs], x)
+        return kron_apply([v.T for v in self.vs], x)
 
     def from_v(self, y: FloatArray) -> FloatArray:
         """Return ``V y``."""
-        return kron_matvec(self.vs, y)
+        return kron_apply(self.vs, y)
 
     def m(self, y: FloatArray) -> FloatArray:
         """Return ``Q S V y`` (the V basis to grid values)."""
-        return kron_matvec(self.qsv, y)
+        return kron_apply(self.qsv, y)
 
     def m_t(self, x: FloatArray) -> FloatArray:
         """Return ``V^T S Q^T x``."""
-        return kron_matvec([q.T for q in self.qsv], x)
+        return kron_apply([q.T for q in self.qsv], x)
 
     def apply(self, x: FloatArray, power: float = 1.0) -> FloatArray:
         """Return ``P^-power x`` for columns x of shape (N, k)."""
@@ -225,12 +249,12 @@ class KronPreconditioner:
 
     def sigma_diag(self) -> FloatArray:
         """Return the diagonal of ``Q S P^-1 S Q^T`` (exact)."""
-        return kron_matvec([m * m for m in self.qsv], self.inv)
+        return kron_apply([m * m for m in self.qsv], self.inv)
 
     def sigma(self, x: FloatArray) -> FloatArray:
         """Return ``Q S P^-1 S Q^T x`` for columns x of shape (N, k)."""
-        y = kron_matvec([m.T for m in self.qsv], x)
-        return kron_matvec(self.qsv, self.inv[:, None] * y)
+        y = kron_apply([m.T for m in self.qsv], x)
+        return kron_apply(self.qsv, self.inv[:, None] * y)
 
 
 class ScaledKronPreconditioner:
@@ -289,15 +313,15 @@ class ScaledKronPreconditioner:
 
     def to_u(self, x: FloatArray) -> FloatArray:
         """Return ``V^T T^-1 x`` (grid right-hand side to the CG basis)."""
-        return kron_matvec([v.T for v in self.vs], self.t_inv[:, None] * x)
+        return kron_apply([v.T for v in self.vs], self.t_inv[:, None] * x)
 
     def from_u(self, u: FloatArray) -> FloatArray:
         """Return ``T^-1 V u`` (CG basis to the grid)."""
-        return self.t_inv[:, None] * kron_matvec(self.vs, u)
+        return self.t_inv[:, None] * kron_apply(self.vs, u)
 
     def inv_diag(self) -> FloatArray:
         """Return ``diag P^-1`` (exact)."""
-        return self.t_inv**2 * kron_matvec([v * v for v in self.vs], self.inv)
+        return self.t_inv**2 * kron_apply([v * v for v in self.vs], self.inv)
 
     def apply(self, x: FloatArray) -> FloatArray:
         """Return ``P^-1 x`` for columns x of shape (N, k)."""
@@ -323,6 +347,7 @@ def same_kron_fit(
 
 __all__ = [
     "KronBasis",
+    "kron_apply",
     "KronPreconditioner",
     "ScaledKronPreconditioner",
     "additive_log_fit",

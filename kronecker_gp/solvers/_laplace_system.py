@@ -35,7 +35,6 @@ import scipy.linalg
 
 from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.linalg import kron_matvec
 from kronecker_gp.linalg._krylov import batched_cg, lanczos_logdet_solve
 from kronecker_gp.solvers._laplace_precond import (
     KronBasis,
@@ -43,6 +42,7 @@ from kronecker_gp.solvers._laplace_precond import (
     ScaledKronPreconditioner,
     additive_log_fit,
     curvature_spread,
+    kron_apply,
     same_kron_fit,
 )
 
@@ -253,7 +253,7 @@ class CurvatureSystem:
         if self._jac is None:
             prec = self._additive()
             w_pos = np.maximum(self.w, 0.0)
-            diag = kron_matvec([(m * m).T for m in prec.qsv], w_pos)
+            diag = kron_apply([(m * m).T for m in prec.qsv], w_pos)
             self._jac = 1.0 / (1.0 + np.maximum(diag, 0.0))
         return self._jac
 
@@ -438,7 +438,7 @@ class CurvatureSystem:
             return np.sum(l_inv * l_inv, axis=0)
         if self.constant:
             spec = self.basis.lam / (1.0 + self.w[0] * self.basis.lam)
-            return kron_matvec([u * u for u in self.basis.eigvecs], spec)
+            return kron_apply([u * u for u in self.basis.eigvecs], spec)
         z = self._probes()
         if self.route == "scaled":
             return self._sigma_diag_scaled(z)
