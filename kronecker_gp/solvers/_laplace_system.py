@@ -395,19 +395,31 @@ class CurvatureSystem:
         # quadrature: conservative, the two estimates are anti-correlated)
         if self.route == "additive":
             inv = self._jacobi_v()
-            return self._slq_logdet(self._matvec_v, inv, -float(np.sum(np.log(inv))))
+            prec = self._additive()
+            # grid probes to the CG basis V^T Q^T z (orthonormal rows)
+            z = prec.to_v(self.basis.rotate(self._probes()))
+            logdet_p = -float(np.sum(np.log(inv)))
+            return self._slq_logdet(self._matvec_v, inv, logdet_p, z)
         # log|A| = log|B| (same nonzero eigenvalues but 1), B preconditioned
         # by T (I + G) T
         bprec = self._scaled()
-        return self._slq_logdet(self._matvec_u, bprec.inv, bprec.logdet())
+        z = kron_apply([v.T for v in bprec.vs], self._probes())
+        return self._slq_logdet(self._matvec_u, bprec.inv, bprec.logdet(), z)
 
     def _slq_logdet(
         self,
         matvec: Callable[[FloatArray], FloatArray],
         inv: FloatArray,
         logdet_p: float,
+        z: FloatArray,
     ) -> tuple[float, float]:
-        """Return log|P| + log|N|, N = D^-1/2 M D^-1/2 (M = matvec, D^-1 = inv)."""
+        """Return log|P| + log|N|, N = D^-1/2 M D^-1/2 (M = matvec, D^-1 = inv).
+
+        The probes ``z`` are grid Rademacher probes mapped into the CG basis
+        by an orthonormal map: the estimate is then a continuous function of
+        the hyperparameters (probes drawn in the eigenbasis would change
+        with each eigenvector's arbitrary sign), which a line search needs.
+        """
         root = np.sqrt(inv)[:, None]
 
         def scaled(x: FloatArray) -> FloatArray:
@@ -415,7 +427,6 @@ class CurvatureSystem:
             # to P^-1/2 A P^-1/2, so the same spectrum and trace
             return root * matvec(root * x)
 
-        z = self._probes(inv.size)
         trace, err, _, _ = lanczos_logdet_solve(
             scaled, z, max_steps=self.opts.cg_max_iter, tol=self.probe_rtol
         )
