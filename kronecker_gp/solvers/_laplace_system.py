@@ -180,6 +180,7 @@ class CurvatureSystem:
     def _trial_rate(self, route: str) -> float:
         """Kronecker products per decade of residual in a short CG trial."""
         rng = np.random.default_rng(self.opts.random_state)
+        matvec: Callable[[FloatArray], FloatArray]
         if route == "additive":
             b = rng.standard_normal((self.s.size, 1))
             matvec, inv, cost = self._matvec_v, self._jacobi_v(), 2.0
