@@ -88,8 +88,9 @@ EXACT_VARIANCE_WORK = 2**27
 #: Newton steps of the per-cell start (independent cells, prior variance
 #: diag K), each clipped to this many latent units.
 START_STEPS, START_CLIP = 30, 3.0
-#: Loosest relative residual of a Newton step's CG solve (inexact Newton).
-MAX_FORCING = 0.1
+#: Loosest relative residual of a Newton step's CG solve (inexact Newton),
+#: and gamma of the Eisenstat-Walker forcing term.
+MAX_FORCING, FORCING_GAMMA = 0.1, 0.5
 _EPS = float(np.finfo(float).eps)
 
 
@@ -282,17 +283,18 @@ def laplace_mode(
     s = np.sqrt(basis.lam)
     cur, system, cg_its = _start(basis, problem, opts, a0)
     n_start = int(system is not None)
-    g0, last_decrement, decrement = None, np.inf, np.inf
+    g_prev: float | None = None
+    last_decrement, decrement = np.inf, np.inf
     for it in range(1, opts.max_newton + 1):
         system = CurvatureSystem(basis, np.maximum(cur.w, 0.0), opts, system)
         grad = s * basis.rotate(cur.d1) - cur.v
         gnorm = float(np.linalg.norm(grad))
-        g0 = gnorm if g0 is None else g0
         scale = 1.0 + abs(cur.psi)
         if gnorm * gnorm <= opts.newton_tol * scale:
             # the decrement grad^T A^-1 grad <= |grad|^2 (A >= I) is below tol
             return cur.v, it - 1 + n_start, cg_its
-        rtol = _forcing(gnorm, g0, scale, opts)
+        rtol = _forcing(gnorm, g_prev, scale, opts)
+        g_prev = gnorm
         point = system.newton_point(cur.f, cur.d1, rtol, cur.v, grad)
         cg_its += system.cg_iterations
         if trace is not None:
@@ -330,14 +332,25 @@ def laplace_mode(
     )
 
 
-def _forcing(gnorm: float, g0: float, scale: float, opts: LaplaceOptions) -> float:
-    """Relative CG residual of a Newton step (inexact Newton forcing term)."""
-    # proportional to the gradient (quadratic convergence), but a step need
-    # not bring the gradient below a tenth of what the tolerance accepts
-    # (decrement <= |grad|^2 <= newton_tol |Psi|)
+def _forcing(
+    gnorm: float, g_prev: float | None, scale: float, opts: LaplaceOptions
+) -> float:
+    r"""Relative CG residual of a Newton step (inexact Newton forcing term).
+
+    Eisenstat and Walker's (1996, SIAM J. Sci. Comput. 17) choice 2,
+    :math:`\eta_k = \gamma (\|g_k\| / \|g_{k-1}\|)^2`: the linear
+    residual is asked to be about as small as the Newton model's own
+    (quadratic) error, no smaller;
+    at most ``MAX_FORCING``, and no smaller than what brings the next gradient
+    to a tenth of what the tolerance accepts (decrement :math:`\le
+    \|g\|^2 \le` ``newton_tol`` :math:`|\Psi|`).
+    """
+    eta = MAX_FORCING
+    if g_prev is not None:
+        eta = FORCING_GAMMA * (gnorm / max(g_prev, _EPS)) ** 2
     target = 0.1 * np.sqrt(opts.newton_tol * scale)
     floor = max(opts.cg_tol, min(MAX_FORCING, target / max(gnorm, _EPS)))
-    return float(max(floor, min(MAX_FORCING, gnorm / max(g0, _EPS))))
+    return float(max(floor, min(MAX_FORCING, eta)))
 
 
 def laplace_factorize(
@@ -394,7 +407,12 @@ def laplace_factorize(
     logp, d1, w, d3 = problem.terms(f)
     system = CurvatureSystem(basis, w, opts)
     res = LaplaceResult(v, f, d1, w, float("nan"), 0.0, system)
-    res.info = {"newton_iterations": n_iter, "dense": system.dense, "log_lik": logp}
+    res.info = {
+        "newton_iterations": n_iter,
+        "dense": system.dense,
+        "route": system.route,
+        "log_lik": logp,
+    }
     if need_lml or grad_grams is not None:
         laplace_lml(res)
     if grad_grams is not None:
