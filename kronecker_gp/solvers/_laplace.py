@@ -599,8 +599,10 @@ def latent_moments(
             mats = [c[idx] for c in cross]
         if scaled:
             # k*^T R k* = |B^-1/2 W^1/2 k*|^2: no cancellation where W K >> 1
+            # (to cg_tol: B is less well conditioned than the whitened A, and
+            # the prior variance minus this term can cancel)
             half = (face_split_rows(mats) * sw).T
-            var[idx] -= np.sum(half * system.b_solve(half, rtol), axis=0)
+            var[idx] -= np.sum(half * system.b_solve(half), axis=0)
         else:
             cols = (face_split_rows(mats) * w).T
             var[idx] += np.sum(cols * system.sigma(cols, rtol), axis=0)
