@@ -14,13 +14,16 @@ Hessian of :math:`\Psi(v) = \log p(y | f) - \frac12 \|v\|^2` is
 similar to :math:`B = I + W^{1/2} K W^{1/2}` of Rasmussen and Williams (2006,
 Alg. 3.1): same eigenvalues (:math:`\ge 1` for :math:`W \ge 0`), so
 :math:`\log|B| = \log|A|`. A product with :math:`A` is two Kronecker rotations
-(:func:`~kronecker_gp.linalg.kron_matvec`); CG on :math:`A` is preconditioned by
-its exact inverse for constant curvature, the diagonal
-:math:`(I + \bar w \Lambda)^{-1}` (:math:`\bar w` the mean curvature over the
-grid). The posterior covariance is :math:`\Sigma = (K^{-1} + W)^{-1} = Q S
+(:func:`~kronecker_gp.linalg.kron_matvec`); the solves (CG on :math:`A` or on
+:math:`B`, with Kronecker preconditioners fitted to the curvature) are the
+routes of :class:`~kronecker_gp.solvers._laplace_system.CurvatureSystem`.
+Above ``dense_max_cells`` the eigenpairs of each factor at rounding level are
+dropped (:meth:`KronBasis.from_grams`), so ``v`` may be shorter than the grid.
+The posterior covariance is :math:`\Sigma = (K^{-1} + W)^{-1} = Q S
 A^{-1} S Q^T`.
 
-Newton (damped): :math:`v \leftarrow v + t A_+^{-1} \nabla\Psi(v)` with
+Newton (damped, inexact, from the Gaussian-approximation or warm start of
+:func:`laplace_mode`): :math:`v \leftarrow v + t A_+^{-1} \nabla\Psi(v)` with
 :math:`A_+` built from :math:`W_+ = \max(W, 0)` and :math:`t` halved until
 :math:`\Psi` increases (the safeguard for the non-log-concave Student-t; for
 log-concave likelihoods :math:`W_+ = W` and :math:`t = 1` near the mode).
@@ -48,7 +51,7 @@ tolerance); with a constant curvature on the grid (e.g. Gaussian without
 missing cells) :math:`\log|A| = \sum \log(1 + w\lambda)` and
 :math:`\operatorname{diag}\Sigma` are exact from the eigenvalues; otherwise
 :math:`\log|A|` is estimated by stochastic Lanczos quadrature on the
-preconditioned :math:`A` (standard error returned), and the traces
+preconditioned :math:`A` or :math:`B` (standard error returned), and the traces
 :math:`\operatorname{tr}(W\Sigma W \dot K_j)` and :math:`\operatorname{diag}\Sigma`
 by Hutchinson's estimator with the same ``n_probes`` Rademacher probes.
 
