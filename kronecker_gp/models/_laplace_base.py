@@ -28,9 +28,8 @@ from kronecker_gp.solvers._laplace import (
     LaplaceProblem,
     laplace_factorize,
     laplace_lml,
-    latent_moments,
-    latent_samples,
 )
+from kronecker_gp.solvers._laplace_predict import latent_moments, latent_samples
 
 
 class LaplaceGPBase(BaseEstimator):
