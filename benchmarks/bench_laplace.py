@@ -64,6 +64,7 @@ def run(size: tuple[int, int], n_probes: int, lml: bool) -> dict[str, object]:
         "ratio": t_fit / t_gauss,
         "newton": gp.solver_info_["newton_iterations"],
         "cg_iterations": gp.solver_info_["cg_iterations"],
+        "route": gp.solver_info_["route"],
     }
     if lml:
         t0 = time.perf_counter()
@@ -98,6 +99,7 @@ def run_measles(likelihood: str, n_probes: int) -> dict[str, object]:
         "lml": gp.log_marginal_likelihood_value_,
         "newton": gp.solver_info_["newton_iterations"],
         "cg_iterations": gp.solver_info_["cg_iterations"],
+        "route": gp.solver_info_["route"],
     }
 
 

@@ -103,3 +103,28 @@ def available_memory() -> int:
     if pages <= 0 or size <= 0:
         return DEFAULT_MEMORY
     return int(pages) * int(size)
+
+#: Laplace solves (issue 15): above this spread max t / min t of the per-cell
+#: misfit t = (1 + W K_ii) / (1 + W~ K_ii) of the additive Kronecker fit W~ of
+#: the curvature (about the condition number the additive preconditioner of
+#: A = I + S Q^T W Q S leaves), CG runs on B = I + W^1/2 K W^1/2 with the scaled
+#: preconditioner T (I + G) T instead (three Kronecker products per iteration
+#: instead of two). Measured spreads: smooth 200x200 / 500x500 Poisson
+#: benchmark 126 / 197 (additive faster), measles 2e6-3e7 (scaled: condition
+#: number 162 against 5.7e7).
+LAPLACE_SCALED_SPREAD = 1e3
+#: Above that spread, a CG trial of this many iterations with each
+#: preconditioner (seeded random right-hand side) picks the route with fewer
+#: Kronecker products per decade of residual: measles at the smooth start
+#: (amplitude 4, lengths 5 / 5) runs its mode in 8,400 CG iterations on the
+#: additive route against 18,300 on the scaled one, at its optimum in 41,300
+#: (capped) against 610.
+LAPLACE_ROUTE_TRIAL_STEPS = 30
+#: Newton tolerance (decrement / |Psi|) during a hyperparameter search: the
+#: LML's error from the mode is half the decrement (1e-14 |Psi|, far below
+#: the stochastic log-determinant's), the fit at the optimum uses 1e-20.
+LAPLACE_SEARCH_NEWTON_TOL = 1e-14
+#: A Newton step keeps the previous step's Kronecker preconditioner (its factor
+#: eigendecompositions) while every entry of the curvature's Kronecker fit stays
+#: within this factor of the one it was built from.
+LAPLACE_PRECOND_REUSE = 2.0

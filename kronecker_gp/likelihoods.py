@@ -128,25 +128,25 @@ def laplace_centred_log_predictive(
     >>> bool(np.isclose(r[0], -0.5 * (np.log(2 * np.pi * 2.5) + 1 / 2.5)))
     True
     """
-    y = np.asarray(y, dtype=float).reshape(-1)
-    m = np.asarray(m, dtype=float).reshape(-1)
-    v = np.maximum(np.asarray(v, dtype=float).reshape(-1), 1e-300)
-    f = m.copy()
+    ys: FloatArray = np.asarray(y, dtype=float).reshape(-1)
+    ms: FloatArray = np.asarray(m, dtype=float).reshape(-1)
+    vs: FloatArray = np.maximum(np.asarray(v, dtype=float).reshape(-1), 1e-300)
+    f = ms.copy()
     for _ in range(50):
-        _, d1, d2, _ = lik.derivatives(y, f, params)
-        grad = d1 - (f - m) / v
-        step = grad / (np.maximum(-d2, 0.0) + 1.0 / v)
+        _, d1, d2, _ = lik.derivatives(ys, f, params)
+        grad = d1 - (f - ms) / vs
+        step = grad / (np.maximum(-d2, 0.0) + 1.0 / vs)
         f = f + step
         if np.all(np.abs(step) <= 1e-12 * (1.0 + np.abs(f))):
             break
-    w_mode = np.maximum(-lik.derivatives(y, f, params)[2], 0.0)
-    sd = 1.0 / np.sqrt(w_mode + 1.0 / v)
+    w_mode = np.maximum(-lik.derivatives(ys, f, params)[2], 0.0)
+    sd = 1.0 / np.sqrt(w_mode + 1.0 / vs)
     x, logw = _nodes()
     nodes = f[:, None] + sd[:, None] * x[None, :]
-    logp = lik.derivatives(y[:, None], nodes, params)[0]
-    log_prior = -0.5 * (nodes - m[:, None]) ** 2 / v[:, None]
+    logp = lik.derivatives(ys[:, None], nodes, params)[0]
+    log_prior = -0.5 * (nodes - ms[:, None]) ** 2 / vs[:, None]
     terms = logw + 0.5 * x * x + logp + log_prior
-    return np.asarray(logsumexp(terms, axis=1) + np.log(sd) - 0.5 * np.log(v))
+    return np.asarray(logsumexp(terms, axis=1) + np.log(sd) - 0.5 * np.log(vs))
 
 
 def _check_params(params: ArrayLike, n: int, name: str) -> FloatArray:
@@ -349,19 +349,19 @@ def logistic_normal_mean(m: ArrayLike, v: ArrayLike) -> FloatArray:
     >>> np.round(p, 6)
     array([0.5     , 0.880797])
     """
-    m = np.asarray(m, dtype=float).reshape(-1)
-    v = np.maximum(np.asarray(v, dtype=float).reshape(-1), 0.0)
-    out = np.empty(m.size)
-    narrow = v <= 1.0
-    if narrow.any():
+    ms: FloatArray = np.asarray(m, dtype=float).reshape(-1)
+    vs: FloatArray = np.maximum(np.asarray(v, dtype=float).reshape(-1), 0.0)
+    out = np.empty(ms.size)
+    narrow = vs <= 1.0
+    if np.any(narrow):
         out[narrow] = np.exp(
-            gauss_hermite_log(lambda e: -np.logaddexp(0.0, -e), m[narrow], v[narrow])
+            gauss_hermite_log(lambda e: -np.logaddexp(0.0, -e), ms[narrow], vs[narrow])
         )
     wide = ~narrow
-    if wide.any():
+    if np.any(wide):
         e = np.arange(-160, 161) * 0.25
         w = 0.25 * expit(e) * expit(-e)
-        z = (m[wide, None] - e[None, :]) / np.sqrt(v[wide])[:, None]
+        z = (ms[wide, None] - e[None, :]) / np.sqrt(vs[wide])[:, None]
         out[wide] = ndtr(z) @ w
     return out
 

@@ -24,14 +24,13 @@ from kronecker_gp.likelihoods import (
     get_likelihood,
     logistic_normal_mean,
 )
-from kronecker_gp.solvers import _laplace
+from kronecker_gp.solvers import _laplace_precond, _laplace_predict, _laplace_system
 from kronecker_gp.solvers._laplace import (
     LaplaceOptions,
     LaplaceProblem,
     laplace_factorize,
-    latent_moments,
-    latent_samples,
 )
+from kronecker_gp.solvers._laplace_predict import latent_moments, latent_samples
 from kronecker_gp.testing import EIG_RTOL, assert_allclose
 
 LIKELIHOODS = [
@@ -167,17 +166,46 @@ def test_gradient_equals_finite_differences(lik, rng):
     assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
 
 
+@pytest.mark.parametrize("pre", ["additive", "scaled"])
 @pytest.mark.parametrize("lik", LIKELIHOODS, ids=IDS)
-def test_iterative_path_mode_and_lml_estimate(lik, rng):
+def test_iterative_path_mode_and_lml_estimate(lik, pre, rng):
     Ks, dKs, prob, _, _ = _problem(lik, (6, 5), rng)
     f, lml, _, _, _, _ = _dense_laplace(Ks, dKs, prob)
-    opts = LaplaceOptions(dense_max_cells=0, cg_tol=1e-13, n_probes=64)
+    opts = LaplaceOptions(
+        dense_max_cells=0, cg_tol=1e-13, n_probes=64, preconditioner=pre
+    )
     res = laplace_factorize(Ks, prob, opts=opts)
     assert not res.info["dense"]
     assert res.info["cg_iterations"] > 0
     assert_allclose(res.f, f, rtol=1e-8, atol=1e-9)
     assert res.lml_std_error > 0
     assert abs(res.lml - lml) < 5 * res.lml_std_error
+    if pre == "scaled" and not isinstance(lik, Gaussian | StudentT):
+        assert res.system.route == "scaled"  # W >= 0 and not constant
+
+
+@pytest.mark.parametrize("pre", ["additive", "scaled"])
+@pytest.mark.parametrize(
+    "lik",
+    [Poisson(), NegativeBinomial(4.0), Bernoulli()],
+    ids=["poisson", "negbin", "logit"],
+)
+def test_iterative_gradient_estimate_converges_to_dense_twin(lik, pre, rng):
+    # the traces and diag(Sigma) are Hutchinson estimates: the error shrinks
+    # like 1 / sqrt(n_probes) (about 12 % of max |grad| at 64 probes, 1.2 % at
+    # 1024 on this problem); the solves themselves are exact to cg_tol
+    Ks, dKs, prob, _, _ = _problem(lik, (6, 5), rng)
+    _, _, grad, _, _, _ = _dense_laplace(Ks, dKs, prob)
+    errs = []
+    for n_probes in (16, 1024):
+        opts = LaplaceOptions(
+            dense_max_cells=0, cg_tol=1e-12, n_probes=n_probes, preconditioner=pre
+        )
+        res = laplace_factorize(Ks, prob, grad_grams=dKs, opts=opts)
+        assert res.system.route == pre
+        errs.append(np.max(np.abs(res.grad - grad)) / np.max(np.abs(grad)))
+    assert errs[1] < 0.05
+    assert errs[1] < errs[0] / 2
 
 
 def test_constant_curvature_is_exact_without_dense(rng):
@@ -192,13 +220,17 @@ def test_constant_curvature_is_exact_without_dense(rng):
     assert_allclose(res.grad, grad, rtol=EIG_RTOL, atol=1e-9 * np.abs(grad).max())
 
 
-@pytest.mark.parametrize("dense_max", [1024, 0], ids=["dense", "cg"])
+@pytest.mark.parametrize(
+    ("dense_max", "pre"),
+    [(1024, "auto"), (0, "additive"), (0, "scaled")],
+    ids=["dense", "cg-additive", "cg-scaled"],
+)
 @pytest.mark.parametrize("lik", [Poisson(), Bernoulli()], ids=["poisson", "logit"])
-def test_latent_moments_at_points_and_grid(lik, dense_max, rng):
+def test_latent_moments_at_points_and_grid(lik, dense_max, pre, rng):
     Ks, dKs, prob, coords, kernels = _problem(lik, (6, 5), rng)
     f, _, _, _, W, g = _dense_laplace(Ks, dKs, prob)
     K = reduce(np.kron, Ks)
-    opts = LaplaceOptions(dense_max_cells=dense_max, cg_tol=1e-13)
+    opts = LaplaceOptions(dense_max_cells=dense_max, cg_tol=1e-13, preconditioner=pre)
     res = laplace_factorize(Ks, prob, opts=opts)
     test = [np.array([[0.3], [1.7]]), np.array([[0.1], [0.5], [1.9]])]
     cross = [k(t, c) for k, t, c in zip(kernels, test, coords)]
@@ -217,16 +249,17 @@ def test_latent_moments_at_points_and_grid(lik, dense_max, rng):
     assert_allclose(var_p, var_ref, rtol=1e-7, atol=1e-10)
 
 
-def test_monte_carlo_variance_and_samples(rng, monkeypatch):
+@pytest.mark.parametrize("pre", ["additive", "scaled"])
+def test_monte_carlo_variance_and_samples(pre, rng, monkeypatch):
     Ks, dKs, prob, coords, kernels = _problem(Poisson(), (6, 5), rng)
     _, _, _, Sigma, _, _ = _dense_laplace(Ks, dKs, prob)
-    res = laplace_factorize(
-        Ks, prob, opts=LaplaceOptions(dense_max_cells=0, cg_tol=1e-12)
-    )
+    opts = LaplaceOptions(dense_max_cells=0, cg_tol=1e-12, preconditioner=pre)
+    res = laplace_factorize(Ks, prob, opts=opts)
+    assert res.system.route == pre
     cross = [np.asarray(k(c, c)) for k, c in zip(kernels, coords)]
     prior = np.kron(*[k.diag(c) for k, c in zip(kernels, coords)])
     exact_var = np.diag(Sigma)
-    monkeypatch.setattr(_laplace, "EXACT_VARIANCE_WORK", 0)
+    monkeypatch.setattr(_laplace_predict, "EXACT_VARIANCE_WORK", 0)
     _, var, exact = latent_moments(res, cross, prior, grid=True, n_samples=4000)
     assert not exact
     # relative MC error of the subtracted term is about sqrt(2 / 4000) = 0.022
@@ -439,12 +472,14 @@ def test_theta_length_and_prediction_errors(rng):
 
 def test_kronecker_preconditioner_is_exact_for_a_product_curvature(rng):
     Ks = [np.asarray(RBF(0.5)(np.linspace(0, 2, n)[:, None])) for n in (5, 4)]
-    basis = _laplace.KronBasis.from_grams(Ks)
+    basis = _laplace_precond.KronBasis.from_grams(Ks)
     a, c = rng.uniform(0.5, 50, 5), rng.uniform(0.1, 3, 4)
     w = np.outer(a, c).ravel()
-    d = _laplace.additive_log_fit(w.reshape(5, 4))
+    d = _laplace_precond.additive_log_fit(w.reshape(5, 4))
     assert_allclose(np.outer(*d), w.reshape(5, 4), rtol=1e-10)
-    system = _laplace.CurvatureSystem(basis, w, LaplaceOptions(dense_max_cells=0))
+    opts = LaplaceOptions(dense_max_cells=0)
+    system = _laplace_system.CurvatureSystem(basis, w, opts)
+    assert system.route == "additive"  # a product curvature: spread 1
     b = rng.normal(size=(20, 2))
     A = system.matvec(np.eye(20))
     assert_allclose(system._precond.apply(A @ b), b, rtol=1e-9, atol=1e-11)
@@ -453,15 +488,17 @@ def test_kronecker_preconditioner_is_exact_for_a_product_curvature(rng):
     assert_allclose(A @ x, b, rtol=1e-9, atol=1e-9)
     # a missing cell (W = 0) leaves its slice's other cells in the fit
     w[3] = 0.0
-    d = _laplace.additive_log_fit(w.reshape(5, 4))
+    d = _laplace_precond.additive_log_fit(w.reshape(5, 4))
     assert np.all(np.concatenate(d) > 0)
 
 
 def test_scaled_preconditioner_is_exact_for_a_product_curvature(rng):
     Ks = [np.asarray(RBF(0.5)(np.linspace(0, 2, n)[:, None])) for n in (5, 4)]
-    basis = _laplace.KronBasis.from_grams(Ks)
+    basis = _laplace_precond.KronBasis.from_grams(Ks)
     w = np.outer(rng.uniform(0.5, 50, 5), rng.uniform(0.1, 3, 4)).ravel()
-    system = _laplace.CurvatureSystem(basis, w, LaplaceOptions(dense_max_cells=0))
+    opts = LaplaceOptions(dense_max_cells=0, preconditioner="scaled")
+    system = _laplace_system.CurvatureSystem(basis, w, opts)
+    assert system.route == "scaled"
     # T = I and P = I + W^1/2 K W^1/2 = B: the CG operator is diag(1 + Gamma)
     assert_allclose(system._bprec.t2, np.ones(20), rtol=1e-10)
     N = system._matvec_u(np.eye(20))
@@ -470,4 +507,33 @@ def test_scaled_preconditioner_is_exact_for_a_product_curvature(rng):
     b = rng.normal(size=(20, 1))
     K = reduce(np.kron, Ks)
     B = np.eye(20) + np.sqrt(w)[:, None] * K * np.sqrt(w)[None, :]
-    assert_allclose(B @ system._b_solve(b, 1e-12), b, rtol=1e-9, atol=1e-9)
+    assert_allclose(B @ system.b_solve(b, 1e-12), b, rtol=1e-9, atol=1e-9)
+
+
+def test_kron_apply_equals_the_dense_kronecker_product_in_any_order(rng):
+    # factors growing, shrinking and square: the axes are reordered inside
+    factors = [rng.normal(size=s) for s in [(8, 2), (3, 7), (5, 5)]]
+    dense = reduce(np.kron, factors)
+    x = rng.normal(size=(70, 3))
+    assert_allclose(_laplace_precond.kron_apply(factors, x), dense @ x, rtol=1e-12)
+    assert_allclose(
+        _laplace_precond.kron_apply(factors, x[:, 0]), dense @ x[:, 0], rtol=1e-12
+    )
+
+
+def test_truncated_basis_keeps_the_mode_and_drops_null_eigenpairs(rng):
+    # a very smooth factor: most eigenvalues are at rounding level
+    x = np.linspace(0, 1, 40)[:, None]
+    Ks = [np.asarray(RBF(0.5)(x)), np.asarray(Matern(0.3, nu=1.5)(x[:30]))]
+    basis = _laplace_precond.KronBasis.from_grams(Ks, truncate=True)
+    assert basis.lam_axes[0].size < 40
+    assert basis.lam_axes[1].size == 30
+    y = rng.poisson(3.0, size=1200).astype(float)
+    y[rng.choice(1200, 30, replace=False)] = np.nan
+    prob = LaplaceProblem(y, np.zeros(1200), Poisson(), np.zeros(0))
+    opts = LaplaceOptions(dense_max_cells=0, cg_tol=1e-12)
+    res = laplace_factorize(Ks, prob, opts=opts)
+    full = laplace_factorize(Ks, prob, opts=LaplaceOptions(dense_max_cells=2000))
+    assert full.info["dense"] and not res.info["dense"]
+    assert res.v.size == basis.rank
+    assert_allclose(res.f, full.f, rtol=1e-8, atol=1e-9)

@@ -14,6 +14,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, CompoundKernel, ConstantKernel, Kernel
 from sklearn.utils.validation import check_is_fitted
 
+from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid, check_coords, drop_empty_slices, grid_from_rows
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
@@ -22,13 +23,13 @@ from kronecker_gp.likelihoods import Likelihood
 from kronecker_gp.models._base import build_kernel, check_grid_targets, resolve_axes
 from kronecker_gp.models._optimize import check_optimizer_params, maximise_lml
 from kronecker_gp.solvers._laplace import (
+    DENSE_MAX_CELLS,
     LaplaceOptions,
     LaplaceProblem,
     laplace_factorize,
     laplace_lml,
-    latent_moments,
-    latent_samples,
 )
+from kronecker_gp.solvers._laplace_predict import latent_moments, latent_samples
 
 
 class LaplaceGPBase(BaseEstimator):
@@ -87,7 +88,11 @@ class LaplaceGPBase(BaseEstimator):
         return build_kernel(self.kernels, axes)
 
     def _options(self, search: bool = False) -> LaplaceOptions:
+        # the search may stop Newton earlier on the iterative routes only (on
+        # the dense route the last steps cost little)
+        loose = search and self.grid_.size > DENSE_MAX_CELLS
         return LaplaceOptions(
+            newton_tol=_budgets.LAPLACE_SEARCH_NEWTON_TOL if loose else 1e-20,
             cg_tol=max(self.cg_tol, 1e-6) if search else self.cg_tol,
             n_probes=min(self.n_probes, 8) if search else self.n_probes,
             random_state=(
@@ -143,7 +148,7 @@ class LaplaceGPBase(BaseEstimator):
         self.prior_mean_ = float(self._mean_offset(y[obs], log_exposure[obs]))
         self._y, self._offset = y, log_exposure + self.prior_mean_
         self._lik_params = np.asarray(self.likelihood_.initial_params(), dtype=float)
-        self._v_last: FloatArray | None = None
+        self._a_last: FloatArray | None = None
         if self.optimizer is not None and self._bounds().shape[0] > 0:
             theta = maximise_lml(
                 self._lml_at,
@@ -163,7 +168,7 @@ class LaplaceGPBase(BaseEstimator):
             grams,
             self._problem(),
             opts=self._options(),
-            v0=self._v_last,
+            a0=self._a_last,
             need_lml=False,
         )
         self.theta_ = self._theta()
@@ -240,9 +245,9 @@ class LaplaceGPBase(BaseEstimator):
             self._problem(),
             grad_grams=[g for _, g in pairs] if eval_gradient else None,
             opts=self._options(search=True),
-            v0=self._v_last,
+            a0=self._a_last,
         )
-        self._v_last = res.v
+        self._a_last = res.grad_logp
         if not eval_gradient:
             return res.lml, np.zeros(0)
         assert res.grad is not None
@@ -284,13 +289,13 @@ class LaplaceGPBase(BaseEstimator):
                 raise ValueError("Gradient can only be evaluated for theta!=None")
             return self.log_marginal_likelihood_value_
         theta = as_float_array(theta, "theta", ndim=1)
-        saved, v_saved = self._theta(), self._v_last
+        saved, a_saved = self._theta(), self._a_last
         if theta.shape[0] != saved.shape[0]:
             raise ValueError(
                 f"theta must have {saved.shape[0]} entries (the free "
                 f"log-hyperparameters); got {theta.shape[0]}."
             )
-        self._v_last = None
+        self._a_last = None
         try:
             self._set_theta(theta)
             pairs = self.kernel_.factor_grams(self.grid_.coords, eval_gradient=True)
@@ -303,7 +308,7 @@ class LaplaceGPBase(BaseEstimator):
         finally:
             if clone_kernel:
                 self._set_theta(saved)
-            self._v_last = v_saved
+            self._a_last = a_saved
         if not eval_gradient:
             return np.float64(res.lml)  # as sklearn (keeps float64 under NEP 50)
         assert res.grad is not None

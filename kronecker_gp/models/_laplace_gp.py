@@ -337,4 +337,7 @@ class KroneckerLaplaceGP(RegressorMixin, LaplaceGPBase):
         float
         """
         lpd = self.log_predictive_density(X, y, exposure)
-        return float(np.average(lpd, weights=sample_weight))
+        if sample_weight is None:
+            return float(np.mean(lpd))
+        weights = as_float_array(sample_weight, "sample_weight", ndim=1)
+        return float(np.average(lpd, weights=weights))
