@@ -37,6 +37,7 @@ ROUTES = [
         False,
     ),
     ("state-space", {"state_space": 1}, False, False, True),
+    ("state-space-schur-cg", {"state_space": 1, "solver": "cg"}, True, False, False),
     (
         "state-space-schur-exact",
         {"state_space": 1, "solver": "exact"},
@@ -247,6 +248,13 @@ STRUCTURED_ROUTES = [
         "axis-noise-schur-exact",
         _kernels,
         {"noise_axes": (1,), "solver": "exact", "allow": "none"},
+        True,
+        True,
+    ),
+    (
+        "axis-noise-schur-cg",
+        _kernels,
+        {"noise_axes": (1,), "solver": "cg", "allow": "none"},
         True,
         True,
     ),
