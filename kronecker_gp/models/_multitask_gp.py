@@ -166,6 +166,10 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):
         Standard error of that estimate over the probes (0 when exact).
     solver_ : {"exact", "pcg"}
         The path taken.
+    solver_info_ : SolverInfo
+        The route of the last fit and its diagnostics: ``"icm-exact"`` or
+        ``"lmc-pcg"`` for rows, the grid route's (e.g. ``"axis-noise"``,
+        ``"separable-sum-cg"``) after :meth:`fit_grid`.
     cg_iterations_ : list of int
         LMC: iterations of each CG solve in the final evaluation.
     n_tasks_ : int
