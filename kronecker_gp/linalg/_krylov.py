@@ -48,6 +48,7 @@ def lanczos_logdet_solve(
     *,
     max_steps: int = 100,
     tol: float = 1e-6,
+    quad_tol: float | None = None,
 ) -> tuple[float, float, FloatArray, int]:
     r"""Stochastic Lanczos quadrature of :math:`\operatorname{tr} f(N)` plus solves.
 
@@ -76,6 +77,15 @@ def lanczos_logdet_solve(
         Relative residual of the solves at which a probe stops; the solves
         only feed Hutchinson estimates whose sampling error is far larger,
         and Gauss quadrature converges about twice as fast as CG.
+    quad_tol : float or None, default=None
+        If given, a probe also stops once its relative residual is below
+        ``sqrt(quad_tol)`` and its quadrature changed by at most
+        ``quad_tol * ||z||^2`` in its last step. The Gauss rule's error falls
+        with the square of the CG error (for :math:`f(x) = 1/x` it *is* the
+        squared energy-norm error), so the quadrature has then converged to
+        well below ``quad_tol * ||z||^2`` per probe while the solves, used
+        only by Hutchinson estimates, are accurate to ``sqrt(quad_tol)``.
+        None: stop on ``tol`` alone.
 
     Returns
     -------
@@ -106,8 +116,14 @@ def lanczos_logdet_solve(
     alphas = np.zeros((0, k))
     betas = np.zeros((0, k))
     lengths = np.zeros(k, dtype=np.intp)
+    done = np.zeros(k, dtype=bool)  # stopped by the quadrature rule
+    quad = np.full(k, np.nan)  # last quadrature of probes near convergence
     for _ in range(min(max_steps, m)):
-        active = np.flatnonzero(np.sqrt(rz) > tol * bnorm)
+        if quad_tol is not None and lengths.max(initial=0) > 0:
+            done |= _quadrature_converged(
+                (alphas, betas, lengths), np.sqrt(rz) / bnorm, quad, quad_tol
+            )
+        active = np.flatnonzero((np.sqrt(rz) > tol * bnorm) & ~done)
         if active.size == 0:
             break
         pa = p[:, active]
@@ -153,6 +169,28 @@ def lanczos_tridiagonal(
     diag = 1.0 / alpha
     diag[1:] += beta[:-1] / alpha[:-1]
     return diag, np.sqrt(beta[:-1]) / alpha[:-1]
+
+
+def _quadrature_converged(
+    coeffs: tuple[FloatArray, FloatArray, FloatArray],
+    relres: FloatArray,
+    quad: FloatArray,
+    quad_tol: float,
+) -> FloatArray:
+    """Probes whose quadrature moved by at most ``quad_tol`` (per unit norm).
+
+    Evaluates the (normalised) quadrature of the probes whose relative
+    residual is below ``100 sqrt(quad_tol)``, compares it with the value
+    stored in ``quad`` at their previous step and stores the new value.
+    """
+    alphas, betas, lengths = coeffs
+    out = np.zeros(lengths.size, dtype=bool)
+    near = np.flatnonzero(relres <= 100.0 * np.sqrt(quad_tol))
+    for s in near:
+        q = _quadrature(alphas[: lengths[s], s], betas[: lengths[s], s])
+        out[s] = relres[s] <= np.sqrt(quad_tol) and abs(q - quad[s]) <= quad_tol
+        quad[s] = q
+    return out
 
 
 def _quadrature(alpha: FloatArray, beta: FloatArray) -> float:

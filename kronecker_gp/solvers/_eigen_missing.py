@@ -408,9 +408,11 @@ def _logdet_estimate(
     steps in ``info``.
     """
     system.ensure_block()
-    est = system.schur.logdet_estimate(probes)
+    est = system.schur.logdet_estimate(probes, quad_tol=_budgets.SLQ_QUAD_TOL)
     info.lml_std_error = 0.5 * est.std_error
-    info.extra.update(logdet="slq", lanczos_steps=est.steps)
+    info.extra.update(
+        logdet="slq", lanczos_steps=est.steps, quad_tol=_budgets.SLQ_QUAD_TOL
+    )
     if not eval_gradient:
         return est.logdet, None
     correction = TraceCorrection(
