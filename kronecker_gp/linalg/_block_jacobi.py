@@ -37,8 +37,13 @@ from kronecker_gp.linalg import kron_matvec
 from kronecker_gp.linalg._eigenbasis import GridPosterior
 
 #: Cells per diagonal block (a run along the blocking axis is cut into pieces
-#: of at most this many cells).
-BLOCK_SIZE = 64
+#: of at most this many cells). 500 x 500, 30 % missing, 8 probes, start theta
+#: of ``bench_missing.py``, one process (load 5): blocks of 16 / 32 / 64 took
+#: 0.32 / 0.70 / 1.46 s to build along the time axis, and the estimator
+#: needed 7 Lanczos steps with standard error 1.54 / 1.48 / 1.52 in each case
+#: (10 x 60 x 60 multi-task, blocks over tasks x times: 9 steps, 0.39 / 0.32 /
+#: 0.36), so the smallest of them (session 6; it was 64).
+BLOCK_SIZE = 16
 #: Blocks formed at once (bounds the work array to BATCH x b x n_axis floats).
 _BATCH = 64
 #: Largest sub-grid of a pair of blocking axes (its eigenvector Kronecker
