@@ -60,6 +60,15 @@ LANCZOS_STEPS = 30
 #: residual 1e-6), the estimate moved by 4e-7 nats (its standard error: 0.79)
 #: and the Hutchinson solves by 6e-4 relative (session 6).
 SLQ_QUAD_TOL = 1e-9
+#: Lanczos steps per probe the cost model assumes for the Schur complement's
+#: log-determinant estimator (block-Jacobi whitened, stopped by
+#: ``SLQ_QUAD_TOL``): measured 7 at 200 x 200 and 500 x 500 (30 % missing,
+#: start and true theta of ``bench_missing.py``) and 9 on the 10 x 60 x 60 and
+#: 10 x 100 x 100 multi-task grids (session 6); 12 leaves a margin. With
+#: ``CG_ITERATIONS`` per probe instead (40, session 5) the cost model put the
+#: estimator at 1.3e12 flops at 500 x 500 and chose the spatio-temporal
+#: filter (estimated 2.4e12, measured 78-89 s per evaluation against 5-6 s).
+SLQ_STEPS = 12
 
 #: CG tolerance floor of the hyperparameter search's likelihood evaluations.
 SEARCH_CG_TOL = 1e-6
