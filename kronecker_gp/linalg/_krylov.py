@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from kronecker_gp._typing import FloatArray
+from kronecker_gp._typing import FloatArray, IntArray
 
 
 def lanczos_logdet_solve(
@@ -49,6 +49,7 @@ def lanczos_logdet_solve(
     max_steps: int = 100,
     tol: float = 1e-6,
     quad_tol: float | None = None,
+    on_step: Callable[[IntArray, FloatArray], None] | None = None,
 ) -> tuple[float, float, FloatArray, int]:
     r"""Stochastic Lanczos quadrature of :math:`\operatorname{tr} f(N)` plus solves.
 
@@ -86,6 +87,12 @@ def lanczos_logdet_solve(
         well below ``quad_tol * ||z||^2`` per probe while the solves, used
         only by Hutchinson estimates, are accurate to ``sqrt(quad_tol)``.
         None: stop on ``tol`` alone.
+    on_step : callable or None, default=None
+        ``(active, a)`` called after each step with the probes it moved and
+        their step lengths: their solves gained ``a * p`` for the directions
+        ``p`` just passed to ``matvec``. A caller whose ``matvec`` computes a
+        linear image ``G p`` on the way accumulates ``G`` of the solves with
+        it (no further products).
 
     Returns
     -------
@@ -131,6 +138,8 @@ def lanczos_logdet_solve(
         pap = np.sum(pa * ap, axis=0)
         a = rz[active] / pap
         x[:, active] += a * pa
+        if on_step is not None:
+            on_step(active, a)
         r[:, active] -= a * ap
         rz_new = np.sum(r[:, active] ** 2, axis=0)
         b = rz_new / rz[active]

@@ -147,6 +147,7 @@ class SchurSystem:
             columns_per_pass=max(1, min(SCHUR_COLUMNS, EXACT_MAX_ENTRIES // n)),
             matvec_columns=MATVEC_COLUMNS,
             cheap_factor=self.small,
+            solve_half=(self._half_solve, self._unrotate),
         )
         if method == "exact":
             self.schur.factor()
@@ -156,6 +157,15 @@ class SchurSystem:
         """Return ``P x`` for grid vectors ``x`` (N, k): two rotations."""
         rot = kron_matvec([u.T for u in self.post.eigvecs], x)
         return kron_matvec(self.post.eigvecs, self.post.inv_lam[:, None] * rot)
+
+    def _half_solve(self, x: FloatArray) -> FloatArray:
+        """Return ``diag(1 / lambda) U^T x`` (N, k): the first half of ``P x``."""
+        rot = kron_matvec([u.T for u in self.post.eigvecs], x)
+        return np.asarray(self.post.inv_lam[:, None] * rot)
+
+    def _unrotate(self, w: FloatArray) -> FloatArray:
+        """Return ``U w`` (N, k): the second half of ``P x``."""
+        return kron_matvec(self.post.eigvecs, w)
 
     def _columns(self, cells: IntArray) -> FloatArray:
         """Return ``P E_cells`` (N, k): one rotation, rows ``U[cells]`` face-split."""
@@ -415,21 +425,10 @@ def _logdet_estimate(
     )
     if not eval_gradient:
         return est.logdet, None
-    correction = TraceCorrection(
-        _p_columns(system, est.left),
-        _p_columns(system, est.right),
-        1.0 / probes.shape[1],
-    )
+    # U^T P E_m of the trace columns, accumulated inside the Lanczos products
+    assert est.left_half is not None and est.right_half is not None
+    correction = TraceCorrection(est.left_half, est.right_half, 1.0 / probes.shape[1])
     return est.logdet, correction
-
-
-def _p_columns(system: SchurSystem, c: FloatArray) -> FloatArray:
-    """Return ``U^T P E_m c`` (N, k), ``MATVEC_COLUMNS`` columns at a time."""
-    out = np.empty((system.post.inv_lam.size, c.shape[1]))
-    for lo in range(0, c.shape[1], MATVEC_COLUMNS):
-        sl = slice(lo, lo + MATVEC_COLUMNS)
-        out[:, sl] = system.post.inv_lam[:, None] * system.pad_rot(c[:, sl])
-    return out
 
 
 def test_rows(v: list[FloatArray], grid: bool, sl: slice) -> FloatArray:
