@@ -133,17 +133,28 @@ def lanczos_logdet_solve(
         active = np.flatnonzero((np.sqrt(rz) > tol * bnorm) & ~done)
         if active.size == 0:
             break
-        pa = p[:, active]
-        ap = matvec(pa)
-        pap = np.sum(pa * ap, axis=0)
-        a = rz[active] / pap
-        x[:, active] += a * pa
-        if on_step is not None:
-            on_step(active, a)
-        r[:, active] -= a * ap
-        rz_new = np.sum(r[:, active] ** 2, axis=0)
-        b = rz_new / rz[active]
-        p[:, active] = r[:, active] + b * pa
+        if active.size == k:  # every probe moves: update in place
+            ap = matvec(p)
+            a = rz / np.einsum("ij,ij->j", p, ap)
+            x += a * p
+            if on_step is not None:
+                on_step(active, a)
+            r -= a * ap
+            rz_new = np.einsum("ij,ij->j", r, r)
+            b = rz_new / rz
+            p *= b
+            p += r
+        else:
+            pa = p[:, active]
+            ap = matvec(pa)
+            a = rz[active] / np.einsum("ij,ij->j", pa, ap)
+            x[:, active] += a * pa
+            if on_step is not None:
+                on_step(active, a)
+            r[:, active] -= a * ap
+            rz_new = np.einsum("ij,ij->j", r[:, active], r[:, active])
+            b = rz_new / rz[active]
+            p[:, active] = r[:, active] + b * pa
         rz[active] = rz_new
         alphas = np.vstack([alphas, np.zeros(k)])
         betas = np.vstack([betas, np.zeros(k)])

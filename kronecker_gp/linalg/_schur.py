@@ -585,7 +585,10 @@ class MissingCellSchur(CGRecorder):
             nonlocal left_half
             if left_half is None:
                 left_half = np.zeros((state["last"].shape[0], probes.shape[1]))
-            left_half[:, active] += a * state["last"]
+            if active.size == left_half.shape[1]:  # every probe moved: in place
+                left_half += state["last"] * a
+            else:
+                left_half[:, active] += state["last"] * a
 
         tr_f, std, solves, steps = lanczos_logdet_solve(
             whitened, probes, quad_tol=quad_tol, on_step=on_step
