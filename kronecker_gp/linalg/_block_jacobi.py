@@ -1,4 +1,4 @@
-r"""Block-Jacobi factor of the missing-cell Schur complement along one grid axis.
+r"""Block-Jacobi factor of the missing-cell Schur complement along grid axes.
 
 The missing cells are grouped by their indices on every axis but one (``axis``),
 so each group is one grid line along ``axis``; each group is cut into runs of
@@ -24,6 +24,13 @@ Cost: one grid rotation for :math:`h`, :math:`O(m b n_a)` for the blocks and
 size); memory :math:`O(m b)`; each application :math:`O(m b k)` for ``k``
 columns. Choosing the axis (:func:`best_axis`) forms the blocks of every axis
 once more.
+
+On grids of three or more axes a block may also run over a *pair* of axes
+``(a, b)`` (the cells of one line of the ``a x b`` sub-grid, ``b`` fastest,
+:math:`U_a \otimes U_b` in place of :math:`U_a`): on a multi-task grid with
+whole-task gaps, tasks x consecutive times hold the strongest couplings,
+which single-axis blocks split (10 x 60 x 60, 30 % missing: 9 Lanczos steps
+instead of 15).
 """
 
 from __future__ import annotations
