@@ -53,6 +53,26 @@ KALMAN_STEP_FLOPS = 4e5
 #: Lanczos steps per probe of stochastic Lanczos quadrature (the runs stop at
 #: residual 1e-6, typically after 20-40 steps).
 LANCZOS_STEPS = 30
+#: Quadrature tolerance (per unit probe norm) at which a probe's Lanczos run
+#: of the missing-cell log-determinant estimator stops, once its solve is at
+#: residual ``sqrt(SLQ_QUAD_TOL)``. At 200 x 200 with 30 % missing (12,000
+#: missing cells, 8 probes) the runs stopped after 7 steps instead of 10 (at
+#: residual 1e-6), the estimate moved by 4e-7 nats (its standard error: 0.79)
+#: and the Hutchinson solves by 6e-4 relative; at 500 x 500 (75,000 missing,
+#: optimum theta) 1e-10 / 1e-9 / 1e-8 / 1e-7 took 7 / 7 / 6 / 5 steps (9 at
+#: residual 1e-6) and moved the estimate by 1e-7 / 1.4e-6 / 3.1e-6 / 7.8e-5
+#: nats (standard error 1.6), the solves by 2e-4 / 6e-4 / 8e-4 / 3e-3
+#: (session 6): 1e-8 keeps the error far below what the optimiser resolves.
+SLQ_QUAD_TOL = 1e-8
+#: Lanczos steps per probe the cost model assumes for the Schur complement's
+#: log-determinant estimator (block-Jacobi whitened, stopped by
+#: ``SLQ_QUAD_TOL``): measured 7 at 200 x 200 and 500 x 500 (30 % missing,
+#: start and true theta of ``bench_missing.py``) and 9 on the 10 x 60 x 60 and
+#: 10 x 100 x 100 multi-task grids (session 6); 12 leaves a margin. With
+#: ``CG_ITERATIONS`` per probe instead (40, session 5) the cost model put the
+#: estimator at 1.3e12 flops at 500 x 500 and chose the spatio-temporal
+#: filter (estimated 2.4e12, measured 78-89 s per evaluation against 5-6 s).
+SLQ_STEPS = 12
 
 #: CG tolerance floor of the hyperparameter search's likelihood evaluations.
 SEARCH_CG_TOL = 1e-6

@@ -232,3 +232,35 @@ def test_bad_input_raises(kwargs, exc, match):
     )
     with pytest.raises(exc, match=match):
         MissingCellSchur(solve_full, missing, n_cells, **args)
+
+
+@pytest.mark.parametrize("quad_tol", [None, 1e-8])
+def test_split_solve_accumulates_the_trace_columns_half(quad_tol, rng):
+    """With P = B(H(.)), the estimator returns H E_m left and H E_m right."""
+    a, missing, _ = _problem(rng, m=20)
+    w, v = np.linalg.eigh(np.linalg.inv(a))
+
+    def half(x):
+        return w[:, None] * (v.T @ x)
+
+    def back(x):
+        return v @ x
+
+    plain = MissingCellSchur(_solver(a), missing, N, method="cg")
+    split = MissingCellSchur(
+        _solver(a), missing, N, method="cg", solve_half=(half, back), matvec_columns=3
+    )
+    probes = rng.choice([-1.0, 1.0], size=(missing.size, 7))
+    probes[:, 2] = 0.0  # a zero probe moves nothing
+    want = plain.logdet_estimate(probes, quad_tol=quad_tol)
+    est = split.logdet_estimate(probes, quad_tol=quad_tol)
+    assert want.left_half is None
+    assert_allclose(est.logdet, want.logdet, rtol=1e-12)
+    assert_allclose(est.left, want.left, rtol=1e-10, atol=1e-12)
+    assert_allclose(est.right, want.right, rtol=1e-12, atol=1e-14)
+    scale = np.abs(est.left_half).max()
+    assert_allclose(
+        est.left_half, half(split.pad(est.left)), rtol=1e-9, atol=1e-12 * scale
+    )
+    assert_allclose(est.right_half, half(split.pad(est.right)), rtol=1e-12, atol=1e-14)
+    assert np.all(est.left_half[:, 2] == 0) and np.all(est.right_half[:, 2] == 0)

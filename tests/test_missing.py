@@ -27,11 +27,11 @@ NOISE = 0.01
 CG_RTOL = 1e-8
 
 
-
 def _force_estimator(monkeypatch):
     # no exact method is affordable: the cost model then takes CG + SLQ
     monkeypatch.setattr(_budgets, "EXACT_FLOPS_BUDGET", 0.0)
     monkeypatch.setattr(_budgets, "EXACT_PREFERENCE", 0.0)
+
 
 def _kernels():
     return [ConstantKernel(1.0) * RBF(1.5), Matern(6.0, nu=1.5)]
@@ -310,6 +310,7 @@ def test_bad_solver_rejected(rng):
 @pytest.mark.parametrize("shape", [(6, 9), (3, 4, 5)])
 @pytest.mark.parametrize("block_size", [1, 3, 64])
 def test_block_jacobi_matches_dense_blocks(shape, block_size, rng):
+    # (3, 4, 5) also covers blocks over pairs of axes
     eigvals, eigvecs = [], []
     for n in shape:
         a = rng.standard_normal((n, n))
@@ -331,15 +332,24 @@ def test_block_jacobi_matches_dense_blocks(shape, block_size, rng):
     # the automatic axis keeps the most squared correlations inside blocks
     d = np.sqrt(np.diag(pmm))
     corr2 = (pmm / np.outer(d, d)) ** 2 - np.eye(missing.size)
-    scores = []
-    for axis in range(len(shape)):
+    candidates = list(range(len(shape)))
+    if len(shape) >= 3:  # pairs of axes, the larger first (blocks span the smaller)
+        candidates += [
+            (a, b) if shape[a] >= shape[b] else (b, a)
+            for a in range(len(shape))
+            for b in range(a + 1, len(shape))
+        ]
+    scores = {}
+    for axis in candidates:
         other = BlockJacobi(post, missing, axis=axis, block_size=block_size)
+        assert other.axis == axis
         l_inv = other.half_inv(np.eye(missing.size))
         inside = np.abs(np.linalg.inv(l_inv.T @ l_inv)) > 1e-12
-        scores.append(np.sum(corr2[inside]))
+        scores[axis] = np.sum(corr2[inside])
     # scale the slack by all the squared correlations, not by the best score:
     # with blocks of one cell every score is rounding noise around zero
-    assert scores[block.axis] >= max(scores) - 1e-9 * np.sum(corr2)
+    assert block.axis in scores
+    assert scores[block.axis] >= max(scores.values()) - 1e-9 * np.sum(corr2)
     # C = L L^T reproduces P_mm on its diagonal blocks and is zero elsewhere
     eye = np.eye(missing.size)
     l_inv = block.half_inv(eye)
@@ -350,7 +360,10 @@ def test_block_jacobi_matches_dense_blocks(shape, block_size, rng):
     assert_allclose(c[coupled], pmm[coupled], rtol=EIG_RTOL)
     assert np.all(np.diag(coupled))
     idx = np.unravel_index(missing, shape)
-    other = [i for d, i in enumerate(idx) if d != block.axis]
+    axes = np.atleast_1d(block.axis)
+    other = [i for d, i in enumerate(idx) if d not in axes]
+    if not other:  # every axis blocks: one line
+        other = [np.zeros_like(idx[0])]
     same_line = np.all([o[:, None] == o[None, :] for o in other], axis=0)
     assert not np.any(coupled & ~same_line)
     assert np.all(coupled.sum(axis=1) <= block_size)
@@ -394,3 +407,52 @@ def test_pmm_matvec_in_column_chunks_matches_dense(rng):
     p_mm = np.linalg.inv(a)[np.ix_(missing, missing)]
     v = rng.standard_normal((missing.size, 2 * _missing.MATVEC_COLUMNS + 3))
     assert_allclose(system.pmm_matvec(v), p_mm @ v, rtol=EIG_RTOL, atol=1e-10)
+
+
+@pytest.mark.parametrize("axis", [(2, 0), (0, 1), (1, 2, 0)])
+def test_block_jacobi_over_axis_pairs_matches_dense_blocks(axis, rng):
+    shape = (3, 4, 5)
+    eigvals, eigvecs = [], []
+    for n in shape:
+        a = rng.standard_normal((n, n))
+        w, u = np.linalg.eigh(a @ a.T / n)
+        eigvals.append(w)
+        eigvecs.append(u)
+    lam = np.kron(np.kron(eigvals[0], eigvals[1]), eigvals[2])
+    inv_lam = 1.0 / (lam + 0.3)
+    post = GridPosterior(eigvals, eigvecs, 0.3, inv_lam, 0 * inv_lam)
+    u_full = np.kron(np.kron(eigvecs[0], eigvecs[1]), eigvecs[2])
+    p_dense = (u_full * inv_lam) @ u_full.T
+    missing = np.flatnonzero(rng.random(60) < 0.5)
+    pmm = p_dense[np.ix_(missing, missing)]
+    block = BlockJacobi(post, missing, axis=axis, block_size=4)
+    assert block.axis == axis
+    eye = np.eye(missing.size)
+    l_inv = block.half_inv(eye)
+    c = np.linalg.inv(l_inv.T @ l_inv)
+    coupled = np.abs(c) > 1e-9 * np.abs(c).max()
+    assert_allclose(c[coupled], pmm[coupled], rtol=EIG_RTOL)
+    idx = np.unravel_index(missing, shape)
+    other = [idx[d] for d in range(3) if d not in axis] or [np.zeros_like(idx[0])]
+    same_line = np.all([o[:, None] == o[None, :] for o in other], axis=0)
+    assert not np.any(coupled & ~same_line)
+    assert np.all(coupled.sum(axis=1) <= 4)
+    # a block holds consecutive cells with the last axis of ``axis`` fastest
+    along = np.ravel_multi_index([idx[d] for d in axis], [shape[d] for d in axis])
+    for i, j in zip(*np.nonzero(coupled & same_line)):
+        between = same_line[i] & (along > min(along[i], along[j]))
+        between &= along < max(along[i], along[j])
+        assert np.all(coupled[i, between])
+    assert_allclose(block.logdet, np.linalg.slogdet(c)[1], rtol=EIG_RTOL)
+    assert_allclose(
+        np.diag(l_inv @ pmm @ l_inv.T), np.ones(missing.size), rtol=EIG_RTOL
+    )
+
+
+@pytest.mark.parametrize("axis", [3, (0, 0), (-1,), 1.5])
+def test_block_jacobi_rejects_bad_axis(axis, rng):
+    w = [np.ones(2), np.ones(3)]
+    u = [np.eye(2), np.eye(3)]
+    post = GridPosterior(w, u, 0.1, np.full(6, 1 / 1.1), np.zeros(6))
+    with pytest.raises(ValueError, match="axis must be"):
+        BlockJacobi(post, np.array([0, 4]), axis=axis)

@@ -106,3 +106,26 @@ def test_zero_probe_contributes_nothing(rng):
     assert_allclose(trace, _f_quadratic_forms(a, z[:, :1])[0] / 2, rtol=EIG_RTOL)
     assert np.all(solves[:, 1] == 0)
     assert scipy.linalg.norm(a @ solves[:, 0] - z[:, 0]) < 1e-10
+
+
+def test_quadrature_stopping_rule_meets_its_tolerance(rng):
+    # each probe stops once its quadrature moved by <= quad_tol ||z||^2 (and
+    # its residual is <= sqrt(quad_tol)); the Gauss rule then sits within that
+    # tolerance of the exact quadratic form, after fewer steps than a run to
+    # a tight residual
+    m, k, quad_tol = 300, 6, 1e-9
+    a = _unit_diag_spd(rng, m, spread=0.7)
+    z = rng.choice([-1.0, 1.0], size=(m, k))
+    exact_terms = _f_quadratic_forms(a, z)
+    trace, std, solves, steps = lanczos_logdet_solve(
+        lambda v: a @ v, z, max_steps=m, tol=1e-13, quad_tol=quad_tol
+    )
+    _, _, _, full_steps = lanczos_logdet_solve(
+        lambda v: a @ v, z, max_steps=m, tol=1e-13
+    )
+    assert steps < full_steps
+    assert abs(trace - exact_terms.mean()) <= quad_tol * m
+    assert abs(trace - exact_terms.mean()) > 0  # it did stop early
+    relres = np.linalg.norm(z - a @ solves, axis=0) / np.linalg.norm(z, axis=0)
+    assert np.all(relres <= np.sqrt(quad_tol))
+    assert_allclose(std, exact_terms.std(ddof=1) / np.sqrt(k), rtol=1e-3)

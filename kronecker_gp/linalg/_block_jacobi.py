@@ -1,4 +1,4 @@
-r"""Block-Jacobi factor of the missing-cell Schur complement along one grid axis.
+r"""Block-Jacobi factor of the missing-cell Schur complement along grid axes.
 
 The missing cells are grouped by their indices on every axis but one (``axis``),
 so each group is one grid line along ``axis``; each group is cut into runs of
@@ -24,6 +24,13 @@ Cost: one grid rotation for :math:`h`, :math:`O(m b n_a)` for the blocks and
 size); memory :math:`O(m b)`; each application :math:`O(m b k)` for ``k``
 columns. Choosing the axis (:func:`best_axis`) forms the blocks of every axis
 once more.
+
+On grids of three or more axes a block may also run over a *pair* of axes
+``(a, b)`` (the cells of one line of the ``a x b`` sub-grid, ``b`` fastest,
+:math:`U_a \otimes U_b` in place of :math:`U_a`): on a multi-task grid with
+whole-task gaps, tasks x consecutive times hold the strongest couplings,
+which single-axis blocks split (10 x 60 x 60, 30 % missing: 9 Lanczos steps
+instead of 15).
 """
 
 from __future__ import annotations
@@ -37,10 +44,18 @@ from kronecker_gp.linalg import kron_matvec
 from kronecker_gp.linalg._eigenbasis import GridPosterior
 
 #: Cells per diagonal block (a run along the blocking axis is cut into pieces
-#: of at most this many cells).
-BLOCK_SIZE = 64
+#: of at most this many cells). 500 x 500, 30 % missing, 8 probes, start theta
+#: of ``bench_missing.py``, one process (load 5): blocks of 16 / 32 / 64 took
+#: 0.32 / 0.70 / 1.46 s to build along the time axis, and the estimator
+#: needed 7 Lanczos steps with standard error 1.54 / 1.48 / 1.52 in each case
+#: (10 x 60 x 60 multi-task, blocks over tasks x times: 9 steps, 0.39 / 0.32 /
+#: 0.36), so the smallest of them (session 6; it was 64).
+BLOCK_SIZE = 16
 #: Blocks formed at once (bounds the work array to BATCH x b x n_axis floats).
 _BATCH = 64
+#: Largest sub-grid of a pair of blocking axes (its eigenvector Kronecker
+#: product, ``n_a n_b x n_a n_b``, is formed explicitly: 8 MB at 1024).
+PAIR_MAX_CELLS = 1024
 
 
 class BlockJacobi:
@@ -52,8 +67,11 @@ class BlockJacobi:
         Complete-grid eigenpairs and noise.
     missing : ndarray of int
         Flat C-order indices of the missing cells (at least one).
-    axis : int or None, default=None
-        Blocking axis; None picks it with :func:`best_axis` (the axis whose
+    axis : int, tuple of int or None, default=None
+        Blocking axis, or a pair of axes ``(a, b)`` whose sub-grid forms the
+        lines (cells ordered with ``b`` fastest, so a block spans all of
+        ``b`` over a run of ``a``: e.g. every task at a few consecutive
+        times); None picks it with :func:`best_axis` (the choice whose
         blocks capture most of the squared correlations of :math:`P_{mm}`).
         Callers that evaluate many hyperparameters fix the axis after the
         first choice, so that the estimator stays one function of theta.
@@ -62,7 +80,7 @@ class BlockJacobi:
 
     Attributes
     ----------
-    axis : int
+    axis : int or tuple of int
     logdet : float
         :math:`\log|C|`, the log-determinant of the block-diagonal part.
     n_blocks : int
@@ -73,17 +91,18 @@ class BlockJacobi:
         post: GridPosterior,
         missing: IntArray,
         *,
-        axis: int | None = None,
+        axis: int | tuple[int, ...] | None = None,
         block_size: int | None = None,
     ) -> None:
         block_size = BLOCK_SIZE if block_size is None else block_size
         idx = np.unravel_index(np.asarray(missing, dtype=np.intp), post.shape)
         if axis is None:
             axis = best_axis(post, idx, block_size)
-        self.axis = axis
+        axes = _check_axes(axis, len(post.shape))
+        self.axis: int | tuple[int, ...] = axes[0] if len(axes) == 1 else axes
         self.m = int(np.size(missing))
         self.logdet = 0.0
-        layout = _Layout(post, idx, axis, block_size)
+        layout = _Layout(post, idx, axes, block_size)
         self._pos = layout.pos
         self._linv = np.empty((layout.n_blocks,) + (layout.pos.shape[1],) * 2)
         for sl, blocks in layout.batches():
@@ -128,25 +147,51 @@ class BlockJacobi:
 
 def best_axis(
     post: GridPosterior, idx: tuple[IntArray, ...], block_size: int | None = None
-) -> int:
+) -> int | tuple[int, ...]:
     r"""Return the blocking axis whose blocks hold most of :math:`P_{mm}`'s coupling.
 
-    The score of an axis is :math:`\sum_{i \ne j} P_{ij}^2 / (P_{ii} P_{jj})`
+    The score of a choice is :math:`\sum_{i \ne j} P_{ij}^2 / (P_{ii} P_{jj})`
     over the pairs of cells that share a block: the squared correlations the
     block factor removes from the stochastic estimate (whose variance is a
-    sum of such squared off-diagonal terms). Ties go to the later axis.
+    sum of such squared off-diagonal terms). The candidates are every axis
+    and, on grids of three or more axes, every pair of axes whose sub-grid
+    has at most ``PAIR_MAX_CELLS`` cells (the larger axis first, so that a
+    block spans the smaller one: a multi-task grid's tasks at consecutive
+    times). Ties go to the later single axis.
     """
     block_size = BLOCK_SIZE if block_size is None else block_size
+    shape = post.shape
+    candidates: list[tuple[int, ...]] = [(d,) for d in range(len(shape))][::-1]
+    if len(shape) >= 3:
+        for a in range(len(shape)):
+            for b in range(a + 1, len(shape)):
+                if shape[a] * shape[b] <= PAIR_MAX_CELLS:
+                    candidates.append((a, b) if shape[a] >= shape[b] else (b, a))
     scores = []
-    for axis in range(len(post.shape)):
+    for axes in candidates:
         score = 0.0
-        layout = _Layout(post, idx, axis, block_size)
+        layout = _Layout(post, idx, axes, block_size)
         for _, blocks in layout.batches():
             d = np.sqrt(np.einsum("kii->ki", blocks))
             corr = blocks / d[:, :, None] / d[:, None, :]
             score += float(np.sum(corr**2)) - float(np.sum(d > 0))
         scores.append(score)
-    return len(scores) - 1 - int(np.argmax(scores[::-1]))
+    best = candidates[int(np.argmax(scores))]
+    return best[0] if len(best) == 1 else best
+
+
+def _check_axes(axis: int | tuple[int, ...], n_axes: int) -> tuple[int, ...]:
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)  # type: ignore[arg-type]
+    if (
+        not 1 <= len(axes) <= n_axes
+        or len(set(axes)) != len(axes)
+        or not all(isinstance(a, (int, np.integer)) and 0 <= a < n_axes for a in axes)
+    ):
+        raise ValueError(
+            f"axis must be a grid axis in [0, {n_axes}) or a tuple of distinct "
+            f"axes; got {axis!r}."
+        )
+    return tuple(int(a) for a in axes)
 
 
 class _Layout:
@@ -156,17 +201,24 @@ class _Layout:
         self,
         post: GridPosterior,
         idx: tuple[IntArray, ...],
-        axis: int,
+        axes: tuple[int, ...],
         block_size: int,
     ) -> None:
         shape = post.shape
-        line = np.ravel_multi_index(
-            [i for d, i in enumerate(idx) if d != axis],
-            [n for d, n in enumerate(shape) if d != axis],
-        )
-        self.pos = _runs(line, idx[axis], block_size)
-        self.h = _line_weights(post, axis)[line[self.pos[:, 0]]]
-        self.u, self.along = post.eigvecs[axis], idx[axis]
+        other = [d for d in range(len(shape)) if d not in axes]
+        if other:
+            line = np.ravel_multi_index(
+                [idx[d] for d in other], [shape[d] for d in other]
+            )
+        else:
+            line = np.zeros(idx[0].size, dtype=np.intp)
+        along = np.ravel_multi_index([idx[d] for d in axes], [shape[d] for d in axes])
+        self.pos = _runs(line, along, block_size)
+        self.h = _line_weights(post, axes)[line[self.pos[:, 0]]]
+        self.along = along
+        self.u = post.eigvecs[axes[0]]
+        for d in axes[1:]:  # rows of the sub-grid's eigenvectors, last fastest
+            self.u = np.kron(self.u, post.eigvecs[d])
 
     @property
     def n_blocks(self) -> int:
@@ -206,10 +258,16 @@ def _runs(line: IntArray, along: IntArray, block_size: int) -> IntArray:
     return pos
 
 
-def _line_weights(post: GridPosterior, axis: int) -> FloatArray:
-    """Return ``h`` of shape (N / n_axis, n_axis): one row per grid line."""
+def _line_weights(post: GridPosterior, axes: tuple[int, ...]) -> FloatArray:
+    """Return ``h`` of shape (N / n_B, n_B): one row per line of the sub-grid.
+
+    ``n_B`` is the size of the sub-grid of ``axes`` (in that order, the last
+    fastest), the rows follow the other axes in C order.
+    """
     mats = [
-        np.eye(u.shape[0]) if d == axis else u * u for d, u in enumerate(post.eigvecs)
+        np.eye(u.shape[0]) if d in axes else u * u for d, u in enumerate(post.eigvecs)
     ]
     h = kron_matvec(mats, post.inv_lam).reshape(post.shape)
-    return np.moveaxis(h, axis, -1).reshape(-1, post.shape[axis])
+    n_b = int(np.prod([post.shape[d] for d in axes]))
+    tail = list(range(len(post.shape) - len(axes), len(post.shape)))
+    return np.moveaxis(h, list(axes), tail).reshape(-1, n_b)

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from kronecker_gp._typing import FloatArray
+from kronecker_gp._typing import FloatArray, IntArray
 
 
 def lanczos_logdet_solve(
@@ -48,6 +48,8 @@ def lanczos_logdet_solve(
     *,
     max_steps: int = 100,
     tol: float = 1e-6,
+    quad_tol: float | None = None,
+    on_step: Callable[[IntArray, FloatArray], None] | None = None,
 ) -> tuple[float, float, FloatArray, int]:
     r"""Stochastic Lanczos quadrature of :math:`\operatorname{tr} f(N)` plus solves.
 
@@ -76,6 +78,21 @@ def lanczos_logdet_solve(
         Relative residual of the solves at which a probe stops; the solves
         only feed Hutchinson estimates whose sampling error is far larger,
         and Gauss quadrature converges about twice as fast as CG.
+    quad_tol : float or None, default=None
+        If given, a probe also stops once its relative residual is below
+        ``sqrt(quad_tol)`` and its quadrature changed by at most
+        ``quad_tol * ||z||^2`` in its last step. The Gauss rule's error falls
+        with the square of the CG error (for :math:`f(x) = 1/x` it *is* the
+        squared energy-norm error), so the quadrature has then converged to
+        well below ``quad_tol * ||z||^2`` per probe while the solves, used
+        only by Hutchinson estimates, are accurate to ``sqrt(quad_tol)``.
+        None: stop on ``tol`` alone.
+    on_step : callable or None, default=None
+        ``(active, a)`` called after each step with the probes it moved and
+        their step lengths: their solves gained ``a * p`` for the directions
+        ``p`` just passed to ``matvec``. A caller whose ``matvec`` computes a
+        linear image ``G p`` on the way accumulates ``G`` of the solves with
+        it (no further products).
 
     Returns
     -------
@@ -106,19 +123,38 @@ def lanczos_logdet_solve(
     alphas = np.zeros((0, k))
     betas = np.zeros((0, k))
     lengths = np.zeros(k, dtype=np.intp)
+    done = np.zeros(k, dtype=bool)  # stopped by the quadrature rule
+    quad = np.full(k, np.nan)  # last quadrature of probes near convergence
     for _ in range(min(max_steps, m)):
-        active = np.flatnonzero(np.sqrt(rz) > tol * bnorm)
+        if quad_tol is not None and lengths.max(initial=0) > 0:
+            done |= _quadrature_converged(
+                (alphas, betas, lengths), np.sqrt(rz) / bnorm, quad, quad_tol
+            )
+        active = np.flatnonzero((np.sqrt(rz) > tol * bnorm) & ~done)
         if active.size == 0:
             break
-        pa = p[:, active]
-        ap = matvec(pa)
-        pap = np.sum(pa * ap, axis=0)
-        a = rz[active] / pap
-        x[:, active] += a * pa
-        r[:, active] -= a * ap
-        rz_new = np.sum(r[:, active] ** 2, axis=0)
-        b = rz_new / rz[active]
-        p[:, active] = r[:, active] + b * pa
+        if active.size == k:  # every probe moves: update in place
+            ap = matvec(p)
+            a = rz / np.einsum("ij,ij->j", p, ap)
+            x += a * p
+            if on_step is not None:
+                on_step(active, a)
+            r -= a * ap
+            rz_new = np.einsum("ij,ij->j", r, r)
+            b = rz_new / rz
+            p *= b
+            p += r
+        else:
+            pa = p[:, active]
+            ap = matvec(pa)
+            a = rz[active] / np.einsum("ij,ij->j", pa, ap)
+            x[:, active] += a * pa
+            if on_step is not None:
+                on_step(active, a)
+            r[:, active] -= a * ap
+            rz_new = np.einsum("ij,ij->j", r[:, active], r[:, active])
+            b = rz_new / rz[active]
+            p[:, active] = r[:, active] + b * pa
         rz[active] = rz_new
         alphas = np.vstack([alphas, np.zeros(k)])
         betas = np.vstack([betas, np.zeros(k)])
@@ -153,6 +189,28 @@ def lanczos_tridiagonal(
     diag = 1.0 / alpha
     diag[1:] += beta[:-1] / alpha[:-1]
     return diag, np.sqrt(beta[:-1]) / alpha[:-1]
+
+
+def _quadrature_converged(
+    coeffs: tuple[FloatArray, FloatArray, FloatArray],
+    relres: FloatArray,
+    quad: FloatArray,
+    quad_tol: float,
+) -> FloatArray:
+    """Probes whose quadrature moved by at most ``quad_tol`` (per unit norm).
+
+    Evaluates the (normalised) quadrature of the probes whose relative
+    residual is below ``100 sqrt(quad_tol)``, compares it with the value
+    stored in ``quad`` at their previous step and stores the new value.
+    """
+    alphas, betas, lengths = coeffs
+    out = np.zeros(lengths.size, dtype=bool)
+    near = np.flatnonzero(relres <= 100.0 * np.sqrt(quad_tol))
+    for s in near:
+        q = _quadrature(alphas[: lengths[s], s], betas[: lengths[s], s])
+        out[s] = relres[s] <= np.sqrt(quad_tol) and abs(q - quad[s]) <= quad_tol
+        quad[s] = q
+    return out
 
 
 def _quadrature(alpha: FloatArray, beta: FloatArray) -> float:

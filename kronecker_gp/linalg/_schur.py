@@ -129,6 +129,10 @@ class LogdetEstimate:
         :math:`z_j`, so that :math:`\operatorname{tr}(P_{mm}^{-1} X) \approx
         \frac1k \sum_j \mathrm{left}_j^T X\, \mathrm{right}_j` (Hutchinson,
         unbiased up to the CG tolerance) for any ``m x m`` matrix ``X``.
+    left_half, right_half : ndarray of shape (n, k) or None
+        ``H E_m left`` and ``H E_m right`` for the first half ``H`` of a
+        split solve (``solve_half``), accumulated during the Lanczos runs at
+        no extra solve; None without a split solve.
     """
 
     logdet: float
@@ -136,6 +140,8 @@ class LogdetEstimate:
     steps: int
     left: FloatArray
     right: FloatArray
+    left_half: FloatArray | None = None
+    right_half: FloatArray | None = None
 
 
 class MissingCellSchur(CGRecorder):
@@ -178,6 +184,11 @@ class MissingCellSchur(CGRecorder):
     cheap_factor : bool, default=False
         Whether forming :math:`P_{mm}` is within the caller's exact budget
         on the CG path too (then :meth:`factor_pays` is always true).
+    solve_half : tuple of two callables or None, default=None
+        ``(H, B)`` with ``solve_full(x) == B(H(x))`` (an eigenbasis route:
+        ``H x = diag(1 / lambda) U^T x``, ``B w = U w``); the estimator then
+        also returns ``H E_m`` of its trace columns, accumulated from the
+        Lanczos products (:class:`LogdetEstimate`).
 
     Attributes
     ----------
@@ -228,6 +239,7 @@ class MissingCellSchur(CGRecorder):
         columns_per_pass: int | None = None,
         matvec_columns: int | None = None,
         cheap_factor: bool = False,
+        solve_half: tuple[SolveFull, SolveFull] | None = None,
     ) -> None:
         if not callable(solve_full):
             raise TypeError(
@@ -250,6 +262,7 @@ class MissingCellSchur(CGRecorder):
         self._whitening_fn = whitening
         self._per_pass = columns_per_pass
         self._matvec_columns = matvec_columns
+        self._half = solve_half
         self._chol: tuple[FloatArray, bool] | None = None
         self._diag: FloatArray | None = None
         self.whitening: Whitening | None = None
@@ -497,7 +510,9 @@ class MissingCellSchur(CGRecorder):
         return np.sum(g * self.solve_direct(g), axis=0)
 
     # ------------------------------------------------------- estimators
-    def logdet_estimate(self, probes: FloatArray) -> LogdetEstimate:
+    def logdet_estimate(
+        self, probes: FloatArray, *, quad_tol: float | None = None
+    ) -> LogdetEstimate:
         r"""Estimate :math:`\log|P_{mm}|` by stochastic Lanczos quadrature.
 
         With the whitening :math:`C = L L^T` and :math:`N = L^{-1} P_{mm}
@@ -510,23 +525,88 @@ class MissingCellSchur(CGRecorder):
         ----------
         probes : ndarray of shape (m, k)
             Rademacher probes (seeded by the caller).
+        quad_tol : float or None, default=None
+            Stop a probe's Lanczos run once its quadrature has converged to
+            this tolerance per unit probe norm (see
+            :func:`~kronecker_gp.linalg._krylov.lanczos_logdet_solve`): the
+            log-determinant then carries a quadrature error of order
+            ``quad_tol * m``, far below its standard error for the values
+            used (``_budgets.SLQ_QUAD_TOL``); None runs every probe to
+            residual ``1e-6``.
 
         Returns
         -------
         LogdetEstimate
         """
         white = self.ensure_whitening()
+        if self._half is None:
+
+            def whitened(v: FloatArray) -> FloatArray:
+                return white.half_inv(self.pmm_matvec(white.half_inv_t(v)))
+
+            tr_f, std, solves, steps = lanczos_logdet_solve(
+                whitened, probes, quad_tol=quad_tol
+            )
+            return LogdetEstimate(
+                white.logdet + tr_f,
+                std,
+                steps,
+                white.half_inv_t(solves),
+                white.half_inv_t(probes),
+            )
+        return self._logdet_estimate_split(white, probes, quad_tol)
+
+    def _logdet_estimate_split(
+        self, white: Whitening, probes: FloatArray, quad_tol: float | None
+    ) -> LogdetEstimate:
+        """:meth:`logdet_estimate` keeping ``H E_m`` of each Lanczos direction.
+
+        The solves are sums of the directions, ``x = sum_j a_j p_j``, so
+        ``H E_m L^{-T} x`` is the same sum of the halves computed inside the
+        products; the first product (``p_0 = z``) gives ``H E_m L^{-T} z``.
+        """
+        assert self._half is not None
+        half, back = self._half
+        state: dict[str, FloatArray] = {}
+        left_half: FloatArray | None = None
+
+        step = self._matvec_columns or probes.shape[1]
 
         def whitened(v: FloatArray) -> FloatArray:
-            return white.half_inv(self.pmm_matvec(white.half_inv_t(v)))
+            u = white.half_inv_t(v)
+            chunks = [slice(lo, lo + step) for lo in range(0, u.shape[1], step)]
+            h = np.concatenate([half(self.pad(u[:, sl])) for sl in chunks], axis=1)
+            state["last"] = h
+            state.setdefault("first", h)
+            out = np.concatenate([self.take(back(h[:, sl])) for sl in chunks], axis=1)
+            return white.half_inv(out)
 
-        tr_f, std, solves, steps = lanczos_logdet_solve(whitened, probes)
+        def on_step(active: IntArray, a: FloatArray) -> None:
+            nonlocal left_half
+            if left_half is None:
+                left_half = np.zeros((state["last"].shape[0], probes.shape[1]))
+            if active.size == left_half.shape[1]:  # every probe moved: in place
+                left_half += state["last"] * a
+            else:
+                left_half[:, active] += state["last"] * a
+
+        tr_f, std, solves, steps = lanczos_logdet_solve(
+            whitened, probes, quad_tol=quad_tol, on_step=on_step
+        )
+        n_half = state["first"].shape[0] if state else self.n_cells
+        right_half = np.zeros((n_half, probes.shape[1]))
+        if state:
+            # the first product ran on every probe with a non-zero residual
+            moved = np.flatnonzero(np.any(probes != 0, axis=0))
+            right_half[:, moved] = state["first"]
         return LogdetEstimate(
             white.logdet + tr_f,
             std,
             steps,
             white.half_inv_t(solves),
             white.half_inv_t(probes),
+            np.zeros_like(right_half) if left_half is None else left_half,
+            right_half,
         )
 
 

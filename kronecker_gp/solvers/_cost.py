@@ -12,9 +12,11 @@ route), the Schur complement :math:`P_{mm}` costs
 
 - exact: :math:`m s` to form it column by column (mode products), plus
   :math:`m^3 / 3` to factor it, with :math:`O(m N)` memory for the columns;
-- iterative: CG iterations plus stochastic Lanczos quadrature for the
-  log-determinant, :math:`(1 + k) \, i \, s` for ``k`` probes and ``i``
-  iterations per solve, with :math:`O(N)` memory per column.
+- iterative: CG for the weights plus stochastic Lanczos quadrature for the
+  log-determinant, :math:`(i + k \, l) \, s` for ``i`` CG iterations,
+  ``k`` probes and ``l`` Lanczos steps per probe (``_budgets.CG_ITERATIONS``,
+  ``_budgets.SLQ_STEPS``: the quadrature converges in fewer steps than a
+  solve to a tight residual), with :math:`O(N)` memory per column.
 """
 
 from __future__ import annotations
@@ -84,11 +86,11 @@ def schur_costs(
     --------
     >>> exact, iterative, nbytes = schur_costs(1468, 4800, 2.7e6, 32)
     >>> f"{exact:.1e} {iterative:.1e} {nbytes / 2**20:.0f} MB"
-    '2.6e+10 3.6e+09 124 MB'
+    '2.6e+10 1.1e+09 124 MB'
     """
     m = float(n_missing)
     exact = m * solve_flops + m**3 / 3.0 + 2.0 * m * m * n_cells
-    iterative = (1.0 + n_probes) * _budgets.CG_ITERATIONS * solve_flops
+    iterative = (_budgets.CG_ITERATIONS + n_probes * _budgets.SLQ_STEPS) * solve_flops
     exact_bytes = 8.0 * (2.0 * m * n_cells + m * m)
     return exact, iterative, exact_bytes
 

@@ -45,12 +45,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.linalg import kron_matvec, kron_outer
 from kronecker_gp.linalg._eigenbasis import grid_eigen
 from kronecker_gp.linalg._krylov import CGRecorder, lanczos_logdet_solve
+from kronecker_gp.linalg._schur import MissingCellSchur
 from kronecker_gp.linalg._separable_sum import (
     Factor,
     LowRank,
@@ -76,17 +76,20 @@ class MissingSchur:
 
     With :math:`Z = P E_m` and :math:`C = E_m^T P E_m`, the zero-padded
     :math:`A_{oo}^{-1}` is :math:`P - Z C^{-1} Z^T` and
-    :math:`\log|A_{oo}| = \log|A| + \log|C|` (as on the eigen route's
-    Schur path). Stored rotated: ``z_rot = Q^T Z``, ``zc_rot = Q^T Z C^{-1}``.
+    :math:`\log|A_{oo}| = \log|A| + \log|C|`. :math:`C` is the exact
+    variant of the one Schur complement,
+    :class:`~kronecker_gp.linalg._schur.MissingCellSchur` (``schur``), over
+    the Woodbury solve; kept rotated here for the gradient: ``z_rot = Q^T Z``,
+    ``zc_rot = Q^T Z C^{-1}``.
     """
 
     z_rot: FloatArray
     zc_rot: FloatArray
-    chol: FloatArray
+    schur: MissingCellSchur
 
     def logdet(self) -> float:
         """Return ``log|C|``."""
-        return 2.0 * float(np.sum(np.log(np.diag(self.chol))))
+        return self.schur.logdet()
 
     def correct_rot(self, x_rot: FloatArray) -> FloatArray:
         """Return ``Q^T Z C^{-1} Z^T Q x_rot`` (subtract from the complete solve)."""
@@ -94,15 +97,25 @@ class MissingSchur:
 
 
 def missing_schur(wb: WoodburyGrid | CollapsedWoodbury, missing: Any) -> MissingSchur:
-    """Return the Schur pieces of the missing cells ``missing`` (flat indices)."""
-    n, n_m = wb.g.size, missing.size
-    cols = np.zeros((n, n_m))
-    cols[missing, np.arange(n_m)] = 1.0
+    """Return the Schur pieces of the missing cells ``missing`` (flat indices).
+
+    The columns :math:`Z = P E_m` are solved once, rotated (they feed the
+    gradient), and :math:`C = Z_m` is factored by
+    :class:`~kronecker_gp.linalg._schur.MissingCellSchur` with the Woodbury
+    solve as its complete-grid callback.
+    """
+    n = wb.g.size
+
+    def solve_full(x: FloatArray) -> FloatArray:
+        return wb.unrot(wb.solve_rot(wb.rot(x)))
+
+    schur = MissingCellSchur(solve_full, missing, n, method="exact")
+    cols = schur.pad(np.eye(schur.n_missing))
     z_rot = wb.solve_rot(wb.rot(cols))
-    c = wb.unrot(z_rot)[missing]
-    chol = np.linalg.cholesky(0.5 * (c + c.T))
-    zc_rot = scipy.linalg.cho_solve((chol, True), z_rot.T).T
-    return MissingSchur(z_rot, zc_rot, chol)
+    c = schur.take(wb.unrot(z_rot))
+    schur.set_pmm(0.5 * (c + c.T))
+    zc_rot = schur.solve(z_rot.T).T
+    return MissingSchur(z_rot, zc_rot, schur)
 
 
 def _factor_diag(f: Factor) -> FloatArray:
