@@ -479,7 +479,9 @@ def ssm_missing_lml(
             cols, coef = system.inv_sqrt_columns(), np.ones(m)
     else:
         probes = rng.choice([-1.0, 1.0], size=(m, n_probes))
-        est = system.schur.logdet_estimate(probes)  # Jacobi-whitened SLQ
+        est = system.schur.logdet_estimate(  # Jacobi-whitened SLQ
+            probes, quad_tol=_budgets.SLQ_QUAD_TOL
+        )
         logdet, std, steps = est.logdet, 0.5 * est.std_error, est.steps
         if eval_gradient:
             # 0.5 tr(P_mm^-1 X) ~ (1/k) sum_z 0.5 a^T X b, a = D^-1/2 N^-1 z,
