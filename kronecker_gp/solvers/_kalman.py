@@ -45,6 +45,7 @@ from kronecker_gp.solvers._kalman_missing_predict import (
 from kronecker_gp.solvers._kalman_series import (
     ssm_log_marginal_likelihood,
     ssm_predict,
+    ssm_predict_mean,
     ssm_sample,
     ssm_solve,
 )
@@ -329,21 +330,32 @@ class StateSpaceRoute:
         self,
         state: SSMState,
         kernel_t: Kernel,
-        space_cross: Sequence[FloatArray],
+        space_cross: Sequence[FloatArray | None],
         space_prior_diag: FloatArray | None,
         test_times: FloatArray,
         test_shape: tuple[int, ...],
     ) -> tuple[FloatArray, FloatArray | None]:
-        """Mean (and variance) on a test grid, in the test grid's axis order."""
-        pred = ssm_predict(
-            kernel_t,
-            self.times,
-            state.y_rot,
-            state.weights,
-            state.noise,
-            pred_times=test_times,
+        """Mean (and variance) on a test grid, in the test grid's axis order.
+
+        A ``None`` in ``space_cross`` marks an axis at the training
+        coordinates, whose rotated cross-covariance :math:`K_e U_e = U_e W_e`
+        needs no product; test times equal to the training times add no
+        steps to the filter's timeline. Without a variance only the adjoint
+        pass runs (no covariance smoother).
+        """
+        same_t = test_times.shape == self.times.shape and np.array_equal(
+            test_times, self.times
         )
-        v = [c @ u for c, u in zip(space_cross, state.eigvecs)] or [np.ones((1, 1))]
+        args = (kernel_t, self.times, state.y_rot, state.weights, state.noise)
+        pred_times = None if same_t else test_times
+        v = [
+            u * w if c is None else c @ u
+            for c, u, w in zip(space_cross, state.eigvecs, state.eigvals)
+        ] or [np.ones((1, 1))]
+        if space_prior_diag is None:
+            beta = ssm_predict_mean(*args, pred_times=pred_times)
+            return self._to_grid(kron_matvec(v, beta), test_shape), None
+        pred = ssm_predict(*args, pred_times=pred_times)
         mean = kron_matvec(v, pred.beta)
         var = None
         if space_prior_diag is not None:

@@ -51,6 +51,7 @@ __all__ = [
     "SSMPrediction",
     "ssm_log_marginal_likelihood",
     "ssm_predict",
+    "ssm_predict_mean",
     "ssm_sample",
     "ssm_solve",
 ]
@@ -448,6 +449,31 @@ def ssm_predict(
     b = np.ascontiguousarray(beta[pos, :, 0].T)
     var_f = np.maximum(var[pos].T, 0.0)
     return SSMPrediction(w[:, None] * b, var_f, b, np.ascontiguousarray(gamma[pos].T))
+
+
+def ssm_predict_mean(
+    kernel_t: Kernel,
+    times: ArrayLike,
+    Y_rot: ArrayLike,
+    weights: ArrayLike,
+    noise: float,
+    *,
+    pred_times: ArrayLike | None = None,
+) -> FloatArray:
+    r"""Return :attr:`SSMPrediction.beta` alone, by the cheaper adjoint pass.
+
+    The same :math:`\beta_i(t^*) = k_t(t^*, t) (w_i K_t + sI)^{-1} \tilde y_i`
+    as :func:`ssm_predict` (shape (S, m)), without the covariance recursions
+    of the smoother: one filter pass (gains frozen on a regular observed
+    tail) and one adjoint pass, :math:`O(S n d^2)` after the filter.
+    """
+    tab, full, w, obs, pos = _merged_timeline(
+        kernel_t, times, Y_rot, weights, noise, pred_times=pred_times
+    )
+    all_obs = None if bool(obs.all()) else obs
+    filt = filter_store(tab, full, w, float(noise), all_obs)
+    beta = adjoint(tab, filt.store, w, all_obs)[1]
+    return np.ascontiguousarray(beta[pos, :, 0].T)
 
 
 def ssm_sample(

@@ -220,12 +220,29 @@ class Filtered:
         Filtered means (for sampling).
     cov : ndarray of shape (n, S, d*d) or None
         Filtered covariances (for sampling).
+    frozen_from : int
+        First step from which the gains, innovation variances (and ``hdh``)
+        are frozen (equal to that step's), every step observed and the
+        transition the same; ``n`` when they never froze.
     """
 
     store: FilterStore
     hdh: FloatArray | None = None
     mu: FloatArray | None = None
     cov: FloatArray | None = None
+    frozen_from: int = -1
+
+    def __post_init__(self) -> None:
+        if self.frozen_from < 0:
+            self.frozen_from = int(self.store.s.shape[0])
+
+
+def observed_from(obs: BoolArray | None, n: int) -> int:
+    """Return the first step from which every step is observed (0 for None)."""
+    if obs is None:
+        return 0
+    unobserved = np.flatnonzero(~np.asarray(obs, dtype=bool))
+    return int(unobserved[-1]) + 1 if unobserved.size else 0
 
 
 def filter_store(
@@ -260,6 +277,13 @@ def filter_store(
     Returns
     -------
     Filtered
+
+    Notes
+    -----
+    On a tail where every step is observed with the same transition, the
+    covariance recursions (and :math:`D`) do not depend on the data; once
+    every slot changes by at most ``STEADY_RTOL`` relative in a step they
+    are frozen (``Filtered.frozen_from``) and only the mean recursion runs.
     """
     n, n_s, n_r = y.shape
     d = tab.A.shape[1]
@@ -273,7 +297,8 @@ def filter_store(
     hdh = np.empty((n if track_d else 0, n_s))
     mus = np.empty((n if keep else 0, n_s, n_r, d))
     covs = np.empty((n if keep else 0, n_s, d * d))
-    may_freeze, frozen = obs is None and not (track_d or keep), False
+    free_from = max(tab.steady_from, observed_from(obs, n)) if not keep else n
+    frozen, frozen_from = False, n
     for k in range(n):
         i = tab.idx[k]
         mup = (mu.reshape(-1, d) @ tab.A[i].T).reshape(n_s, n_r, d)
@@ -282,9 +307,12 @@ def filter_store(
             g = cp @ hm
             s0 = w * (g @ tab.h) + noise
             gs = g / s0[:, None]
-        if track_d:
+            dd_old = dd
+        if track_d and not frozen:
             dd = dd @ tab.AAT[i]
             hdh[k] = dd @ hh
+        elif track_d:
+            hdh[k] = hdh[k - 1]
         fs.g[k], fs.s[k] = g, s0
         hz = mup @ tab.h
         fs.hmu[k] = hz
@@ -297,17 +325,24 @@ def filter_store(
                 new = cp - w[:, None] * (g[:, :, None] * gs[:, None, :]).reshape(
                     n_s, -1
                 )
-            if track_d:
+            if track_d and not frozen:
                 dd = dd + (gs[:, :, None] * g[:, None, :]).reshape(n_s, -1)
         else:
             mu = mup
-        if may_freeze and not frozen and k >= tab.steady_from:
-            frozen = converged(new[:, None], cov[:, None])
+        if not frozen and k >= free_from:
+            frozen = converged(new[:, None], cov[:, None]) and (
+                not track_d or converged(dd[:, None], dd_old[:, None])
+            )
+            frozen_from = k if frozen else n
         cov = new
         if keep:
             mus[k], covs[k] = mu, cov
     return Filtered(
-        fs, hdh if track_d else None, mus if keep else None, covs if keep else None
+        fs,
+        hdh if track_d else None,
+        mus if keep else None,
+        covs if keep else None,
+        frozen_from,
     )
 
 
@@ -356,9 +391,10 @@ def adjoint(
     gl_all = np.empty((n, n_s, n_r))
     u = fs.v / fs.s[:, :, None]
     ws = w / fs.s
-    g_col = fs.g[:, :, :, None]  # (n, S, d, 1): batched matmul beats einsum here
     for k in range(n - 1, -1, -1):
-        gl = np.matmul(lam, g_col[k])[:, :, 0]
+        # einsum: 3x faster than a batched (S, R, d) @ (S, d, 1) matmul at
+        # S = 2000, R = 1, d = 2 (11 vs 31 us; numpy 2, one core)
+        gl = np.einsum("srd,sd->sr", lam, fs.g[k])
         gl_all[k] = gl
         if obs is None or obs[k]:
             ak = u[k] - ws[k, :, None] * gl
@@ -415,25 +451,45 @@ def smoother_moments(
     d, h = tab.A.shape[1], tab.h
     lam, big = np.zeros((n_s, n_r, d)), np.zeros((n_s, d, d))
     beta, glg = np.empty((n, n_s, n_r)), np.empty((n, n_s))
+    u = fs.v / fs.s[:, :, None]
+    ws = w / fs.s
+    frozen = False
     for k in range(n - 1, -1, -1):
-        g, s = fs.g[k], fs.s[k]
-        if obs is None or obs[k]:
+        g, a = fs.g[k], tab.A[tab.idx[k]]
+        observed = obs is None or bool(obs[k])
+        if observed:
             gl = np.einsum("srd,sd->sr", lam, g)
-            lam = lam + ((fs.v[k] - w[:, None] * gl) / s[:, None])[:, :, None] * h
-            gain = (w / s)[:, None] * g
-            lk = np.einsum("sij,sj->si", big, gain)
-            quad = np.einsum("si,si->s", gain, lk) + 1.0 / s
-            # - lk h^T - h lk^T + quad h h^T = m h^T + h m^T, m = quad h / 2 - lk
-            m = 0.5 * quad[:, None] * h - lk
-            big = big + m[:, :, None] * h + h[:, None] * m[:, None, :]
-        glg[k] = np.einsum("si,sij,sj->s", g, big, g)
+            lam = lam + (u[k] - ws[k, :, None] * gl)[:, :, None] * h
         beta[k] = np.einsum("srd,sd->sr", lam, g)
-        a = tab.A[tab.idx[k]]
         lam = (lam.reshape(-1, d) @ a).reshape(n_s, n_r, d)
+        if frozen and k >= filt.frozen_from:
+            glg[k] = glg[k + 1]
+            continue
+        tilde = _information_update(big, g, fs.s[k], ws[k], h) if observed else big
+        glg[k] = np.einsum("si,sij,sj->s", g, tilde, g)
         # A^T B A for every series as two GEMMs (B symmetric), not S small matmuls
-        big = np.tensordot((big.reshape(-1, d) @ a).reshape(n_s, d, d), a, (1, 0))
+        new = np.tensordot((tilde.reshape(-1, d) @ a).reshape(n_s, d, d), a, (1, 0))
+        # on the filter's frozen tail (same gain, transition and observation
+        # at every step) this backward recursion is time-invariant: once it
+        # stops changing, every earlier step of the tail repeats this one
+        frozen = k - 1 >= filt.frozen_from and converged(
+            new.reshape(n_s, 1, -1), big.reshape(n_s, 1, -1)
+        )
+        big = new
     var = w * ((fs.g @ h) - w * glg)
     return fs.hmu + beta, hdh + glg, var
+
+
+def _information_update(
+    big: FloatArray, g: FloatArray, s: FloatArray, ws: FloatArray, h: FloatArray
+) -> FloatArray:
+    r"""Return :math:`H^T H / S + (I - K H)^T \hat\Lambda (I - K H)`, every series."""
+    gain = ws[:, None] * g
+    lk = np.einsum("sij,sj->si", big, gain)
+    quad = np.einsum("si,si->s", gain, lk) + 1.0 / s
+    # - lk h^T - h lk^T + quad h h^T = m h^T + h m^T, m = quad h / 2 - lk
+    m = 0.5 * quad[:, None] * h - lk
+    return big + m[:, :, None] * h + h[:, None] * m[:, None, :]
 
 
 def ffbs(
