@@ -69,6 +69,15 @@ SEARCH_PROBES = 8
 #: product takes well under a millisecond, so a second thread gains little.
 SMALL_BLAS_DIM = 256
 
+#: Entries per chunk of a fused element-wise pass over grid-sized arrays
+#: (``kronecker_gp._threads.map_chunks``): a chunk's operands stay in the
+#: core's L2 cache while the pass runs several ufuncs on them, and the chunk
+#: count stays far above the thread count. MEASURED_BELOW.
+ELEMENTWISE_CHUNK = 2**16
+#: Smallest element-wise pass (entries) split over threads: below it the
+#: pool's dispatch costs more than the pass. MEASURED_BELOW.
+THREADED_ELEMENTWISE_MIN = 2**18
+
 #: Per-cell-noise routes' predictive variance: the correction to the exact
 #: preconditioner's variance costs one CG solve per test point exactly, or
 #: ``2 * VARIANCE_PROBES`` solves for a Hutchinson estimate of the diagonal
