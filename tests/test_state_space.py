@@ -23,9 +23,9 @@ from kronecker_gp.linalg._eigenbasis import (
 from kronecker_gp.linalg.kalman._filter import step_tables
 from kronecker_gp.linalg.kalman._model import discretize
 from kronecker_gp.solvers._kalman_series import (
+    ssm_grid_moments,
     ssm_log_marginal_likelihood,
     ssm_predict,
-    ssm_predict_mean,
     ssm_sample,
     ssm_solve,
 )
@@ -432,8 +432,14 @@ def test_frozen_predict_equals_unfrozen_and_dense(query, rng):
     filt = kalman.filter_store(tab, Y.T[:, :, None].copy(), w, NOISE, track_d=True)
     assert filt.frozen_from < t.size // 2  # it froze (else this test shows nothing)
     pred = ssm_predict(kernel, t, Y, w, NOISE, pred_times=pred_times)
-    beta_only = ssm_predict_mean(kernel, t, Y, w, NOISE, pred_times=pred_times)
-    assert_allclose(beta_only, pred.beta, rtol=1e-11, atol=1e-12)
+    beta_only, none = ssm_grid_moments(
+        kernel, t, Y, w, NOISE, pred_times=pred_times, variance=False
+    )
+    beta_tm, gamma_tm = ssm_grid_moments(kernel, t, Y, w, NOISE, pred_times=pred_times)
+    assert none is None
+    assert_allclose(beta_only.T, pred.beta, rtol=1e-11, atol=1e-12)
+    assert_allclose(beta_tm.T, pred.beta, rtol=1e-12, atol=1e-13)
+    assert_allclose(gamma_tm.T, pred.gamma, rtol=1e-12, atol=1e-13)
     q = t if pred_times is None else pred_times
     k_star = kernel(q[:, None], t[:, None])
     for i, c in enumerate(_dense_series(kernel, t, w, NOISE)[0]):

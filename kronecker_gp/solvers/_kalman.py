@@ -43,13 +43,23 @@ from kronecker_gp.solvers._kalman_missing_predict import (
     variance_correction,
 )
 from kronecker_gp.solvers._kalman_series import (
+    ssm_grid_moments,
     ssm_log_marginal_likelihood,
     ssm_predict,
-    ssm_predict_mean,
     ssm_sample,
     ssm_solve,
 )
 from kronecker_gp.solvers._protocol import SolverInfo
+
+
+def _project(v: Sequence[FloatArray], time_major: FloatArray) -> FloatArray:
+    """Return ``kron(v) @ time_major.T``, shape (M_space, m), C order.
+
+    One space factor: one GEMM with the transposed operand (no copy).
+    """
+    if len(v) == 1:
+        return np.asarray(v[0] @ time_major.T)
+    return kron_matvec(v, time_major.T)
 
 
 def contract_space_gradient(
@@ -347,22 +357,22 @@ class StateSpaceRoute:
             test_times, self.times
         )
         args = (kernel_t, self.times, state.y_rot, state.weights, state.noise)
-        pred_times = None if same_t else test_times
         v = [
             u * w if c is None else c @ u
             for c, u, w in zip(space_cross, state.eigvecs, state.eigvals)
         ] or [np.ones((1, 1))]
-        if space_prior_diag is None:
-            beta = ssm_predict_mean(*args, pred_times=pred_times)
-            return self._to_grid(kron_matvec(v, beta), test_shape), None
-        pred = ssm_predict(*args, pred_times=pred_times)
-        mean = kron_matvec(v, pred.beta)
+        beta, gamma = ssm_grid_moments(
+            *args,
+            pred_times=None if same_t else test_times,
+            variance=space_prior_diag is not None,
+        )
+        mean = _project(v, beta)
         var = None
         if space_prior_diag is not None:
+            assert gamma is not None
             k_tt = kernel_t.diag(test_times[:, None])
-            var = np.outer(space_prior_diag, k_tt) - kron_matvec(
-                [x * x for x in v], pred.gamma
-            )
+            var = _project([x * x for x in v], gamma)
+            np.subtract(np.outer(space_prior_diag, k_tt), var, out=var)
             if state.system is not None or state.cell is not None:
                 n_space = int(np.prod([x.shape[0] for x in v]))
 
@@ -382,7 +392,7 @@ class StateSpaceRoute:
                 var = var + self._correction(
                     state, project, var.size, test_times, k_columns
                 ).reshape(var.shape)
-            var = np.maximum(var, 0.0)
+            np.maximum(var, 0.0, out=var)
         return self._to_grid(mean, test_shape), (
             None if var is None else self._to_grid(var, test_shape)
         )

@@ -407,8 +407,13 @@ def adjoint(
 
 
 def smoother_moments(
-    tab: Tables, filt: Filtered, w: FloatArray, obs: BoolArray | None = None
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+    tab: Tables,
+    filt: Filtered,
+    w: FloatArray,
+    obs: BoolArray | None = None,
+    *,
+    with_var: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     r"""Backward pass: posterior mean and variance terms at every step.
 
     Parameters
@@ -421,6 +426,8 @@ def smoother_moments(
         Series weights.
     obs : ndarray of bool of shape (n,) or None
         Observed steps.
+    with_var : bool, default=True
+        Also return ``var`` (else None).
 
     Returns
     -------
@@ -476,8 +483,10 @@ def smoother_moments(
             new.reshape(n_s, 1, -1), big.reshape(n_s, 1, -1)
         )
         big = new
-    var = w * ((fs.g @ h) - w * glg)
-    return fs.hmu + beta, hdh + glg, var
+    var = w * ((fs.g @ h) - w * glg) if with_var else None
+    beta += fs.hmu
+    glg += hdh
+    return beta, glg, var
 
 
 def _information_update(
