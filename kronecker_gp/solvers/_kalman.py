@@ -62,6 +62,24 @@ def _project(v: Sequence[FloatArray], time_major: FloatArray) -> FloatArray:
     return kron_matvec(v, time_major.T)
 
 
+def _project_runs(v: Sequence[FloatArray], time_major: FloatArray) -> FloatArray:
+    """:func:`_project` computed once per run of equal consecutive rows.
+
+    On a regular axis the smoother's ``gamma`` is the same at every step of
+    its frozen interior (the steps copy one row), so the product runs on
+    the few distinct rows and the columns are repeated: one GEMM of
+    :math:`M S r` for ``r`` runs instead of :math:`M S m`.
+    """
+    m = int(time_major.shape[0])
+    if m < 3:
+        return _project(v, time_major)
+    starts = np.concatenate([[True], np.any(time_major[1:] != time_major[:-1], axis=1)])
+    if 2 * int(np.count_nonzero(starts)) > m:
+        return _project(v, time_major)
+    run = np.cumsum(starts) - 1
+    return _project(v, time_major[starts])[:, run]
+
+
 def contract_space_gradient(
     g: FloatArray, eigvals: Sequence[FloatArray], e: int
 ) -> FloatArray:
@@ -371,8 +389,8 @@ class StateSpaceRoute:
         if space_prior_diag is not None:
             assert gamma is not None
             k_tt = kernel_t.diag(test_times[:, None])
-            var = _project([x * x for x in v], gamma)
-            np.subtract(np.outer(space_prior_diag, k_tt), var, out=var)
+            var = np.multiply.outer(space_prior_diag, k_tt)
+            var -= _project_runs([x * x for x in v], gamma)
             if state.system is not None or state.cell is not None:
                 n_space = int(np.prod([x.shape[0] for x in v]))
 

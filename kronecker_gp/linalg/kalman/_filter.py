@@ -308,12 +308,11 @@ def filter_store(
             s0 = w * (g @ tab.h) + noise
             gs = g / s0[:, None]
             dd_old = dd
-        if track_d and not frozen:
-            dd = dd @ tab.AAT[i]
-            hdh[k] = dd @ hh
-        elif track_d:
-            hdh[k] = hdh[k - 1]
-        fs.g[k], fs.s[k] = g, s0
+        if not frozen:  # frozen steps repeat the last ones (filled below)
+            fs.g[k], fs.s[k] = g, s0
+            if track_d:
+                dd = dd @ tab.AAT[i]
+                hdh[k] = dd @ hh
         hz = mup @ tab.h
         fs.hmu[k] = hz
         new = cp
@@ -337,6 +336,10 @@ def filter_store(
         cov = new
         if keep:
             mus[k], covs[k] = mu, cov
+    if frozen:
+        fs.g[frozen_from + 1 :], fs.s[frozen_from + 1 :] = g, s0
+        if track_d:
+            hdh[frozen_from + 1 :] = hdh[frozen_from]
     return Filtered(
         fs,
         hdh if track_d else None,
