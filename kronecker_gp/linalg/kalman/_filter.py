@@ -452,44 +452,56 @@ def smoother_moments(
 
     :math:`K_k = w g_k / S_k`; the smoothed variance is :math:`w (H g_k - w
     g_k^T \tilde\Lambda_k g_k)` and :math:`\gamma_k = H D^-_k H^T + g_k^T
-    \tilde\Lambda_k g_k`. Cost :math:`O(S n d^3)`.
+    \tilde\Lambda_k g_k`. :math:`\beta` comes from :func:`adjoint` (the
+    same recursion of :math:`\hat\lambda`); the covariance recursion stops
+    on the filter's frozen tail once it is steady. Cost :math:`O(S n d^2 +
+    S n' d^3)`, :math:`n'` the steps before both recursions are steady.
     """
     fs, hdh = filt.store, filt.hdh
     if hdh is None:
         raise ValueError("smoother_moments needs filter_store(..., track_d=True).")
-    n, n_s, n_r = fs.v.shape
+    # the mean part is the adjoint pass's K a; the covariance part needs no data
+    beta = adjoint(tab, fs, w, obs)[1]
+    glg = _backward_information(tab, filt, w, obs)
+    var = w * ((fs.g @ tab.h) - w * glg) if with_var else None
+    glg += hdh
+    return beta, glg, var
+
+
+def _backward_information(
+    tab: Tables, filt: Filtered, w: FloatArray, obs: BoolArray | None
+) -> FloatArray:
+    r"""Return :math:`g_k^T \tilde\Lambda_k g_k` at every step (shape (n, S)).
+
+    The backward recursion of :math:`\hat\Lambda` (no data enter it). On
+    the filter's frozen tail (same gain, transition and observation at every
+    step) it is time-invariant: once a step leaves it unchanged (relative
+    ``STEADY_RTOL``), every earlier step of the tail repeats that step, and
+    the recursion resumes before the tail.
+    """
+    fs = filt.store
+    n, n_s, _ = fs.v.shape
     d, h = tab.A.shape[1], tab.h
-    lam, big = np.zeros((n_s, n_r, d)), np.zeros((n_s, d, d))
-    beta, glg = np.empty((n, n_s, n_r)), np.empty((n, n_s))
-    u = fs.v / fs.s[:, :, None]
+    big = np.zeros((n_s, d, d))
+    glg = np.empty((n, n_s))
     ws = w / fs.s
-    frozen = False
-    for k in range(n - 1, -1, -1):
+    k = n - 1
+    while k >= 0:
         g, a = fs.g[k], tab.A[tab.idx[k]]
         observed = obs is None or bool(obs[k])
-        if observed:
-            gl = np.einsum("srd,sd->sr", lam, g)
-            lam = lam + (u[k] - ws[k, :, None] * gl)[:, :, None] * h
-        beta[k] = np.einsum("srd,sd->sr", lam, g)
-        lam = (lam.reshape(-1, d) @ a).reshape(n_s, n_r, d)
-        if frozen and k >= filt.frozen_from:
-            glg[k] = glg[k + 1]
-            continue
         tilde = _information_update(big, g, fs.s[k], ws[k], h) if observed else big
         glg[k] = np.einsum("si,sij,sj->s", g, tilde, g)
         # A^T B A for every series as two GEMMs (B symmetric), not S small matmuls
         new = np.tensordot((tilde.reshape(-1, d) @ a).reshape(n_s, d, d), a, (1, 0))
-        # on the filter's frozen tail (same gain, transition and observation
-        # at every step) this backward recursion is time-invariant: once it
-        # stops changing, every earlier step of the tail repeats this one
-        frozen = k - 1 >= filt.frozen_from and converged(
+        steady = k - 1 >= filt.frozen_from and converged(
             new.reshape(n_s, 1, -1), big.reshape(n_s, 1, -1)
         )
         big = new
-    var = w * ((fs.g @ h) - w * glg) if with_var else None
-    beta += fs.hmu
-    glg += hdh
-    return beta, glg, var
+        if steady:  # steps k-1 .. frozen_from repeat step k
+            glg[filt.frozen_from : k] = glg[k]
+            k = filt.frozen_from
+        k -= 1
+    return glg
 
 
 def _information_update(
