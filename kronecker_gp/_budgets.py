@@ -80,11 +80,11 @@ SMALL_BLAS_DIM = 256
 ELEMENTWISE_CHUNK = 2**16
 #: Smallest element-wise pass (entries) split over threads: below it the
 #: pool's dispatch (about 0.1 ms) costs more than the pass saves. Same pass,
-#: same machine (2 shared cores at load 4.7, so no idle second core): two
-#: threads vs one took 230 vs 157 us at 2^16 entries, 725 vs 516 us at 2^18,
-#: 2.83 vs 2.71 ms at 2^20; at 2^18 a pass is about 0.5 ms of work, where
-#: an idle core pays back the dispatch.
-THREADED_ELEMENTWISE_MIN = 2**18
+#: same machine, one task per thread (chunks of n/8): two threads vs one
+#: took 244 vs 157 us at 2^16 entries, 619 vs 505 us at 2^18, 633 vs
+#: 1017 us at 2^19 and 1.29 vs 2.21 ms at 2^20 (load 3.0); at load 4.7
+#: (no idle core) two threads never won up to 2^20 (2.83 vs 2.71 ms).
+THREADED_ELEMENTWISE_MIN = 2**19
 
 #: Per-cell-noise routes' predictive variance: the correction to the exact
 #: preconditioner's variance costs one CG solve per test point exactly, or

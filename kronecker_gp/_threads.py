@@ -147,7 +147,14 @@ def map_chunks(fn: Callable[[int, int], T], n_rows: int, row_size: int) -> list[
     66.0
     """
     chunks = row_chunks(n_rows, row_size)
-    threads = elementwise_threads() if len(chunks) > 1 else 1
+    threads = min(elementwise_threads(), len(chunks))
     if threads == 1 or n_rows * row_size < _budgets.THREADED_ELEMENTWISE_MIN:
         return [fn(lo, hi) for lo, hi in chunks]
-    return list(_pool().map(lambda c: fn(*c), chunks))
+    # one task per thread, each a contiguous run of chunks: exactly
+    # ``threads`` run at once, and the results keep the chunks' order
+    bounds = [len(chunks) * t // threads for t in range(threads + 1)]
+
+    def run(t: int) -> list[T]:
+        return [fn(lo, hi) for lo, hi in chunks[bounds[t] : bounds[t + 1]]]
+
+    return [r for part in _pool().map(run, range(threads)) for r in part]
