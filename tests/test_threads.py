@@ -90,3 +90,18 @@ def test_threaded_eigen_passes_equal_the_formulas(n_targets, rng, many_threads):
     ref_grad = [0.5 * np.sum(inner * (k - noise * np.eye(size)))] * 3
     ref_grad.append(0.5 * noise * np.trace(inner))
     assert_allclose(grad, ref_grad, rtol=EIG_RTOL)
+
+
+def test_threaded_reductions_equal_the_serial_ones_exactly(rng, monkeypatch):
+    from kronecker_gp.linalg._eigenbasis import _weights_and_sums
+
+    monkeypatch.setattr(_budgets, "ELEMENTWISE_CHUNK", 64)
+    monkeypatch.setattr(_budgets, "THREADED_ELEMENTWISE_MIN", 0)
+    y, inv_lam = rng.standard_normal(1000), rng.uniform(0.1, 1.0, 1000)
+    monkeypatch.setattr(_threads, "elementwise_threads", lambda: 1)
+    serial = _weights_and_sums(y, inv_lam)
+    monkeypatch.setattr(_threads, "elementwise_threads", lambda: 3)
+    threaded = _weights_and_sums(y, inv_lam)
+    assert np.array_equal(serial[0], threaded[0])  # the same chunks, in order
+    assert serial[1:] == threaded[1:]
+    assert_allclose(serial[1], np.sum(y * y * inv_lam), rtol=1e-13)
