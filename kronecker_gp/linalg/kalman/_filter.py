@@ -488,11 +488,14 @@ def _backward_information(
     k = n - 1
     while k >= 0:
         g, a = fs.g[k], tab.A[tab.idx[k]]
-        observed = obs is None or bool(obs[k])
-        tilde = _information_update(big, g, fs.s[k], ws[k], h) if observed else big
-        glg[k] = np.einsum("si,sij,sj->s", g, tilde, g)
+        if obs is None or obs[k]:
+            tilde, glg[k] = _information_update(big, g, fs.s[k], ws[k], h)
+        else:
+            tilde = big
+            glg[k] = np.einsum("si,si->s", g, np.einsum("sij,sj->si", big, g))
         # A^T B A for every series as two GEMMs (B symmetric), not S small matmuls
-        new = np.tensordot((tilde.reshape(-1, d) @ a).reshape(n_s, d, d), a, (1, 0))
+        half = (tilde.reshape(-1, d) @ a).reshape(n_s, d, d)
+        new = (half.transpose(0, 2, 1).reshape(-1, d) @ a).reshape(n_s, d, d)
         steady = k - 1 >= filt.frozen_from and converged(
             new.reshape(n_s, 1, -1), big.reshape(n_s, 1, -1)
         )
@@ -506,14 +509,21 @@ def _backward_information(
 
 def _information_update(
     big: FloatArray, g: FloatArray, s: FloatArray, ws: FloatArray, h: FloatArray
-) -> FloatArray:
-    r"""Return :math:`H^T H / S + (I - K H)^T \hat\Lambda (I - K H)`, every series."""
-    gain = ws[:, None] * g
-    lk = np.einsum("sij,sj->si", big, gain)
-    quad = np.einsum("si,si->s", gain, lk) + 1.0 / s
-    # - lk h^T - h lk^T + quad h h^T = m h^T + h m^T, m = quad h / 2 - lk
-    m = 0.5 * quad[:, None] * h - lk
-    return big + m[:, :, None] * h + h[:, None] * m[:, None, :]
+) -> tuple[FloatArray, FloatArray]:
+    r"""Return the information update and :math:`g^T \tilde\Lambda g`, every series.
+
+    :math:`\tilde\Lambda = H^T H / S + (I - K H)^T \hat\Lambda (I - K H)`.
+    With :math:`b = \hat\Lambda g` and :math:`K = (w / S) g`,
+    :math:`\tilde\Lambda = \hat\Lambda + m h^T + h m^T`,
+    :math:`m = \tfrac12 ((w/S)^2 g^T b + 1/S) h - (w/S) b`, so
+    :math:`g^T \tilde\Lambda g = g^T b + 2 (m^T g)(h^T g)` (no triple product).
+    """
+    bg = np.einsum("sij,sj->si", big, g)
+    gbg = np.einsum("si,si->s", g, bg)
+    quad = ws * ws * gbg + 1.0 / s
+    m = 0.5 * quad[:, None] * h - ws[:, None] * bg
+    tilde = big + m[:, :, None] * h + h[:, None] * m[:, None, :]
+    return tilde, gbg + 2.0 * np.einsum("si,si->s", m, g) * (g @ h)
 
 
 def ffbs(
