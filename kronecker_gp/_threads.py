@@ -90,6 +90,16 @@ def elementwise_threads() -> int:
     return max(1, min(max(sizes, default=1), cores))
 
 
+def _forget_pool() -> None:
+    """Drop the pool in a forked child (its threads stayed in the parent)."""
+    global _POOL  # noqa: PLW0603 - reset after fork
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _pool() -> ThreadPoolExecutor:
     global _POOL  # noqa: PLW0603 - one pool, built on first use
     if _POOL is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -105,3 +107,24 @@ def test_threaded_reductions_equal_the_serial_ones_exactly(rng, monkeypatch):
     assert np.array_equal(serial[0], threaded[0])  # the same chunks, in order
     assert serial[1:] == threaded[1:]
     assert_allclose(serial[1], np.sum(y * y * inv_lam), rtol=1e-13)
+
+
+def _sum_in_child(queue):
+    x = np.arange(100.0).reshape(50, 2)
+    queue.put(sum(_threads.map_chunks(lambda lo, hi: float(x[lo:hi].sum()), 50, 2)))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork start method only")
+def test_pool_works_in_a_forked_child(many_threads):
+    x = np.arange(100.0).reshape(50, 2)
+    assert sum(_threads.map_chunks(lambda lo, hi: float(x[lo:hi].sum()), 50, 2)) == 4950
+    ctx = multiprocessing.get_context("fork")  # the parent's pool threads stay behind
+    queue = ctx.Queue()
+    child = ctx.Process(target=_sum_in_child, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():  # hung on the parent's pool: end it, then fail
+        child.kill()
+        child.join()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == 4950
