@@ -89,6 +89,23 @@ SEARCH_PROBES = 8
 #: product takes well under a millisecond, so a second thread gains little.
 SMALL_BLAS_DIM = 256
 
+#: Entries per chunk of a fused element-wise pass over grid-sized arrays
+#: (``kronecker_gp._threads.map_chunks``): a chunk's operands stay in the
+#: core's L2 cache while the pass runs several ufuncs on them, and the chunk
+#: count stays far above the thread count. The eigen route's fused
+#: ``y * inv_lam`` / quadratic form / log-sum pass over 2^20 entries took
+#: 2.9, 2.6 and 2.5 ms with chunks of 2^14, 2^16 and 2^18 entries, 9.7 and
+#: 8.6 ms with 2^12 and 2^20 (one thread; the four unfused NumPy passes
+#: 6.2 ms; 2 shared cores, load 4.7).
+ELEMENTWISE_CHUNK = 2**16
+#: Smallest element-wise pass (entries) split over threads: below it the
+#: pool's dispatch (about 0.1 ms) costs more than the pass saves. Same pass,
+#: same machine, one task per thread (chunks of n/8): two threads vs one
+#: took 244 vs 157 us at 2^16 entries, 619 vs 505 us at 2^18, 633 vs
+#: 1017 us at 2^19 and 1.29 vs 2.21 ms at 2^20 (load 3.0); at load 4.7
+#: (no idle core) two threads never won up to 2^20 (2.83 vs 2.71 ms).
+THREADED_ELEMENTWISE_MIN = 2**19
+
 #: Per-cell-noise routes' predictive variance: the correction to the exact
 #: preconditioner's variance costs one CG solve per test point exactly, or
 #: ``2 * VARIANCE_PROBES`` solves for a Hutchinson estimate of the diagonal

@@ -61,6 +61,43 @@ def test_state_space_matches_eigen_route(case, rng):
     assert_allclose(np.sort(a.alpha_), np.sort(b.alpha_), rtol=EIG_RTOL, atol=1e-10)
 
 
+@pytest.mark.parametrize("space_axes", [1, 2])
+def test_training_grid_predictions_match_eigen_route(space_axes, rng):
+    # a long regular time axis: the filter and smoother freeze, gamma repeats
+    # one row through the interior (one product per run of equal rows), the
+    # training space axes use U W and the training times add no steps
+    times = 0.5 * np.arange(500.0)
+    sites = [rng.uniform(0, 3, size=(4, 2)), np.arange(3.0)][:space_axes]
+    kernels = [ConstantKernel(1.2) * RBF(1.5), RBF(2.0)][:space_axes]
+    kernels.append(Matern(1.5, nu=1.5))
+    coords = [*sites, times]
+    Y = rng.standard_normal(tuple(len(c) for c in coords))
+    a, b = _pair(kernels, coords, Y, space_axes, noise=0.1, optimizer=None)
+    assert a.solver_info_.path == "state-space"
+    ma, sa = a.predict_grid(coords, return_std=True)
+    mb, sb = b.predict_grid(coords, return_std=True)
+    assert_allclose(ma, mb, rtol=EIG_RTOL, atol=EIG_RTOL * np.abs(mb).max())
+    assert_allclose(sa, sb, rtol=EIG_RTOL, atol=EIG_RTOL * sb.max())
+    assert_allclose(a.predict_grid(coords), ma, rtol=1e-12, atol=1e-14)
+    # the training sites with query times: the merged timeline
+    query = [*sites, np.array([3.25, 100.0, 400.75])]
+    ma, sa = a.predict_grid(query, return_std=True)
+    mb, sb = b.predict_grid(query, return_std=True)
+    assert_allclose(ma, mb, rtol=EIG_RTOL, atol=EIG_RTOL * np.abs(mb).max())
+    assert_allclose(sa, sb, rtol=EIG_RTOL, atol=EIG_RTOL * sb.max())
+
+
+def test_projection_by_runs_equals_the_full_product(rng):
+    from kronecker_gp.solvers._kalman import _project, _project_runs
+
+    v = [rng.standard_normal((3, 4)), rng.standard_normal((2, 5))]
+    rows = rng.standard_normal((4, 20))
+    gamma = np.concatenate([rows[:2], np.repeat(rows[2:3], 30, axis=0), rows[3:]])
+    assert_allclose(_project_runs(v, gamma), _project(v, gamma), rtol=1e-13)
+    distinct = rng.standard_normal((6, 20))  # no runs: the plain product
+    assert_allclose(_project_runs(v, distinct), _project(v, distinct), rtol=1e-13)
+
+
 def test_optimisation_matches_eigen_route(rng):
     kernels, coords, axis = _cases(rng)[0]
     s, t = np.meshgrid(coords[0][:, 0], coords[1], indexing="ij")

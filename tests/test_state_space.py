@@ -23,6 +23,7 @@ from kronecker_gp.linalg._eigenbasis import (
 from kronecker_gp.linalg.kalman._filter import step_tables
 from kronecker_gp.linalg.kalman._model import discretize
 from kronecker_gp.solvers._kalman_series import (
+    ssm_grid_moments,
     ssm_log_marginal_likelihood,
     ssm_predict,
     ssm_sample,
@@ -417,6 +418,53 @@ def test_predict_matches_dense_on_and_off_grid(kind, rng):
     at_grid = ssm_predict(TIME_KERNEL, t, Y, w, NOISE, pred_times=t)
     for a, b in zip(grid, at_grid):
         assert_allclose(a, b)
+
+
+@pytest.mark.parametrize("query", ["train", "early_queries"])
+def test_frozen_predict_equals_unfrozen_and_dense(query, rng):
+    # a long regular axis: the filter (with D tracked) and the backward
+    # covariance recursion both freeze on the observed tail
+    t = np.arange(600.0) * 0.2
+    Y, w = _series(rng, t.size)
+    kernel = ConstantKernel(1.3) * Matern(0.8, nu=1.5)
+    pred_times = None if query == "train" else np.array([0.3, 1.1, 2.5])
+    tab = step_tables(kernel_to_state_space(kernel), t, False)
+    filt = kalman.filter_store(tab, Y.T[:, :, None].copy(), w, NOISE, track_d=True)
+    assert filt.frozen_from < t.size // 2  # it froze (else this test shows nothing)
+    pred = ssm_predict(kernel, t, Y, w, NOISE, pred_times=pred_times)
+    beta_only, none = ssm_grid_moments(
+        kernel, t, Y, w, NOISE, pred_times=pred_times, variance=False
+    )
+    beta_tm, gamma_tm = ssm_grid_moments(kernel, t, Y, w, NOISE, pred_times=pred_times)
+    assert none is None
+    assert_allclose(beta_only.T, pred.beta, rtol=1e-11, atol=1e-12)
+    assert_allclose(beta_tm.T, pred.beta, rtol=1e-12, atol=1e-13)
+    assert_allclose(gamma_tm.T, pred.gamma, rtol=1e-12, atol=1e-13)
+    q = t if pred_times is None else pred_times
+    k_star = kernel(q[:, None], t[:, None])
+    for i, c in enumerate(_dense_series(kernel, t, w, NOISE)[0]):
+        assert_allclose(pred.beta[i], k_star @ np.linalg.solve(c, Y[i]), rtol=1e-9)
+        gamma = np.einsum("ij,ji->i", k_star, np.linalg.solve(c, k_star.T))
+        assert_allclose(pred.gamma[i], gamma, rtol=1e-9)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(kalman, "STEADY_RTOL", -1.0)  # never freeze
+        full = ssm_predict(kernel, t, Y, w, NOISE, pred_times=pred_times)
+    for mine, ref in zip(pred, full):
+        assert_allclose(mine, ref, rtol=1e-11, atol=1e-13 * np.abs(ref).max())
+
+
+def test_filter_freezes_only_on_an_observed_tail(rng):
+    t = np.arange(400.0) * 0.2
+    tab = step_tables(kernel_to_state_space(Matern(0.5, nu=1.5)), t, False)
+    y = rng.standard_normal((t.size, 2, 1))
+    obs = np.ones(t.size, dtype=bool)
+    obs[350] = False  # one unobserved step late: no freezing before it
+    filt = kalman.filter_store(tab, y, np.array([1.0, 0.2]), NOISE, obs, track_d=True)
+    assert 350 < filt.frozen_from < t.size
+    assert kalman.observed_from(obs, t.size) == 351
+    assert kalman.observed_from(None, t.size) == 0
+    kept = kalman.filter_store(tab, y, np.array([1.0, 0.2]), NOISE, keep=True)
+    assert kept.frozen_from == t.size  # the kept covariances are never frozen
 
 
 def test_predict_mean_is_weighted_solve(rng):

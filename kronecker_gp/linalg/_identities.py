@@ -104,7 +104,9 @@ def kron_matvec(factors: Sequence[FloatArray], x: Any) -> FloatArray:
     out = xp.reshape(y, (k, -1))
     if xp is not np:
         return out[0, ...] if vector else out.T
-    return out[0].copy() if vector else np.ascontiguousarray(out.T)
+    if vector:  # the products wrote a fresh array: copy only an unchanged x
+        return out[0] if factors else out[0].copy()
+    return np.ascontiguousarray(out.T)
 
 
 def kron_diag(factors: Sequence[FloatArray]) -> FloatArray:

@@ -43,12 +43,41 @@ from kronecker_gp.solvers._kalman_missing_predict import (
     variance_correction,
 )
 from kronecker_gp.solvers._kalman_series import (
+    ssm_grid_moments,
     ssm_log_marginal_likelihood,
     ssm_predict,
     ssm_sample,
     ssm_solve,
 )
 from kronecker_gp.solvers._protocol import SolverInfo
+
+
+def _project(v: Sequence[FloatArray], time_major: FloatArray) -> FloatArray:
+    """Return ``kron(v) @ time_major.T``, shape (M_space, m), C order.
+
+    One space factor: one GEMM with the transposed operand (no copy).
+    """
+    if len(v) == 1:
+        return np.asarray(v[0] @ time_major.T)
+    return kron_matvec(v, time_major.T)
+
+
+def _project_runs(v: Sequence[FloatArray], time_major: FloatArray) -> FloatArray:
+    """:func:`_project` computed once per run of equal consecutive rows.
+
+    On a regular axis the smoother's ``gamma`` is the same at every step of
+    its frozen interior (the steps copy one row), so the product runs on
+    the few distinct rows and the columns are repeated: one GEMM of
+    :math:`M S r` for ``r`` runs instead of :math:`M S m`.
+    """
+    m = int(time_major.shape[0])
+    if m < 3:
+        return _project(v, time_major)
+    starts = np.concatenate([[True], np.any(time_major[1:] != time_major[:-1], axis=1)])
+    if 2 * int(np.count_nonzero(starts)) > m:
+        return _project(v, time_major)
+    run = np.cumsum(starts) - 1
+    return _project(v, time_major[starts])[:, run]
 
 
 def contract_space_gradient(
@@ -329,28 +358,39 @@ class StateSpaceRoute:
         self,
         state: SSMState,
         kernel_t: Kernel,
-        space_cross: Sequence[FloatArray],
+        space_cross: Sequence[FloatArray | None],
         space_prior_diag: FloatArray | None,
         test_times: FloatArray,
         test_shape: tuple[int, ...],
     ) -> tuple[FloatArray, FloatArray | None]:
-        """Mean (and variance) on a test grid, in the test grid's axis order."""
-        pred = ssm_predict(
-            kernel_t,
-            self.times,
-            state.y_rot,
-            state.weights,
-            state.noise,
-            pred_times=test_times,
+        """Mean (and variance) on a test grid, in the test grid's axis order.
+
+        A ``None`` in ``space_cross`` marks an axis at the training
+        coordinates, whose rotated cross-covariance :math:`K_e U_e = U_e W_e`
+        needs no product; test times equal to the training times add no
+        steps to the filter's timeline. Without a variance only the adjoint
+        pass runs (no covariance smoother).
+        """
+        same_t = test_times.shape == self.times.shape and np.array_equal(
+            test_times, self.times
         )
-        v = [c @ u for c, u in zip(space_cross, state.eigvecs)] or [np.ones((1, 1))]
-        mean = kron_matvec(v, pred.beta)
+        args = (kernel_t, self.times, state.y_rot, state.weights, state.noise)
+        v = [
+            u * w if c is None else c @ u
+            for c, u, w in zip(space_cross, state.eigvecs, state.eigvals)
+        ] or [np.ones((1, 1))]
+        beta, gamma = ssm_grid_moments(
+            *args,
+            pred_times=None if same_t else test_times,
+            variance=space_prior_diag is not None,
+        )
+        mean = _project(v, beta)
         var = None
         if space_prior_diag is not None:
+            assert gamma is not None
             k_tt = kernel_t.diag(test_times[:, None])
-            var = np.outer(space_prior_diag, k_tt) - kron_matvec(
-                [x * x for x in v], pred.gamma
-            )
+            var = np.multiply.outer(space_prior_diag, k_tt)
+            var -= _project_runs([x * x for x in v], gamma)
             if state.system is not None or state.cell is not None:
                 n_space = int(np.prod([x.shape[0] for x in v]))
 
@@ -370,7 +410,7 @@ class StateSpaceRoute:
                 var = var + self._correction(
                     state, project, var.size, test_times, k_columns
                 ).reshape(var.shape)
-            var = np.maximum(var, 0.0)
+            np.maximum(var, 0.0, out=var)
         return self._to_grid(mean, test_shape), (
             None if var is None else self._to_grid(var, test_shape)
         )

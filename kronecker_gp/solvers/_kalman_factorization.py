@@ -72,7 +72,14 @@ class KalmanFactorization(Factorization):
         """Return the mean and variance on a test grid, flat in C order."""
         route, kernels, coords = self.route, kernel.kernels, self.route.coords
         space = self._space(kernel)
-        cross = [kernels[d](test.coords[d], coords[d]) for d in space]
+        # None: the training coordinates (the route rotates K_d U_d = U_d W_d)
+        cross = [
+            None
+            if test.coords[d].shape == coords[d].shape
+            and np.array_equal(test.coords[d], coords[d])
+            else kernels[d](test.coords[d], coords[d])
+            for d in space
+        ]
         prior = None
         if std:
             prior = kron_outer(

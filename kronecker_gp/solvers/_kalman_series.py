@@ -51,6 +51,7 @@ __all__ = [
     "SSMPrediction",
     "ssm_log_marginal_likelihood",
     "ssm_predict",
+    "ssm_grid_moments",
     "ssm_sample",
     "ssm_solve",
 ]
@@ -445,9 +446,44 @@ def ssm_predict(
     )
     filt = filter_store(tab, full, w, float(noise), obs, track_d=True)
     beta, gamma, var = smoother_moments(tab, filt, w, obs)
+    assert var is not None
     b = np.ascontiguousarray(beta[pos, :, 0].T)
     var_f = np.maximum(var[pos].T, 0.0)
     return SSMPrediction(w[:, None] * b, var_f, b, np.ascontiguousarray(gamma[pos].T))
+
+
+def ssm_grid_moments(
+    kernel_t: Kernel,
+    times: ArrayLike,
+    Y_rot: ArrayLike,
+    weights: ArrayLike,
+    noise: float,
+    *,
+    pred_times: ArrayLike | None = None,
+    variance: bool = True,
+) -> tuple[FloatArray, FloatArray | None]:
+    r"""Return :attr:`SSMPrediction.beta` and ``gamma``, time-major, for a grid.
+
+    The same :math:`\beta` and :math:`\gamma` as :func:`ssm_predict`, as
+    arrays of shape (m, S) (the layout the passes write, so no transpose),
+    and only these (no per-series mean or variance). Without ``variance``
+    ``gamma`` is None and :math:`\beta` comes from one filter pass (gains
+    frozen on a regular observed tail) and the adjoint pass, without the
+    smoother's covariance recursion: :math:`O(S n d^2)` after the filter.
+    """
+    tab, full, w, obs, pos = _merged_timeline(
+        kernel_t, times, Y_rot, weights, noise, pred_times=pred_times
+    )
+    all_obs = None if bool(obs.all()) else obs
+    if not variance:
+        filt = filter_store(tab, full, w, float(noise), all_obs)
+        beta = adjoint(tab, filt.store, w, all_obs)[1][:, :, 0]
+        return (beta if pred_times is None else beta[pos]), None
+    filt = filter_store(tab, full, w, float(noise), all_obs, track_d=True)
+    beta3, gamma, _ = smoother_moments(tab, filt, w, all_obs, with_var=False)
+    if pred_times is None:
+        return beta3[:, :, 0], gamma
+    return beta3[pos, :, 0], gamma[pos]
 
 
 def ssm_sample(

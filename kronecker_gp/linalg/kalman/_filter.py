@@ -220,12 +220,29 @@ class Filtered:
         Filtered means (for sampling).
     cov : ndarray of shape (n, S, d*d) or None
         Filtered covariances (for sampling).
+    frozen_from : int
+        First step from which the gains, innovation variances (and ``hdh``)
+        are frozen (equal to that step's), every step observed and the
+        transition the same; ``n`` when they never froze.
     """
 
     store: FilterStore
     hdh: FloatArray | None = None
     mu: FloatArray | None = None
     cov: FloatArray | None = None
+    frozen_from: int = -1
+
+    def __post_init__(self) -> None:
+        if self.frozen_from < 0:
+            self.frozen_from = int(self.store.s.shape[0])
+
+
+def observed_from(obs: BoolArray | None, n: int) -> int:
+    """Return the first step from which every step is observed (0 for None)."""
+    if obs is None:
+        return 0
+    unobserved = np.flatnonzero(~np.asarray(obs, dtype=bool))
+    return int(unobserved[-1]) + 1 if unobserved.size else 0
 
 
 def filter_store(
@@ -260,6 +277,13 @@ def filter_store(
     Returns
     -------
     Filtered
+
+    Notes
+    -----
+    On a tail where every step is observed with the same transition, the
+    covariance recursions (and :math:`D`) do not depend on the data; once
+    every slot changes by at most ``STEADY_RTOL`` relative in a step they
+    are frozen (``Filtered.frozen_from``) and only the mean recursion runs.
     """
     n, n_s, n_r = y.shape
     d = tab.A.shape[1]
@@ -273,7 +297,8 @@ def filter_store(
     hdh = np.empty((n if track_d else 0, n_s))
     mus = np.empty((n if keep else 0, n_s, n_r, d))
     covs = np.empty((n if keep else 0, n_s, d * d))
-    may_freeze, frozen = obs is None and not (track_d or keep), False
+    free_from = max(tab.steady_from, observed_from(obs, n)) if not keep else n
+    frozen, frozen_from = False, n
     for k in range(n):
         i = tab.idx[k]
         mup = (mu.reshape(-1, d) @ tab.A[i].T).reshape(n_s, n_r, d)
@@ -282,10 +307,12 @@ def filter_store(
             g = cp @ hm
             s0 = w * (g @ tab.h) + noise
             gs = g / s0[:, None]
-        if track_d:
-            dd = dd @ tab.AAT[i]
-            hdh[k] = dd @ hh
-        fs.g[k], fs.s[k] = g, s0
+            dd_old = dd
+        if not frozen:  # frozen steps repeat the last ones (filled below)
+            fs.g[k], fs.s[k] = g, s0
+            if track_d:
+                dd = dd @ tab.AAT[i]
+                hdh[k] = dd @ hh
         hz = mup @ tab.h
         fs.hmu[k] = hz
         new = cp
@@ -297,17 +324,28 @@ def filter_store(
                 new = cp - w[:, None] * (g[:, :, None] * gs[:, None, :]).reshape(
                     n_s, -1
                 )
-            if track_d:
+            if track_d and not frozen:
                 dd = dd + (gs[:, :, None] * g[:, None, :]).reshape(n_s, -1)
         else:
             mu = mup
-        if may_freeze and not frozen and k >= tab.steady_from:
-            frozen = converged(new[:, None], cov[:, None])
+        if not frozen and k >= free_from:
+            frozen = converged(new[:, None], cov[:, None]) and (
+                not track_d or converged(dd[:, None], dd_old[:, None])
+            )
+            frozen_from = k if frozen else n
         cov = new
         if keep:
             mus[k], covs[k] = mu, cov
+    if frozen:
+        fs.g[frozen_from + 1 :], fs.s[frozen_from + 1 :] = g, s0
+        if track_d:
+            hdh[frozen_from + 1 :] = hdh[frozen_from]
     return Filtered(
-        fs, hdh if track_d else None, mus if keep else None, covs if keep else None
+        fs,
+        hdh if track_d else None,
+        mus if keep else None,
+        covs if keep else None,
+        frozen_from,
     )
 
 
@@ -356,9 +394,10 @@ def adjoint(
     gl_all = np.empty((n, n_s, n_r))
     u = fs.v / fs.s[:, :, None]
     ws = w / fs.s
-    g_col = fs.g[:, :, :, None]  # (n, S, d, 1): batched matmul beats einsum here
     for k in range(n - 1, -1, -1):
-        gl = np.matmul(lam, g_col[k])[:, :, 0]
+        # einsum: 3x faster than a batched (S, R, d) @ (S, d, 1) matmul at
+        # S = 2000, R = 1, d = 2 (11 vs 31 us; numpy 2, one core)
+        gl = np.einsum("srd,sd->sr", lam, fs.g[k])
         gl_all[k] = gl
         if obs is None or obs[k]:
             ak = u[k] - ws[k, :, None] * gl
@@ -371,8 +410,13 @@ def adjoint(
 
 
 def smoother_moments(
-    tab: Tables, filt: Filtered, w: FloatArray, obs: BoolArray | None = None
-) -> tuple[FloatArray, FloatArray, FloatArray]:
+    tab: Tables,
+    filt: Filtered,
+    w: FloatArray,
+    obs: BoolArray | None = None,
+    *,
+    with_var: bool = True,
+) -> tuple[FloatArray, FloatArray, FloatArray | None]:
     r"""Backward pass: posterior mean and variance terms at every step.
 
     Parameters
@@ -385,6 +429,8 @@ def smoother_moments(
         Series weights.
     obs : ndarray of bool of shape (n,) or None
         Observed steps.
+    with_var : bool, default=True
+        Also return ``var`` (else None).
 
     Returns
     -------
@@ -406,34 +452,78 @@ def smoother_moments(
 
     :math:`K_k = w g_k / S_k`; the smoothed variance is :math:`w (H g_k - w
     g_k^T \tilde\Lambda_k g_k)` and :math:`\gamma_k = H D^-_k H^T + g_k^T
-    \tilde\Lambda_k g_k`. Cost :math:`O(S n d^3)`.
+    \tilde\Lambda_k g_k`. :math:`\beta` comes from :func:`adjoint` (the
+    same recursion of :math:`\hat\lambda`); the covariance recursion stops
+    on the filter's frozen tail once it is steady. Cost :math:`O(S n d^2 +
+    S n' d^3)`, :math:`n'` the steps before both recursions are steady.
     """
     fs, hdh = filt.store, filt.hdh
     if hdh is None:
         raise ValueError("smoother_moments needs filter_store(..., track_d=True).")
-    n, n_s, n_r = fs.v.shape
+    # the mean part is the adjoint pass's K a; the covariance part needs no data
+    beta = adjoint(tab, fs, w, obs)[1]
+    glg = _backward_information(tab, filt, w, obs)
+    var = w * ((fs.g @ tab.h) - w * glg) if with_var else None
+    glg += hdh
+    return beta, glg, var
+
+
+def _backward_information(
+    tab: Tables, filt: Filtered, w: FloatArray, obs: BoolArray | None
+) -> FloatArray:
+    r"""Return :math:`g_k^T \tilde\Lambda_k g_k` at every step (shape (n, S)).
+
+    The backward recursion of :math:`\hat\Lambda` (no data enter it). On
+    the filter's frozen tail (same gain, transition and observation at every
+    step) it is time-invariant: once a step leaves it unchanged (relative
+    ``STEADY_RTOL``), every earlier step of the tail repeats that step, and
+    the recursion resumes before the tail.
+    """
+    fs = filt.store
+    n, n_s, _ = fs.v.shape
     d, h = tab.A.shape[1], tab.h
-    lam, big = np.zeros((n_s, n_r, d)), np.zeros((n_s, d, d))
-    beta, glg = np.empty((n, n_s, n_r)), np.empty((n, n_s))
-    for k in range(n - 1, -1, -1):
-        g, s = fs.g[k], fs.s[k]
+    big = np.zeros((n_s, d, d))
+    glg = np.empty((n, n_s))
+    ws = w / fs.s
+    k = n - 1
+    while k >= 0:
+        g, a = fs.g[k], tab.A[tab.idx[k]]
         if obs is None or obs[k]:
-            gl = np.einsum("srd,sd->sr", lam, g)
-            lam = lam + ((fs.v[k] - w[:, None] * gl) / s[:, None])[:, :, None] * h
-            gain = (w / s)[:, None] * g
-            lk = np.einsum("sij,sj->si", big, gain)
-            quad = np.einsum("si,si->s", gain, lk) + 1.0 / s
-            # - lk h^T - h lk^T + quad h h^T = m h^T + h m^T, m = quad h / 2 - lk
-            m = 0.5 * quad[:, None] * h - lk
-            big = big + m[:, :, None] * h + h[:, None] * m[:, None, :]
-        glg[k] = np.einsum("si,sij,sj->s", g, big, g)
-        beta[k] = np.einsum("srd,sd->sr", lam, g)
-        a = tab.A[tab.idx[k]]
-        lam = (lam.reshape(-1, d) @ a).reshape(n_s, n_r, d)
+            tilde, glg[k] = _information_update(big, g, fs.s[k], ws[k], h)
+        else:
+            tilde = big
+            glg[k] = np.einsum("si,si->s", g, np.einsum("sij,sj->si", big, g))
         # A^T B A for every series as two GEMMs (B symmetric), not S small matmuls
-        big = np.tensordot((big.reshape(-1, d) @ a).reshape(n_s, d, d), a, (1, 0))
-    var = w * ((fs.g @ h) - w * glg)
-    return fs.hmu + beta, hdh + glg, var
+        half = (tilde.reshape(-1, d) @ a).reshape(n_s, d, d)
+        new = (half.transpose(0, 2, 1).reshape(-1, d) @ a).reshape(n_s, d, d)
+        steady = k - 1 >= filt.frozen_from and converged(
+            new.reshape(n_s, 1, -1), big.reshape(n_s, 1, -1)
+        )
+        big = new
+        if steady:  # steps k-1 .. frozen_from repeat step k
+            glg[filt.frozen_from : k] = glg[k]
+            k = filt.frozen_from
+        k -= 1
+    return glg
+
+
+def _information_update(
+    big: FloatArray, g: FloatArray, s: FloatArray, ws: FloatArray, h: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    r"""Return the information update and :math:`g^T \tilde\Lambda g`, every series.
+
+    :math:`\tilde\Lambda = H^T H / S + (I - K H)^T \hat\Lambda (I - K H)`.
+    With :math:`b = \hat\Lambda g` and :math:`K = (w / S) g`,
+    :math:`\tilde\Lambda = \hat\Lambda + m h^T + h m^T`,
+    :math:`m = \tfrac12 ((w/S)^2 g^T b + 1/S) h - (w/S) b`, so
+    :math:`g^T \tilde\Lambda g = g^T b + 2 (m^T g)(h^T g)` (no triple product).
+    """
+    bg = np.einsum("sij,sj->si", big, g)
+    gbg = np.einsum("si,si->s", g, bg)
+    quad = ws * ws * gbg + 1.0 / s
+    m = 0.5 * quad[:, None] * h - ws[:, None] * bg
+    tilde = big + m[:, :, None] * h + h[:, None] * m[:, None, :]
+    return tilde, gbg + 2.0 * np.einsum("si,si->s", m, g) * (g @ h)
 
 
 def ffbs(
