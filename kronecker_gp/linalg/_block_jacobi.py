@@ -161,7 +161,7 @@ def best_axis(
     """
     block_size = BLOCK_SIZE if block_size is None else block_size
     shape = post.shape
-    candidates: list[tuple[int, ...]] = [(d,) for d in range(len(shape))][::-1]
+    candidates: list[tuple[int, ...]] = [(d,) for d in reversed(range(len(shape)))]
     if len(shape) >= 3:
         for a in range(len(shape)):
             for b in range(a + 1, len(shape)):
@@ -181,7 +181,7 @@ def best_axis(
 
 
 def _check_axes(axis: int | tuple[int, ...], n_axes: int) -> tuple[int, ...]:
-    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)  # type: ignore[arg-type]
+    axes: tuple[int, ...] = (axis,) if np.ndim(axis) == 0 else tuple(axis)  # type: ignore[assignment,arg-type]
     if (
         not 1 <= len(axes) <= n_axes
         or len(set(axes)) != len(axes)
@@ -218,7 +218,7 @@ class _Layout:
         self.along = along
         self.u = post.eigvecs[axes[0]]
         for d in axes[1:]:  # rows of the sub-grid's eigenvectors, last fastest
-            self.u = np.kron(self.u, post.eigvecs[d])
+            self.u = np.asarray(np.kron(self.u, post.eigvecs[d]), dtype=np.float64)
 
     @property
     def n_blocks(self) -> int:

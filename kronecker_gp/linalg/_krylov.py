@@ -39,7 +39,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import ConvergenceWarning
 
-from kronecker_gp._typing import FloatArray, IntArray
+from kronecker_gp._typing import BoolArray, FloatArray, IntArray
 
 
 def lanczos_logdet_solve(
@@ -192,11 +192,11 @@ def lanczos_tridiagonal(
 
 
 def _quadrature_converged(
-    coeffs: tuple[FloatArray, FloatArray, FloatArray],
+    coeffs: tuple[FloatArray, FloatArray, IntArray],
     relres: FloatArray,
     quad: FloatArray,
     quad_tol: float,
-) -> FloatArray:
+) -> BoolArray:
     """Probes whose quadrature moved by at most ``quad_tol`` (per unit norm).
 
     Evaluates the (normalised) quadrature of the probes whose relative
