@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import scipy.linalg
 from scipy.sparse.linalg import LinearOperator, cg
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import Kernel
 
 from kronecker_gp import _budgets
 from kronecker_gp._typing import BoolArray, FloatArray
+from kronecker_gp.linalg._krylov import preconditioned_lanczos_quadrature
 from kronecker_gp.solvers._multitask import (
     MissingCells,
     MultiTaskFactorization,
@@ -246,28 +246,10 @@ def slq_logdet_ratio(system: LMCSystem, z: FloatArray, steps: int) -> float:
     Returns
     -------
     float
-        The Gauss quadrature :math:`\|z\|_{P^{-1}}^2 \sum_i e_{1i}^2 \log
-        \theta_i` from the Lanczos tridiagonal's eigenpairs.
+        The Gauss quadrature of
+        :func:`~kronecker_gp.linalg._krylov.preconditioned_lanczos_quadrature`.
     """
-    u = system.precond(z)
-    norm2 = float(z @ u)
-    beta = np.sqrt(norm2)
-    qs, us = [z / beta], [u / beta]
-    alphas, betas = [], []
-    for j in range(steps):
-        w = system.matvec(us[j])
-        alphas.append(float(us[j] @ w))
-        for _ in range(2):  # full reorthogonalisation in the P^{-1} inner product
-            w = w - np.column_stack(qs) @ (np.vstack(us) @ w)
-        uw = system.precond(w)
-        b2 = float(w @ uw)
-        if j == steps - 1 or b2 <= 1e-24 * alphas[0] ** 2:
-            break
-        betas.append(np.sqrt(b2))
-        qs.append(w / betas[-1])
-        us.append(uw / betas[-1])
-    theta, vecs = scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas))
-    return norm2 * float(np.sum(vecs[0] ** 2 * np.log(np.clip(theta, 1e-300, None))))
+    return preconditioned_lanczos_quadrature(system.matvec, system.precond, z, steps)
 
 
 @dataclass
