@@ -109,6 +109,26 @@ def kron_matvec(factors: Sequence[FloatArray], x: Any) -> FloatArray:
     return np.ascontiguousarray(out.T)
 
 
+def kron_dense(mats: Sequence[FloatArray]) -> FloatArray:
+    """Return the dense Kronecker product of small matrices (ones((1, 1)) for none).
+
+    For factors whose product is small (a space axis of a few hundred sites,
+    a test grid's basis); by broadcasting, so it does not call ``np.kron``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a, b = np.arange(4.0).reshape(2, 2), np.eye(3)[:, :2]
+    >>> bool(np.array_equal(kron_dense([a, b]), np.kron(a, b)))
+    True
+    """
+    out = np.ones((1, 1))
+    for m in mats:
+        rows, cols = out.shape[0] * m.shape[0], out.shape[1] * m.shape[1]
+        out = (out[:, None, :, None] * m[None, :, None, :]).reshape(rows, cols)
+    return out
+
+
 def kron_diag(factors: Sequence[FloatArray]) -> FloatArray:
     """Return the diagonal of ``kron(A_1, ..., A_D)`` for square factors.
 
@@ -481,6 +501,7 @@ __all__ = [
     "face_split_gram",
     "face_split_matvec",
     "factor_eigh",
+    "kron_dense",
     "kron_diag",
     "kron_eigh",
     "kron_logdet",

@@ -74,8 +74,8 @@ import numpy as np
 
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.likelihoods import Likelihood
-from kronecker_gp.linalg import kron_diag, kron_matvec
-from kronecker_gp.solvers._laplace_precond import KronBasis, dense_kron
+from kronecker_gp.linalg import kron_dense, kron_diag, kron_matvec
+from kronecker_gp.solvers._laplace_precond import KronBasis
 from kronecker_gp.solvers._laplace_system import (
     DENSE_MAX_CELLS,
     CurvatureSystem,
@@ -480,7 +480,7 @@ def _trace_wsigmaw(system: CurvatureSystem, dks: list[list[FloatArray]]) -> Floa
     w = system.w
     if system.dense:
         m = w[:, None] * system.dense_sigma() * w[None, :]
-        return np.array([np.sum(m * dense_kron(facs)) for facs in dks])
+        return np.array([np.sum(m * kron_dense(facs)) for facs in dks])
     if system.constant:
         # W Sigma W = w^2 Q diag(lam / (1 + w lam)) Q^T: trace through dK's rotation
         spec = w[0] ** 2 * system.basis.lam / (1.0 + w[0] * system.basis.lam)

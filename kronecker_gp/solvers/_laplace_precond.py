@@ -23,7 +23,7 @@ import numpy as np
 import scipy.linalg
 
 from kronecker_gp._typing import FloatArray
-from kronecker_gp.linalg import kron_eigh, kron_matvec, kron_outer
+from kronecker_gp.linalg import kron_dense, kron_eigh, kron_matvec, kron_outer
 
 _EPS = float(np.finfo(float).eps)
 
@@ -116,15 +116,7 @@ class KronBasis:
 
     def dense_q(self) -> FloatArray:
         """Return ``Q`` as an (N, N) array (small grids only)."""
-        return dense_kron(self.eigvecs)
-
-
-def dense_kron(factors: Sequence[FloatArray]) -> FloatArray:
-    """Return the dense Kronecker product of the factors (small grids only)."""
-    out: FloatArray = np.asarray(factors[0], dtype=float)
-    for u in factors[1:]:
-        out = np.asarray(np.kron(out, u), dtype=float)
-    return out
+        return kron_dense(self.eigvecs)
 
 
 def additive_log_fit(
@@ -352,6 +344,5 @@ __all__ = [
     "ScaledKronPreconditioner",
     "additive_log_fit",
     "curvature_spread",
-    "dense_kron",
     "same_kron_fit",
 ]

@@ -30,6 +30,7 @@ import numpy as np
 from kronecker_gp import _budgets
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels._markov import is_markov_kernel, kernel_to_state_space
+from kronecker_gp.linalg import kron_dense
 from kronecker_gp.linalg._spacetime_sum import (
     SumTerm,
     sum_filter,
@@ -37,15 +38,6 @@ from kronecker_gp.linalg._spacetime_sum import (
     sum_filter_cost,
 )
 from kronecker_gp.solvers._spacetime import time_model
-
-
-def _space_kron(mats: list[FloatArray]) -> FloatArray:
-    """Kronecker product of the (small) space factors."""
-    out = np.ones((1, 1))
-    for m in mats:
-        rows, cols = out.shape[0] * m.shape[0], out.shape[1] * m.shape[1]
-        out = (out[:, None, :, None] * m[None, :, None, :]).reshape(rows, cols)
-    return out
 
 
 def kalman_axis(kernel: Any, coords: list[FloatArray], state_space: Any) -> int | None:
@@ -89,9 +81,9 @@ def _space_terms(
     for p in kernel.products():
         pairs = [p.kernels[d](coords[d], eval_gradient=True) for d in space]
         grams = [np.asarray(k) for k, _ in pairs]
-        gram = _space_kron(grams)
+        gram = kron_dense(grams)
         derivs = [
-            _space_kron([dk[:, :, j] if i == e else g for i, g in enumerate(grams)])
+            kron_dense([dk[:, :, j] if i == e else g for i, g in enumerate(grams)])
             for e, (_, dk) in enumerate(pairs)
             for j in range(dk.shape[2])
         ]

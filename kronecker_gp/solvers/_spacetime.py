@@ -28,7 +28,7 @@ from kronecker_gp import _budgets
 from kronecker_gp._grid import Grid
 from kronecker_gp._typing import FloatArray, IntArray
 from kronecker_gp.kernels._markov import kernel_to_state_space
-from kronecker_gp.linalg import kron_outer
+from kronecker_gp.linalg import kron_dense, kron_outer
 from kronecker_gp.linalg._identities import face_split_rows
 from kronecker_gp.linalg._spacetime import (
     spacetime_krige,
@@ -38,15 +38,6 @@ from kronecker_gp.linalg._spacetime import (
 )
 from kronecker_gp.linalg.kalman._model import discretize
 from kronecker_gp.solvers._protocol import Factorization, SolverInfo
-
-
-def _kron(mats: list[FloatArray]) -> FloatArray:
-    """Kronecker product of the space factors only (``n_s x n_s``, small)."""
-    out = np.ones((1, 1))
-    for m in mats:
-        rows, cols = out.shape[0] * m.shape[0], out.shape[1] * m.shape[1]
-        out = (out[:, None, :, None] * m[None, :, None, :]).reshape(rows, cols)
-    return out
 
 
 @dataclass
@@ -130,13 +121,13 @@ class SpaceTimeRoute:
             "spacetime-kalman", int(self.missing.size), extra={"axis": self.axis}
         )
         if not eval_gradient:
-            k_s = _kron(list(grams))
+            k_s = kron_dense(list(grams))
             # exact and one filter pass: computed here even when not asked
             # for, so that no first read of the LML costs more than the fit
             value = spacetime_lml(Y, k_s, noise=nz, **model)
             assert isinstance(value, float)  # no gradient asked for
             return SpaceTimeFactorization(self, kernel, noise, value, None, info)
-        k_s = _kron([k for k, _ in grams])
+        k_s = kron_dense([k for k, _ in grams])
         dk_s = _space_derivatives([k for k, _ in grams], [g for _, g in grams])
         out = spacetime_lml(Y, k_s, noise=nz, eval_gradient=True, dK_s=dk_s, **model)
         assert isinstance(out, tuple)
@@ -170,7 +161,7 @@ def _space_derivatives(grams: list[FloatArray], grads: list[FloatArray]) -> Floa
     for j, dg in enumerate(grads):
         for p in range(dg.shape[2]):
             mats = [dg[:, :, p] if i == j else g for i, g in enumerate(grams)]
-            out.append(_kron(mats))
+            out.append(kron_dense(mats))
     return np.asarray(out).reshape(-1, n_s, n_s)
 
 
@@ -215,7 +206,7 @@ class SpaceTimeFactorization(Factorization):
     def _space_gram(self, kernel: Any) -> FloatArray:
         """Return the space Gram ``K_s`` over the training sites (other axes)."""
         route = self.route
-        return _kron(
+        return kron_dense(
             [
                 kernel.kernels[d](route.coords[d])
                 for d in range(len(route.coords))
@@ -234,7 +225,7 @@ class SpaceTimeFactorization(Factorization):
         space = [d for d in range(len(route.coords)) if d != route.axis]
         cross = [kernel.kernels[d](test_coords[d], route.coords[d]) for d in space]
         diag = [kernel.kernels[d].diag(test_coords[d]) for d in space]
-        return _kron(cross), kron_outer(diag)
+        return kron_dense(cross), kron_outer(diag)
 
     def _moments(
         self,
