@@ -208,3 +208,61 @@ def drop_empty_slices(grid: Grid, Y: FloatArray, *extra: FloatArray) -> tuple[An
     index = np.ix_(*keep)
     kept = Grid([c[k] for c, k in zip(grid.coords, keep)])
     return (kept, Y[index], *(o[index] for o in extra))
+
+
+def check_whole_grid_settings(  # noqa: PLR0913 - the settings a streamed route refuses
+    grid: Grid,
+    shape: tuple[int, ...],
+    *,
+    dtype: object,
+    real: bool,
+    noise: object,
+    noise_axes: object,
+    axes: Any,
+    supported: str,
+    source: str,
+    remedy: str,
+) -> list[list[int]]:
+    """Check ``Y``'s shape and the settings for a route that takes only these.
+
+    The routes that keep ``Y`` where it is (a ``dask.array``, an array of
+    another array-API namespace) take one target on the whole grid and a
+    scalar iid noise; ``supported`` says so in every message, ``source``
+    names the input (e.g. ``"with a dask.array Y"``) and ``remedy`` what to
+    give instead (e.g. ``"NumPy arrays"``). Returns the grid's column blocks
+    (the axes).
+
+    Raises
+    ------
+    ValueError
+        If ``Y`` has a targets axis or another shape than the grid, the
+        noise is not a scalar with ``noise_axes`` None, or ``axes`` is not
+        the grid's column blocks.
+    TypeError
+        If ``Y`` does not hold real numbers (``real`` False).
+    """
+    grid_shape = grid.shape
+    if len(shape) == len(grid_shape) + 1 and shape[:-1] == grid_shape:
+        raise ValueError(
+            f"Y has a targets axis (shape {shape}); {supported}. Fit each target "
+            f"on its own (Y[..., t]), or give {remedy}."
+        )
+    if shape != grid_shape:
+        raise ValueError(
+            f"Y must have the grid's shape {grid_shape} (one axis per coords "
+            f"entry); got {shape}."
+        )
+    if not real:
+        raise TypeError(f"Y must hold real numbers; got dtype {dtype}.")
+    if not np.isscalar(noise) or noise_axes is not None:
+        raise ValueError(
+            f"noise must be a scalar and noise_axes None {source}: {supported}. "
+            f"Per-cell or per-axis noise needs {remedy}."
+        )
+    blocks = grid.block_axes()
+    if axes is not None and [list(a) for a in axes] != blocks:
+        raise ValueError(
+            f"axes={axes!r} does not match the coords' column blocks {blocks}; "
+            "leave axes=None with fit_grid."
+        )
+    return blocks

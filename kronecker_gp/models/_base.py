@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Kernel
 
 from kronecker_gp._array_api import float_dtype, is_numpy, namespace, to_numpy
-from kronecker_gp._grid import Grid, check_coords
+from kronecker_gp._grid import Grid, check_coords, check_whole_grid_settings
 from kronecker_gp._typing import ArrayLike, FloatArray
 from kronecker_gp._validation import as_float_array
 from kronecker_gp.kernels import KroneckerKernel, SeparableSum
@@ -143,31 +143,18 @@ def check_array_api_grid(
     """
     grid = Grid(check_coords(host_coords(coords)))
     xp = namespace(Y)
-    shape = tuple(int(n) for n in Y.shape)
-    if len(shape) == len(grid.shape) + 1 and shape[:-1] == grid.shape:
-        raise ValueError(
-            f"Y has a targets axis (shape {shape}); {ARRAY_API_SUPPORTED}. Fit each "
-            "target on its own (Y[..., t]), or give NumPy arrays."
-        )
-    if shape != grid.shape:
-        raise ValueError(
-            f"Y must have the grid's shape {grid.shape} (one axis per coords "
-            f"entry); got {shape}."
-        )
-    if not xp.isdtype(Y.dtype, ("real floating", "integral")):
-        raise TypeError(f"Y must hold real numbers; got dtype {Y.dtype}.")
-    if not np.isscalar(noise) or noise_axes is not None:
-        raise ValueError(
-            f"noise must be a scalar and noise_axes None for a {type(Y).__name__} "
-            f"Y: {ARRAY_API_SUPPORTED}. Per-cell or per-axis noise needs NumPy "
-            "arrays."
-        )
-    blocks = grid.block_axes()
-    if axes is not None and [list(a) for a in axes] != blocks:
-        raise ValueError(
-            f"axes={axes!r} does not match the coords' column blocks {blocks}; "
-            "leave axes=None with fit_grid."
-        )
+    blocks = check_whole_grid_settings(
+        grid,
+        tuple(int(n) for n in Y.shape),
+        dtype=Y.dtype,
+        real=bool(xp.isdtype(Y.dtype, ("real floating", "integral"))),
+        noise=noise,
+        noise_axes=noise_axes,
+        axes=axes,
+        supported=ARRAY_API_SUPPORTED,
+        source=f"for a {type(Y).__name__} Y",
+        remedy="NumPy arrays",
+    )
     y = xp.reshape(xp.astype(Y, float_dtype(Y), copy=False), (-1,))
     return grid, y, blocks
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from kronecker_gp import _budgets
-from kronecker_gp._grid import Grid, check_coords
+from kronecker_gp._grid import Grid, check_coords, check_whole_grid_settings
 from kronecker_gp._typing import FloatArray
 from kronecker_gp.kernels import SeparableSum
 from kronecker_gp.linalg import kron_eigh
@@ -71,30 +71,18 @@ def check_dask_grid(
         If ``Y`` is not real-valued.
     """
     grid = Grid(check_coords(coords))
-    if Y.ndim == len(grid.shape) + 1 and Y.shape[:-1] == grid.shape:
-        raise ValueError(
-            f"Y has a targets axis (shape {Y.shape}); {SUPPORTED}. Fit each target "
-            "on its own (Y[..., t])."
-        )
-    if Y.shape != grid.shape:
-        raise ValueError(
-            f"Y must have the grid's shape {grid.shape} (one axis per coords "
-            f"entry); got {Y.shape}."
-        )
-    if Y.dtype.kind not in "fiu":
-        raise TypeError(f"Y must hold real numbers; got dtype {Y.dtype}.")
-    if not np.isscalar(noise) or noise_axes is not None:
-        raise ValueError(
-            f"noise must be a scalar and noise_axes None with a dask.array Y: "
-            f"{SUPPORTED}. Per-cell or per-axis noise needs Y in memory (a numpy "
-            "array)."
-        )
-    blocks = grid.block_axes()
-    if axes is not None and [list(a) for a in axes] != blocks:
-        raise ValueError(
-            f"axes={axes!r} does not match the coords' column blocks {blocks}; "
-            "leave axes=None with fit_grid."
-        )
+    blocks = check_whole_grid_settings(
+        grid,
+        tuple(Y.shape),
+        dtype=Y.dtype,
+        real=Y.dtype.kind in "fiu",
+        noise=noise,
+        noise_axes=noise_axes,
+        axes=axes,
+        supported=SUPPORTED,
+        source="with a dask.array Y",
+        remedy="Y in memory (a numpy array)",
+    )
     return grid, Y.astype(np.float64), blocks
 
 
