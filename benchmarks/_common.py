@@ -124,6 +124,36 @@ def measure(
 
 
 # --------------------------------------------------------------------- memory
+def recording_lbfgsb(record: dict[str, Any], max_iter: int | None = None) -> Any:
+    """Return an sklearn-style optimizer running scipy's L-BFGS-B, recording its run.
+
+    ``record`` receives ``nfev`` (objective evaluations), ``nit``, ``fun``,
+    ``theta`` and ``message``; ``max_iter`` caps the iterations (None: scipy's
+    default, as scikit-learn's optimizer).
+    """
+    import scipy.optimize  # noqa: PLC0415 - only the optimising benchmarks need it
+
+    def optimizer(obj_func: Any, initial_theta: Any, bounds: Any) -> Any:
+        res = scipy.optimize.minimize(
+            obj_func,
+            initial_theta,
+            method="L-BFGS-B",
+            jac=True,
+            bounds=bounds,
+            options=None if max_iter is None else {"maxiter": max_iter},
+        )
+        record.update(
+            nfev=int(res.nfev),
+            nit=int(res.nit),
+            fun=float(res.fun),
+            theta=[float(t) for t in res.x],
+            message=str(res.message),
+        )
+        return res.x, res.fun
+
+    return optimizer
+
+
 def _status_kib(key: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:

@@ -72,6 +72,7 @@ from _common import (  # noqa: E402 - helper next to this script
     machine_info,
     make_problem,
     parse_size,
+    recording_lbfgsb,
 )
 
 NOISE = float(np.exp(THETA_TRUE[3]))
@@ -113,25 +114,6 @@ def _gpu_peak_mb(fn: Any, device: str) -> float | None:
     return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
-def _lbfgsb(record: dict[str, Any]) -> Any:
-    """An sklearn-style optimizer running scipy's L-BFGS-B, recording its run."""
-    import scipy.optimize
-
-    def optimizer(obj_func: Any, initial_theta: Any, bounds: Any) -> Any:
-        res = scipy.optimize.minimize(
-            obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds
-        )
-        record.update(
-            nfev=int(res.nfev),
-            fun=float(res.fun),
-            theta=[float(t) for t in res.x],
-            message=str(res.message),
-        )
-        return res.x, res.fun
-
-    return optimizer
-
-
 def _model(theta: np.ndarray, optimizer: Any = None) -> Any:
     from kronecker_gp import KroneckerGP
 
@@ -145,7 +127,7 @@ def _model(theta: np.ndarray, optimizer: Any = None) -> Any:
 
 def _optimise(coords: list[Any], Y: Any) -> dict[str, Any]:
     record: dict[str, Any] = {}
-    gp = _model(THETA_START, _lbfgsb(record))
+    gp = _model(THETA_START, recording_lbfgsb(record))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

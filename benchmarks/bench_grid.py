@@ -53,6 +53,7 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
     parse_size,
     peak_memory,
     peak_rss_only,
+    recording_lbfgsb,
 )
 
 DEFAULT_SIZES = "20x20,50x50,70x70,100x100,200x200,500x500,1000x1000"
@@ -78,26 +79,6 @@ def _interleaved(fns: dict[str, Any], repeat: int) -> dict[str, dict[str, Any]]:
         res["median"] = float(np.median(res["samples"]))
         res["min"] = float(np.min(res["samples"]))
     return out
-
-
-def _counting_lbfgsb(record: dict[str, Any]) -> Any:
-    """Return an sklearn-style optimizer callable that runs scipy's L-BFGS-B."""
-    import scipy.optimize
-
-    def optimizer(obj_func: Any, initial_theta: Any, bounds: Any) -> Any:
-        res = scipy.optimize.minimize(
-            obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds
-        )
-        record.update(
-            nfev=int(res.nfev),
-            nit=int(res.nit),
-            fun=float(res.fun),
-            theta=[float(t) for t in res.x],
-            message=str(res.message),
-        )
-        return res.x, res.fun
-
-    return optimizer
 
 
 def _optimisation(run: Any, repeat: int) -> dict[str, Any]:
@@ -175,7 +156,7 @@ def worker_ours(n_s: int, n_t: int, args: argparse.Namespace) -> dict[str, Any]:
             factor_kernels(THETA_START),
             noise=float(np.exp(THETA_START[3])),
             noise_bounds=tuple(np.exp(LOG_BOUNDS[3])),
-            optimizer=_counting_lbfgsb(record),
+            optimizer=recording_lbfgsb(record),
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -368,7 +349,7 @@ def worker_gpytorch(n_s: int, n_t: int, args: argparse.Namespace) -> dict[str, A
             value, grad = lml(theta, True)
             return -value, -grad
 
-        _counting_lbfgsb(record)(obj, THETA_START.copy(), LOG_BOUNDS)
+        recording_lbfgsb(record)(obj, THETA_START.copy(), LOG_BOUNDS)
 
     res["optimisation"] = _optimisation(run_opt, 1 if per_eval > 0.05 else args.repeat)
     return res

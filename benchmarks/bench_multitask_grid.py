@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel, Matern
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load_average, machine_info  # noqa: E402
+from _common import load_average, machine_info, recording_lbfgsb  # noqa: E402
 
 from kronecker_gp import KroneckerGP, MultiTaskGP  # noqa: E402
 from kronecker_gp.kernels import CoregionalizationKernel  # noqa: E402
@@ -150,8 +149,8 @@ def heterotopic(
             normalize_y=True,
             random_state=0,
         )
-        calls: list[int] = []
-        gp.set_params(optimizer=_counting(max_iter, calls))
+        record: dict[str, Any] = {}
+        gp.set_params(optimizer=recording_lbfgsb(record, max_iter or None))
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -161,32 +160,11 @@ def heterotopic(
             "fit_s": time.perf_counter() - t0,
             "route": inner.solver_info_.path,
             "lml": float(inner.log_marginal_likelihood_value_),
-            "evaluations": len(calls),
+            "evaluations": record["nfev"],
             "load": load_average(),
         }
     out["ratio"] = out["heterotopic"]["fit_s"] / out["complete"]["fit_s"]
     return out
-
-
-def _counting(max_iter: int, calls: list[int]) -> Any:
-    """L-BFGS-B (as in scikit-learn, optional iteration cap), counting evaluations."""
-
-    def optimizer(obj_func: Any, initial_theta: Any, bounds: Any) -> Any:
-        def counted(theta: Any) -> Any:
-            calls.append(1)
-            return obj_func(theta)
-
-        res = minimize(
-            counted,
-            initial_theta,
-            jac=True,
-            bounds=bounds,
-            method="L-BFGS-B",
-            options={"maxiter": max_iter or 15000},
-        )
-        return res.x, res.fun
-
-    return optimizer
 
 
 def held_out(seed: int, n_sites: int, n_days: int) -> dict[str, Any]:  # noqa: PLR0915
