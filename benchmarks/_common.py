@@ -154,6 +154,97 @@ def recording_lbfgsb(record: dict[str, Any], max_iter: int | None = None) -> Any
     return optimizer
 
 
+def gpytorch_grid_model(
+    sites: np.ndarray, times: np.ndarray, Y: np.ndarray, device: str = "cpu"
+) -> Any:
+    """Exact GPyTorch GP whose covariance is a KroneckerProductLinearOperator.
+
+    Adding the likelihood's constant noise gives a
+    ``KroneckerProductAddedDiagLinearOperator``, whose solve and log-determinant
+    use the factor eigendecompositions (GPyTorch's Kronecker path). Positive
+    constraints use ``exp``/``log``, so the raw parameters are exactly the log
+    hyperparameters ``theta`` (same parametrisation as sklearn's and ours).
+    Everything is float64, on ``device``. Returns ``lml(theta, eval_gradient)``
+    and ``covariance_type()``.
+    """
+    import gpytorch  # noqa: PLC0415 - optional, only the GPyTorch rows need it
+    import torch  # noqa: PLC0415
+    from linear_operator.operators import (  # noqa: PLC0415
+        KroneckerProductLinearOperator,
+    )
+
+    def positive() -> Any:
+        return gpytorch.constraints.Positive(
+            transform=torch.exp, inv_transform=torch.log
+        )
+
+    class GridKernel(gpytorch.kernels.Kernel):
+        def __init__(self) -> None:
+            super().__init__()
+            rbf = gpytorch.kernels.RBFKernel(lengthscale_constraint=positive())
+            self.k_space = gpytorch.kernels.ScaleKernel(
+                rbf, outputscale_constraint=positive()
+            )
+            self.k_time = gpytorch.kernels.MaternKernel(
+                nu=1.5, lengthscale_constraint=positive()
+            )
+            self.register_buffer("xs", torch.as_tensor(sites))
+            self.register_buffer("xt", torch.as_tensor(times)[:, None])
+
+        def forward(self, x1: Any, x2: Any, diag: bool = False, **kw: Any) -> Any:
+            # the training grid only: x1 and x2 are the cell indices
+            k_s = self.k_space(self.xs).to_dense()
+            k_t = self.k_time(self.xt).to_dense()
+            return KroneckerProductLinearOperator(k_s, k_t)
+
+    class GridGP(gpytorch.models.ExactGP):
+        def __init__(self, x: Any, y: Any, lik: Any) -> None:
+            super().__init__(x, y, lik)
+            self.mean_module = gpytorch.means.ZeroMean()
+            self.covar_module = GridKernel()
+
+        def forward(self, x: Any) -> Any:
+            return gpytorch.distributions.MultivariateNormal(
+                self.mean_module(x), self.covar_module(x)
+            )
+
+    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=positive())
+    x = torch.arange(Y.size, dtype=torch.float64, device=device)[:, None]
+    y = torch.as_tensor(Y.reshape(-1), dtype=torch.float64, device=device)
+    model = GridGP(x, y, lik).to(device=device, dtype=torch.float64)
+    lik = lik.to(device=device, dtype=torch.float64)
+    params = [
+        model.covar_module.k_space.raw_outputscale,
+        model.covar_module.k_space.base_kernel.raw_lengthscale,
+        model.covar_module.k_time.raw_lengthscale,
+        lik.noise_covar.raw_noise,
+    ]
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
+    model.train()
+    lik.train()
+
+    def lml(theta: np.ndarray, eval_gradient: bool) -> Any:
+        with torch.no_grad():
+            for p, v in zip(params, theta):
+                p.fill_(float(v))
+        with (
+            gpytorch.settings.lazily_evaluate_kernels(False),
+            torch.set_grad_enabled(eval_gradient),
+        ):
+            # ExactMarginalLogLikelihood divides by the number of cells
+            value = mll(model(x), y) * y.numel()
+            if not eval_gradient:
+                return float(value)
+            grads = torch.autograd.grad(value, params)
+        return float(value.detach()), np.array([float(g.detach().sum()) for g in grads])
+
+    def covariance_type() -> str:
+        with gpytorch.settings.lazily_evaluate_kernels(False), torch.no_grad():
+            return type(lik(model(x)).lazy_covariance_matrix).__name__
+
+    return lml, covariance_type
+
+
 def _status_kib(key: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:

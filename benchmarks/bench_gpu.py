@@ -68,6 +68,7 @@ from _common import (  # noqa: E402 - helper next to this script
     THETA_START,
     THETA_TRUE,
     factor_kernels,
+    gpytorch_grid_model,
     load_average,
     machine_info,
     make_problem,
@@ -196,76 +197,10 @@ def gpytorch_gpu(
     sites: np.ndarray, times: np.ndarray, Y: np.ndarray, args: argparse.Namespace
 ) -> dict[str, Any]:
     """GPyTorch's Kronecker path on the device: LML, LML + gradient, optimisation."""
-    import gpytorch
     import scipy.optimize
-    import torch
-    from linear_operator.operators import KroneckerProductLinearOperator
 
     dev = args.device
-
-    def positive() -> Any:
-        return gpytorch.constraints.Positive(
-            transform=torch.exp, inv_transform=torch.log
-        )
-
-    class GridKernel(gpytorch.kernels.Kernel):
-        def __init__(self) -> None:
-            super().__init__()
-            rbf = gpytorch.kernels.RBFKernel(lengthscale_constraint=positive())
-            self.k_space = gpytorch.kernels.ScaleKernel(
-                rbf, outputscale_constraint=positive()
-            )
-            self.k_time = gpytorch.kernels.MaternKernel(
-                nu=1.5, lengthscale_constraint=positive()
-            )
-            self.register_buffer("xs", torch.as_tensor(sites))
-            self.register_buffer("xt", torch.as_tensor(times)[:, None])
-
-        def forward(self, x1: Any, x2: Any, diag: bool = False, **kw: Any) -> Any:
-            # the training grid only: x1 and x2 are the cell indices
-            k_s = self.k_space(self.xs).to_dense()
-            k_t = self.k_time(self.xt).to_dense()
-            return KroneckerProductLinearOperator(k_s, k_t)
-
-    class GridGP(gpytorch.models.ExactGP):
-        def __init__(self, x: Any, y: Any, lik: Any) -> None:
-            super().__init__(x, y, lik)
-            self.mean_module = gpytorch.means.ZeroMean()
-            self.covar_module = GridKernel()
-
-        def forward(self, x: Any) -> Any:
-            return gpytorch.distributions.MultivariateNormal(
-                self.mean_module(x), self.covar_module(x)
-            )
-
-    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=positive())
-    x = torch.arange(Y.size, dtype=torch.float64, device=dev)[:, None]
-    y = torch.as_tensor(Y.reshape(-1), device=dev)
-    model = GridGP(x, y, lik).to(dev)
-    lik = lik.to(dev)
-    params = [
-        model.covar_module.k_space.raw_outputscale,
-        model.covar_module.k_space.base_kernel.raw_lengthscale,
-        model.covar_module.k_time.raw_lengthscale,
-        lik.noise_covar.raw_noise,
-    ]
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
-    model.train()
-    lik.train()
-
-    def lml(theta: np.ndarray, eval_gradient: bool) -> Any:
-        with torch.no_grad():
-            for p, v in zip(params, theta):
-                p.fill_(float(v))
-        with (
-            gpytorch.settings.lazily_evaluate_kernels(False),
-            torch.set_grad_enabled(eval_gradient),
-        ):
-            value = mll(model(x), y) * y.numel()  # mll divides by the cells
-            if not eval_gradient:
-                return float(value)
-            grads = torch.autograd.grad(value, params)
-        return float(value.detach()), np.array([float(g.detach().sum()) for g in grads])
+    lml, _ = gpytorch_grid_model(sites, times, Y, dev)
 
     res: dict[str, Any] = {
         "timings": {

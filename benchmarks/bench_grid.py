@@ -45,6 +45,7 @@ from _common import (  # noqa: E402 - the helper module sits next to this script
     THETA_TRUE,
     blas_info,
     factor_kernels,
+    gpytorch_grid_model,
     grid_rows,
     load_average,
     machine_info,
@@ -226,91 +227,6 @@ def _sklearn_predict(
     return res
 
 
-def _gpytorch_model(sites: np.ndarray, times: np.ndarray, Y: np.ndarray) -> Any:
-    """Exact GPyTorch GP whose covariance is a KroneckerProductLinearOperator.
-
-    Adding the likelihood's constant noise gives a
-    ``KroneckerProductAddedDiagLinearOperator``, whose solve and log-determinant
-    use the factor eigendecompositions (GPyTorch's Kronecker path). Positive
-    constraints use ``exp``/``log``, so the raw parameters are exactly the log
-    hyperparameters ``theta`` (same parametrisation as sklearn's and ours).
-    """
-    import gpytorch
-    import torch
-    from linear_operator.operators import KroneckerProductLinearOperator
-
-    def positive() -> Any:
-        return gpytorch.constraints.Positive(
-            transform=torch.exp, inv_transform=torch.log
-        )
-
-    class GridKernel(gpytorch.kernels.Kernel):
-        def __init__(self, xs: Any, xt: Any) -> None:
-            super().__init__()
-            self.xs, self.xt = xs, xt
-            rbf = gpytorch.kernels.RBFKernel(lengthscale_constraint=positive())
-            self.k_space = gpytorch.kernels.ScaleKernel(
-                rbf, outputscale_constraint=positive()
-            )
-            self.k_time = gpytorch.kernels.MaternKernel(
-                nu=1.5, lengthscale_constraint=positive()
-            )
-
-        def forward(self, x1: Any, x2: Any, diag: bool = False, **kw: Any) -> Any:
-            # the training grid only: x1 and x2 are the cell indices
-            k_s = self.k_space(self.xs).to_dense()
-            k_t = self.k_time(self.xt).to_dense()
-            return KroneckerProductLinearOperator(k_s, k_t)
-
-    class GridGP(gpytorch.models.ExactGP):
-        def __init__(self, x: Any, y: Any, lik: Any) -> None:
-            super().__init__(x, y, lik)
-            self.mean_module = gpytorch.means.ZeroMean()
-            self.covar_module = GridKernel(
-                torch.as_tensor(sites), torch.as_tensor(times)[:, None]
-            )
-
-        def forward(self, x: Any) -> Any:
-            return gpytorch.distributions.MultivariateNormal(
-                self.mean_module(x), self.covar_module(x)
-            )
-
-    lik = gpytorch.likelihoods.GaussianLikelihood(noise_constraint=positive())
-    x = torch.arange(Y.size, dtype=torch.float64)[:, None]
-    y = torch.as_tensor(Y.reshape(-1))
-    model = GridGP(x, y, lik)
-    params = [
-        model.covar_module.k_space.raw_outputscale,
-        model.covar_module.k_space.base_kernel.raw_lengthscale,
-        model.covar_module.k_time.raw_lengthscale,
-        lik.noise_covar.raw_noise,
-    ]
-    mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, model)
-    model.train()
-    lik.train()
-
-    def lml(theta: np.ndarray, eval_gradient: bool) -> Any:
-        with torch.no_grad():
-            for p, v in zip(params, theta):
-                p.fill_(float(v))
-        with (
-            gpytorch.settings.lazily_evaluate_kernels(False),
-            torch.set_grad_enabled(eval_gradient),
-        ):
-            # ExactMarginalLogLikelihood divides by the number of cells
-            value = mll(model(x), y) * y.numel()
-            if not eval_gradient:
-                return float(value)
-            grads = torch.autograd.grad(value, params)
-        return float(value), np.array([float(g) for g in grads])
-
-    def covariance_type() -> str:
-        with gpytorch.settings.lazily_evaluate_kernels(False), torch.no_grad():
-            return type(lik(model(x)).lazy_covariance_matrix).__name__
-
-    return lml, covariance_type
-
-
 def worker_gpytorch(n_s: int, n_t: int, args: argparse.Namespace) -> dict[str, Any]:
     """Time GPyTorch's Kronecker path (float64, CPU) on the same data and theta."""
     import torch
@@ -318,9 +234,9 @@ def worker_gpytorch(n_s: int, n_t: int, args: argparse.Namespace) -> dict[str, A
     torch.set_default_dtype(torch.float64)
     sites, times, Y = make_problem(n_s, n_t, args.seed)
     small = make_problem(5, 6, args.seed)
-    warm, _ = _gpytorch_model(*small)
+    warm, _ = gpytorch_grid_model(*small)
     warm(THETA_TRUE, True)
-    lml, covariance_type = _gpytorch_model(sites, times, Y)
+    lml, covariance_type = gpytorch_grid_model(sites, times, Y)
     res: dict[str, Any] = {"covariance": covariance_type(), "timings": {}, "memory": {}}
     budget = args.gpytorch_max_seconds / 10  # time spent on repeats of one op
     ops = {
