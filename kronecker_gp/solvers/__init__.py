@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -101,6 +101,10 @@ class SolverOptions:
             raise ValueError(
                 f'solver must be "auto", "exact" or "cg"; got {self.method!r}.'
             )
+
+    def route_kwargs(self) -> dict[str, Any]:
+        """Return the settings as keyword arguments of a route's constructor."""
+        return asdict(self)
 
     def for_search(self) -> SolverOptions:
         """Return the looser settings of the hyperparameter search's evaluations."""
@@ -485,11 +489,7 @@ def _structured_route(
         grid.coords[axis][:, 0],
         np.where(missing, 0.0, y).reshape(grid.shape),
         missing=missing.reshape(grid.shape) if missing.any() else None,
-        method=options.method,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        n_probes=options.n_probes,
-        seed=options.seed,
+        **options.route_kwargs(),
         cell_noise=None if cell_noise is None else cell_noise.reshape(grid.shape),
         coords=list(grid.coords),
     )
@@ -511,11 +511,7 @@ def _eigen_route(
     solver = GridSolver(
         np.where(missing, 0.0, y),
         idx if idx.size else None,
-        method=options.method,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        n_probes=options.n_probes,
-        seed=options.seed,
+        **options.route_kwargs(),
         cell_noise=cell_noise,
         coords=list(grid.coords),
     )
@@ -561,11 +557,7 @@ def _axis_noise_route(
         np.where(missing, 0.0, y),
         idx if idx.size else None,
         tuple(int(d) for d in axes),
-        method=options.method,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        n_probes=options.n_probes,
-        seed=options.seed,
+        **options.route_kwargs(),
         coords=list(grid.coords),
         known=known,
         cell_noise=None if known is None else kron_outer(known),

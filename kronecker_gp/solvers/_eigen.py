@@ -108,11 +108,7 @@ def array_api_route(
     solver = GridSolver(
         y,
         None,
-        method=options.method,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        n_probes=options.n_probes,
-        seed=options.seed,
+        **options.route_kwargs(),
         coords=list(grid.coords),
     )
     reason = (

@@ -610,11 +610,7 @@ def separable_sum_route(  # noqa: PLR0913, PLR0917 - data, kernel, settings
         np.where(observed, y, 0.0),
         observed,
         list(grid.coords),
-        method=options.method,
-        tol=options.tol,
-        max_iter=options.max_iter,
-        n_probes=options.n_probes,
-        seed=options.seed,
+        **options.route_kwargs(),
         kalman=kalman,
         noise_axes=noise_axes,
     )
